@@ -1,0 +1,2 @@
+//! hexdispatch: a real-time ride-hailing dispatch engine.
+pub mod geo;
