@@ -1,2 +1,24 @@
 //! hexdispatch: a real-time ride-hailing dispatch engine.
+//!
+//! Drivers stream positions over WebSockets into driver actors, which keep an in-memory H3 index
+//! (sharded over cell actors) current; nearby queries fan out to the shards a circle touches and
+//! merge exact answers. [`engine::Engine::start`] is what `main`, the tests and the benchmarks run.
+//!
+//! - [`geo`] and [`dispatch`]: pure domain (coordinates, H3 cells, the spatial index, statuses);
+//! - [`actors`]: cell, driver and registry actors;
+//! - [`http`]: the REST and WebSocket edge;
+//! - [`config`], [`auth`], [`metrics`]: settings, tokens, the metrics catalogue.
+
+pub mod actors;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod directory;
+pub mod dispatch;
+pub mod engine;
 pub mod geo;
+pub mod http;
+pub mod metrics;
+pub mod telemetry;
+
+pub use engine::{Core, Engine, EngineHandle};

@@ -47,7 +47,9 @@ pub struct Grid {
 
 /// A grid whose shard resolution is not coarser than its index resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("geo.shard_resolution ({shard}) must be coarser (smaller) than geo.index_resolution ({index})")]
+#[error(
+    "geo.shard_resolution ({shard}) must be coarser (smaller) than geo.index_resolution ({index})"
+)]
 pub struct GridError {
     index: u8,
     shard: u8,
@@ -172,7 +174,12 @@ mod tests {
     #[test]
     fn global_cell_radius_bounds_every_sampled_cell() {
         let mut rng = StdRng::seed_from_u64(7);
-        for res in [Resolution::Five, Resolution::Six, Resolution::Seven, Resolution::Nine] {
+        for res in [
+            Resolution::Five,
+            Resolution::Six,
+            Resolution::Seven,
+            Resolution::Nine,
+        ] {
             let bound = max_cell_radius_m(res);
             let mut worst = 0.0_f64;
             for _ in 0..20_000 {
@@ -182,7 +189,10 @@ mod tests {
             for pentagon in res.pentagons() {
                 worst = worst.max(cell_radius_m(pentagon));
             }
-            assert!(worst < bound * 0.85, "res {res}: worst {worst} m vs bound {bound} m");
+            assert!(
+                worst < bound * 0.85,
+                "res {res}: worst {worst} m vs bound {bound} m"
+            );
         }
     }
 
@@ -193,7 +203,10 @@ mod tests {
             let p = random_point(&mut rng);
             let cell = p.to_h3().to_cell(Resolution::Nine);
             let d = p.to_h3().distance_m(h3o::LatLng::from(cell));
-            assert!(d <= cell_radius_m(cell), "{p:?} is {d} m from its cell centre");
+            assert!(
+                d <= cell_radius_m(cell),
+                "{p:?} is {d} m from its cell centre"
+            );
         }
     }
 
@@ -213,7 +226,10 @@ mod tests {
             let shard = grid.shard_of(grid.cell_of(p));
             let reach = grid.shard_reach_m(shard);
             let d = p.to_h3().distance_m(h3o::LatLng::from(shard));
-            assert!(d <= reach, "{p:?}: {d} m from its shard centre, reach {reach} m");
+            assert!(
+                d <= reach,
+                "{p:?}: {d} m from its shard centre, reach {reach} m"
+            );
         }
     }
 }

@@ -172,7 +172,9 @@ impl SpatialIndex {
     pub fn set_available(&mut self, driver_id: Uuid, available: bool) -> bool {
         match self.slots.get(&driver_id) {
             Some(&(b, s)) => {
-                self.buckets[b as usize].entries[s as usize].driver.available = available;
+                self.buckets[b as usize].entries[s as usize]
+                    .driver
+                    .available = available;
                 true
             }
             None => false,
@@ -241,7 +243,8 @@ impl SpatialIndex {
                         }
                     }
                     None => {
-                        ring_floor = ring_floor.min(q.chord(cell_centre(cell)) - self.empty_cell_chord);
+                        ring_floor =
+                            ring_floor.min(q.chord(cell_centre(cell)) - self.empty_cell_chord);
                     }
                 }
             }
@@ -401,14 +404,28 @@ mod tests {
     fn assert_same(got: &[NearbyHit], want: &[(Uuid, f64)], context: &str) {
         assert_eq!(got.len(), want.len(), "{context}: answer sizes differ");
         for (i, (hit, (id, dist))) in got.iter().zip(want).enumerate() {
-            assert!((hit.distance_m - dist).abs() < 1e-6, "{context}: #{i} distance {} vs {dist}", hit.distance_m);
+            assert!(
+                (hit.distance_m - dist).abs() < 1e-6,
+                "{context}: #{i} distance {} vs {dist}",
+                hit.distance_m
+            );
             // Equal distances may come in either order; distinct ones must name the same driver.
             let tie = want.iter().filter(|w| (w.1 - dist).abs() < 1e-6).count() > 1;
-            assert!(tie || hit.driver.driver_id == *id, "{context}: #{i} is {} not {id}", hit.driver.driver_id);
+            assert!(
+                tie || hit.driver.driver_id == *id,
+                "{context}: #{i} is {} not {id}",
+                hit.driver.driver_id
+            );
         }
     }
 
-    fn city_fleet(rng: &mut StdRng, n: usize, lat: f64, lng: f64, half_km: f64) -> Vec<IndexedDriver> {
+    fn city_fleet(
+        rng: &mut StdRng,
+        n: usize,
+        lat: f64,
+        lng: f64,
+        half_km: f64,
+    ) -> Vec<IndexedDriver> {
         let dlat = half_km / 111.0;
         let dlng = half_km / (111.0 * lat.to_radians().cos());
         (0..n)
@@ -439,16 +456,25 @@ mod tests {
         assert!(index.remove(Uuid::from_u128(2)));
         assert!(!index.remove(Uuid::from_u128(2)));
         assert!(index.nearest(&query(48.85, 2.35, 1_000.0, 5)).is_empty());
-        assert_eq!(index.get(Uuid::from_u128(1)).map(|d| d.position.lat()), Some(48.90));
+        assert_eq!(
+            index.get(Uuid::from_u128(1)).map(|d| d.position.lat()),
+            Some(48.90)
+        );
     }
 
     #[test]
     fn unavailable_and_stale_drivers_are_not_served() {
         let mut index = SpatialIndex::new(Resolution::Nine);
         index.upsert(driver(1, 48.85, 2.35));
-        index.upsert(IndexedDriver { seen_ms: 10, ..driver(2, 48.85, 2.35) });
+        index.upsert(IndexedDriver {
+            seen_ms: 10,
+            ..driver(2, 48.85, 2.35)
+        });
         index.set_available(Uuid::from_u128(1), false);
-        let q = NearbyQuery { fresh_since_ms: 500, ..query(48.85, 2.35, 100.0, 5) };
+        let q = NearbyQuery {
+            fresh_since_ms: 500,
+            ..query(48.85, 2.35, 100.0, 5)
+        };
         assert!(index.nearest(&q).is_empty());
         assert_eq!(index.evict_stale(500), vec![Uuid::from_u128(2)]);
         assert_eq!(index.len(), 1);
@@ -464,13 +490,21 @@ mod tests {
         }
         for i in 0..300 {
             let q = NearbyQuery {
-                point: LatLng::new(52.52 + rng.random_range(-0.2..0.2), 13.40 + rng.random_range(-0.3..0.3)).unwrap(),
+                point: LatLng::new(
+                    52.52 + rng.random_range(-0.2..0.2),
+                    13.40 + rng.random_range(-0.3..0.3),
+                )
+                .unwrap(),
                 radius_m: rng.random_range(100.0..50_000.0),
                 limit: rng.random_range(1..=20),
                 vehicle: rng.random_bool(0.3).then(|| rng.random_range(0..3)),
                 fresh_since_ms: if rng.random_bool(0.3) { 1_000 } else { 0 },
             };
-            assert_same(&index.nearest(&q), &brute_force(&fleet, &q), &format!("query {i}: {q:?}"));
+            assert_same(
+                &index.nearest(&q),
+                &brute_force(&fleet, &q),
+                &format!("query {i}: {q:?}"),
+            );
         }
     }
 

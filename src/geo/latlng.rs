@@ -198,7 +198,10 @@ mod tests {
             assert_eq!(err.field(), field, "{why}");
         }
         for (lat, lng) in [(90.0, 180.0), (-90.0, -180.0), (0.0, 0.0)] {
-            assert!(LatLng::new(lat, lng).is_ok(), "({lat}, {lng}) is on the edge and valid");
+            assert!(
+                LatLng::new(lat, lng).is_ok(),
+                "({lat}, {lng}) is on the edge and valid"
+            );
         }
     }
 
@@ -209,7 +212,10 @@ mod tests {
         let via_chord = chord_to_metres(UnitVec::from(a).chord(UnitVec::from(b)));
         assert!((via_chord - haversine_m(a, b)).abs() < 1e-6, "{via_chord}");
         for d in [0.0, 1.0, 100.0, 2_000.0, 50_000.0, 5_000_000.0] {
-            assert!((chord_to_metres(metres_to_chord(d)) - d).abs() < 1e-6, "{d} m");
+            assert!(
+                (chord_to_metres(metres_to_chord(d)) - d).abs() < 1e-6,
+                "{d} m"
+            );
         }
     }
 }

@@ -11,7 +11,9 @@ mod latlng;
 
 pub use grid::{Grid, GridError, cell_centre, cell_radius_m, covering_cells, max_cell_radius_m};
 pub use index::{IndexedDriver, NearbyHit, NearbyQuery, SpatialIndex, Upserted, VehicleId};
-pub use latlng::{EARTH_RADIUS_M, GeoError, LatLng, UnitVec, chord_to_metres, haversine_m, metres_to_chord};
+pub use latlng::{
+    EARTH_RADIUS_M, GeoError, LatLng, UnitVec, chord_to_metres, haversine_m, metres_to_chord,
+};
 
 /// The point `distance_m` away from `from` along the initial bearing `bearing_deg` (great circle).
 ///
@@ -31,7 +33,8 @@ pub fn destination(from: LatLng, bearing_deg: f64, distance_m: f64) -> LatLng {
     let theta = bearing_deg.to_radians();
     let (phi1, lambda1) = (from.lat().to_radians(), from.lng().to_radians());
     let phi2 = (phi1.sin() * delta.cos() + phi1.cos() * delta.sin() * theta.cos()).asin();
-    let lambda2 = lambda1 + (theta.sin() * delta.sin() * phi1.cos()).atan2(delta.cos() - phi1.sin() * phi2.sin());
+    let lambda2 = lambda1
+        + (theta.sin() * delta.sin() * phi1.cos()).atan2(delta.cos() - phi1.sin() * phi2.sin());
     let lng = (lambda2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0;
     let lat = phi2.to_degrees().clamp(-90.0, 90.0);
     // Both values are finite and clamped into range, so construction cannot fail; fall back to the
@@ -45,7 +48,12 @@ mod tests {
     use h3o::Resolution;
     use proptest::prelude::*;
 
-    fn check_covering(centre: LatLng, radius_m: f64, res: Resolution, samples: &[(f64, f64)]) -> Result<(), TestCaseError> {
+    fn check_covering(
+        centre: LatLng,
+        radius_m: f64,
+        res: Resolution,
+        samples: &[(f64, f64)],
+    ) -> Result<(), TestCaseError> {
         let cells = covering_cells(centre, radius_m, res);
         for &(bearing, fraction) in samples {
             let p = destination(centre, bearing, radius_m * fraction);
@@ -97,7 +105,8 @@ mod tests {
     fn covering_cells_include_pentagon_neighbourhoods() {
         for pentagon in Resolution::Nine.pentagons().take(3) {
             let centre = LatLng::from(h3o::LatLng::from(pentagon));
-            let samples: Vec<(f64, f64)> = (0..360).step_by(5).map(|b| (f64::from(b), 0.999)).collect();
+            let samples: Vec<(f64, f64)> =
+                (0..360).step_by(5).map(|b| (f64::from(b), 0.999)).collect();
             check_covering(centre, 1_500.0, Resolution::Nine, &samples).unwrap();
         }
     }

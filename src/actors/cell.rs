@@ -1,0 +1,201 @@
+//! `CellActor`: owns the spatial index of one shard (an H3 cell at `geo.shard_resolution`).
+//!
+//! Driver actors send it `Upsert`, `Remove` and `SetAvailable` for their own entry only, so the
+//! index never sees two writers for one driver. The shard map asks it `Nearby` and merges the
+//! answers of the shards a circle touches. Every `location.ttl_s / 4` it evicts drivers whose
+//! position went stale (queries also filter by freshness, so eviction timing never leaks stale
+//! positions). It lives on one of the cell arbiters for the life of the engine.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use h3o::{CellIndex, Resolution};
+use metrics::{Counter, counter};
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::geo::{IndexedDriver, NearbyHit, NearbyQuery, SpatialIndex, Upserted};
+use crate::metrics::{INDEX_EVICTIONS, INDEX_UPSERTS};
+
+/// Messages a cell actor may have queued. Location upserts arrive with `try_send` and are
+/// dropped (and counted) past this; control messages are always delivered.
+pub const CELL_MAILBOX: usize = 65_536;
+
+/// Insert or update one driver's entry.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Upsert(pub IndexedDriver);
+
+/// Remove one driver's entry (it went offline or moved to another shard).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Remove {
+    /// The driver.
+    pub driver_id: Uuid,
+}
+
+/// Mark one driver available for offers, or not.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetAvailable {
+    /// The driver.
+    pub driver_id: Uuid,
+    /// Whether it may receive an offer.
+    pub available: bool,
+}
+
+/// The nearest drivers of this shard that match the query, nearest first.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "Vec<NearbyHit>")]
+pub struct Nearby(pub NearbyQuery);
+
+/// How many drivers this shard holds. Also a barrier: it answers after every earlier message.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Count;
+
+/// The index of one shard.
+pub struct CellActor {
+    shard: CellIndex,
+    index: SpatialIndex,
+    /// Positions older than this are evicted.
+    ttl_ms: i64,
+    upserts: Counter,
+}
+
+impl CellActor {
+    /// A cell actor for `shard`, indexing at `index_res`, evicting positions older than `ttl`.
+    #[must_use]
+    pub fn new(shard: CellIndex, index_res: Resolution, ttl: Duration) -> Self {
+        Self {
+            shard,
+            index: SpatialIndex::new(index_res),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            upserts: counter!(INDEX_UPSERTS),
+        }
+    }
+
+    fn sweep_every(&self) -> Duration {
+        Duration::from_millis(
+            u64::try_from(self.ttl_ms / 4)
+                .unwrap_or(1)
+                .clamp(50, 30_000),
+        )
+    }
+}
+
+impl Actor for CellActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(CELL_MAILBOX);
+        ctx.run_interval(self.sweep_every(), |actor, _| {
+            let evicted = actor.index.evict_stale(now_ms().saturating_sub(actor.ttl_ms));
+            if !evicted.is_empty() {
+                counter!(INDEX_EVICTIONS).increment(evicted.len() as u64);
+                tracing::debug!(shard = %actor.shard, evicted = evicted.len(), "evicted stale drivers");
+            }
+        });
+    }
+}
+
+impl Handler<Upsert> for CellActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Upsert, _: &mut Self::Context) {
+        let _: Upserted = self.index.upsert(msg.0);
+        self.upserts.increment(1);
+    }
+}
+
+impl Handler<Remove> for CellActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Remove, _: &mut Self::Context) {
+        self.index.remove(msg.driver_id);
+    }
+}
+
+impl Handler<SetAvailable> for CellActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAvailable, _: &mut Self::Context) {
+        self.index.set_available(msg.driver_id, msg.available);
+    }
+}
+
+impl Handler<Nearby> for CellActor {
+    type Result = MessageResult<Nearby>;
+
+    fn handle(&mut self, msg: Nearby, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.index.nearest(&msg.0))
+    }
+}
+
+impl Handler<Count> for CellActor {
+    type Result = usize;
+
+    fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
+        self.index.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::LatLng;
+
+    fn driver(n: u128, lat: f64, lng: f64, seen_ms: i64) -> IndexedDriver {
+        IndexedDriver {
+            driver_id: Uuid::from_u128(n),
+            position: LatLng::new(lat, lng).unwrap(),
+            heading: Some(90.0),
+            vehicle: 0,
+            available: true,
+            seen_ms,
+        }
+    }
+
+    #[actix::test]
+    async fn applies_updates_in_order_and_answers_queries() {
+        let p = LatLng::new(40.0, -3.7).unwrap();
+        let shard = p.to_h3().to_cell(Resolution::Six);
+        let cell = CellActor::new(shard, Resolution::Nine, Duration::from_secs(60)).start();
+        let now = now_ms();
+        cell.do_send(Upsert(driver(1, 40.0, -3.7, now)));
+        cell.do_send(Upsert(driver(2, 40.001, -3.7, now)));
+        cell.do_send(SetAvailable {
+            driver_id: Uuid::from_u128(1),
+            available: false,
+        });
+        let q = NearbyQuery {
+            point: p,
+            radius_m: 1_000.0,
+            limit: 5,
+            vehicle: None,
+            fresh_since_ms: 0,
+        };
+        let hits = cell.send(Nearby(q)).await.unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.driver.driver_id).collect::<Vec<_>>(),
+            vec![Uuid::from_u128(2)]
+        );
+        cell.do_send(Remove {
+            driver_id: Uuid::from_u128(2),
+        });
+        assert_eq!(cell.send(Count).await.unwrap(), 1);
+    }
+
+    #[actix::test]
+    async fn stale_positions_are_evicted_by_the_sweep() {
+        let shard = LatLng::new(40.0, -3.7)
+            .unwrap()
+            .to_h3()
+            .to_cell(Resolution::Six);
+        let cell = CellActor::new(shard, Resolution::Nine, Duration::from_millis(200)).start();
+        cell.do_send(Upsert(driver(1, 40.0, -3.7, now_ms())));
+        assert_eq!(cell.send(Count).await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(cell.send(Count).await.unwrap(), 0);
+    }
+}

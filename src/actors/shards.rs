@@ -1,0 +1,275 @@
+//! The shard map: which cell actor owns which shard, where each runs, and the fan-out of a nearby
+//! query to every shard its circle can reach.
+//!
+//! Cell actors are created on first use and spread over the cell arbiters (one thread per core) by
+//! a hash of the shard cell. The table of shards is read on every query and written only when a
+//! shard is born, so it sits behind an `ArcSwap`: readers never lock. A query picks the shards
+//! whose real reach (computed from the shard's own index cells) overlaps its circle, sends them
+//! `Nearby` in parallel — one cross-thread hop — and merges their answers.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use futures_util::future::join_all;
+use h3o::CellIndex;
+use metrics::{Gauge, Histogram, gauge, histogram};
+use rustc_hash::FxHashMap;
+
+use super::cell::{CellActor, Nearby};
+use crate::geo::{Grid, NearbyHit, NearbyQuery, UnitVec, cell_centre, metres_to_chord};
+use crate::metrics::{NEARBY_DURATION, SHARDS};
+
+/// One live shard.
+#[derive(Clone)]
+pub struct Shard {
+    /// The shard's H3 cell.
+    pub cell: CellIndex,
+    /// Its cell actor.
+    pub addr: Addr<CellActor>,
+    centre: UnitVec,
+    /// Chord from the shard's centre to the farthest point of any of its index cells.
+    reach_chord: f64,
+}
+
+#[derive(Default, Clone)]
+struct ShardTable {
+    by_cell: FxHashMap<CellIndex, usize>,
+    shards: Vec<Shard>,
+}
+
+/// Routes index traffic to cell actors.
+pub struct ShardMap {
+    grid: Grid,
+    arbiters: Vec<ArbiterHandle>,
+    ttl: Duration,
+    table: ArcSwap<ShardTable>,
+    /// Serialises shard creation so two drivers entering a new shard start one actor, not two.
+    births: Mutex<()>,
+    latency: Histogram,
+    shard_count: Gauge,
+}
+
+impl ShardMap {
+    /// A map with no shard yet; cell actors will run on `arbiters` and evict positions older than
+    /// `ttl`.
+    #[must_use]
+    pub fn new(grid: Grid, arbiters: Vec<ArbiterHandle>, ttl: Duration) -> Self {
+        Self {
+            grid,
+            arbiters,
+            ttl,
+            table: ArcSwap::from_pointee(ShardTable::default()),
+            births: Mutex::new(()),
+            latency: histogram!(NEARBY_DURATION),
+            shard_count: gauge!(SHARDS),
+        }
+    }
+
+    /// The grid shards are cut from.
+    #[must_use]
+    pub const fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
+    /// Every live shard.
+    #[must_use]
+    pub fn shards(&self) -> Vec<Shard> {
+        self.table.load().shards.clone()
+    }
+
+    /// The cell actor owning `shard`, started on first use.
+    pub fn shard(&self, shard: CellIndex) -> Addr<CellActor> {
+        if let Some(&i) = self.table.load().by_cell.get(&shard) {
+            return self.table.load().shards[i].addr.clone();
+        }
+        let _birth = self
+            .births
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.table.load_full();
+        if let Some(&i) = current.by_cell.get(&shard) {
+            return current.shards[i].addr.clone();
+        }
+        let (index_res, ttl) = (self.grid.index_res(), self.ttl);
+        let actor = move |_: &mut Context<CellActor>| CellActor::new(shard, index_res, ttl);
+        let addr = if self.arbiters.is_empty() {
+            CellActor::create(actor)
+        } else {
+            let spread = u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+            let slot = usize::try_from(spread).unwrap_or(0) % self.arbiters.len();
+            CellActor::start_in_arbiter(&self.arbiters[slot], actor)
+        };
+        let entry = Shard {
+            cell: shard,
+            addr: addr.clone(),
+            centre: cell_centre(shard),
+            reach_chord: metres_to_chord(self.grid.shard_reach_m(shard)),
+        };
+        let mut next = ShardTable::clone(&current);
+        next.by_cell.insert(shard, next.shards.len());
+        next.shards.push(entry);
+        self.shard_count.set(next.shards.len() as f64);
+        self.table.store(next.into());
+        tracing::debug!(%shard, "cell actor started");
+        addr
+    }
+
+    /// The cell actors whose drivers may lie within `query`'s circle.
+    ///
+    /// Scans the shard list: a city holds tens of shards, so a linear pass of one chord
+    /// computation each costs less than walking H3 rings; an instance owns a bounded set of
+    /// regions (see docs/DESIGN.md), which bounds the list.
+    #[must_use]
+    pub fn candidates(&self, query: &NearbyQuery) -> Vec<Addr<CellActor>> {
+        let q = UnitVec::from(query.point);
+        let radius = metres_to_chord(query.radius_m);
+        self.table
+            .load()
+            .shards
+            .iter()
+            .filter(|s| q.chord(s.centre) - s.reach_chord <= radius)
+            .map(|s| s.addr.clone())
+            .collect()
+    }
+
+    /// The nearest drivers matching `query` across every shard it reaches, nearest first.
+    ///
+    /// # Errors
+    ///
+    /// [`MailboxError`] if a cell actor is gone.
+    pub async fn nearby(&self, query: NearbyQuery) -> Result<Vec<NearbyHit>, MailboxError> {
+        let started = Instant::now();
+        let shards = self.candidates(&query);
+        let hits = match shards.as_slice() {
+            [] => Vec::new(),
+            [only] => only.send(Nearby(query)).await?,
+            many => {
+                let answers = join_all(many.iter().map(|addr| addr.send(Nearby(query)))).await;
+                let mut all = Vec::with_capacity(query.limit * answers.len());
+                for answer in answers {
+                    all.extend(answer?);
+                }
+                merge(all, query.limit)
+            }
+        };
+        self.latency.record(started.elapsed().as_secs_f64());
+        Ok(hits)
+    }
+}
+
+/// Merges per-shard answers: nearest first, one entry per driver (a driver crossing a shard
+/// boundary can briefly sit in both), at most `limit`.
+fn merge(mut all: Vec<NearbyHit>, limit: usize) -> Vec<NearbyHit> {
+    all.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+    let mut seen = rustc_hash::FxHashSet::default();
+    all.retain(|h| seen.insert(h.driver.driver_id));
+    all.truncate(limit);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::cell::{Count, Upsert};
+    use crate::geo::{IndexedDriver, LatLng};
+    use h3o::Resolution;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    use uuid::Uuid;
+
+    /// A fleet spread over many shards, queried through the cell actors, answers exactly what
+    /// brute force does — including circles that straddle shard boundaries.
+    #[actix::test]
+    async fn sharded_nearby_equals_brute_force() {
+        let grid = Grid::new(Resolution::Nine, Resolution::Six).unwrap();
+        let arbiters = vec![Arbiter::new(), Arbiter::new()];
+        let map = ShardMap::new(
+            grid,
+            arbiters.iter().map(Arbiter::handle).collect(),
+            Duration::from_secs(600),
+        );
+        let mut rng = StdRng::seed_from_u64(9);
+        let now = crate::clock::now_ms();
+        let fleet: Vec<IndexedDriver> = (0..5_000)
+            .map(|i| IndexedDriver {
+                driver_id: Uuid::from_u128(i + 1),
+                position: LatLng::new(
+                    59.9 + rng.random_range(-0.15..0.15),
+                    10.75 + rng.random_range(-0.3..0.3),
+                )
+                .unwrap(),
+                heading: None,
+                vehicle: 0,
+                available: true,
+                seen_ms: now,
+            })
+            .collect();
+        for d in &fleet {
+            map.shard(grid.shard_of(grid.cell_of(d.position)))
+                .do_send(Upsert(*d));
+        }
+        let mut held = 0;
+        for shard in map.shards() {
+            held += shard.addr.send(Count).await.unwrap();
+        }
+        assert_eq!(held, fleet.len());
+        assert!(map.shards().len() > 4, "the fleet spans several shards");
+        for i in 0..200 {
+            let q = NearbyQuery {
+                point: LatLng::new(
+                    59.9 + rng.random_range(-0.2..0.2),
+                    10.75 + rng.random_range(-0.4..0.4),
+                )
+                .unwrap(),
+                radius_m: rng.random_range(100.0..20_000.0),
+                limit: rng.random_range(1..=20),
+                vehicle: None,
+                fresh_since_ms: 0,
+            };
+            let got = map.nearby(q).await.unwrap();
+            let mut want: Vec<(Uuid, f64)> = fleet
+                .iter()
+                .map(|d| (d.driver_id, d.position.distance_m(q.point)))
+                .filter(|x| x.1 <= q.radius_m)
+                .collect();
+            want.sort_by(|a, b| a.1.total_cmp(&b.1));
+            want.truncate(q.limit);
+            let got: Vec<(Uuid, f64)> = got
+                .iter()
+                .map(|h| (h.driver.driver_id, h.distance_m))
+                .collect();
+            assert_eq!(got.len(), want.len(), "query {i}: {q:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g.1 - w.1).abs() < 1e-6 && g.0 == w.0,
+                    "query {i}: {g:?} vs {w:?}"
+                );
+            }
+        }
+        for a in arbiters {
+            a.stop();
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_nearest_copy_of_each_driver() {
+        let hit = |n: u128, d: f64| NearbyHit {
+            driver: IndexedDriver {
+                driver_id: Uuid::from_u128(n),
+                position: LatLng::new(0.0, 0.0).unwrap(),
+                heading: None,
+                vehicle: 0,
+                available: true,
+                seen_ms: 0,
+            },
+            distance_m: d,
+        };
+        let merged = merge(vec![hit(1, 5.0), hit(2, 1.0), hit(1, 3.0), hit(3, 9.0)], 2);
+        let got: Vec<(u128, f64)> = merged
+            .iter()
+            .map(|h| (h.driver.driver_id.as_u128(), h.distance_m))
+            .collect();
+        assert_eq!(got, vec![(2, 1.0), (1, 3.0)]);
+    }
+}

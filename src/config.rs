@@ -1,0 +1,686 @@
+//! Typed settings: built-in defaults, then `config.toml` (or `--config FILE`), then environment
+//! variables `HEXDISPATCH__<SECTION>__<KEY>`, then CLI flags. Every key is documented in the shipped
+//! `config.toml`; a unit test keeps the two equal.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+/// The development signing key used when none is configured; start-up warns loudly about it.
+pub const DEV_JWT_SECRET: &str = "hexdispatch-dev-secret-do-not-use-in-production";
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The named config file does not exist.
+    #[error("config file {0} does not exist")]
+    Missing(String),
+    /// A key has the wrong type, an unknown name, or a value the parser refused.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A key parsed but its value is out of range.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `matching.radius_steps_m`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// All settings of the engine.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP listener.
+    pub http: HttpSettings,
+    /// Token signing.
+    pub auth: AuthSettings,
+    /// Durable store.
+    pub database: DatabaseSettings,
+    /// Event broker.
+    pub amqp: AmqpSettings,
+    /// Driver position snapshot.
+    pub redis: RedisSettings,
+    /// H3 resolutions and cell actor placement.
+    pub geo: GeoSettings,
+    /// Driver position freshness.
+    pub location: LocationSettings,
+    /// Offer / expand-radius matching.
+    pub matching: MatchingSettings,
+    /// Trip lifecycle.
+    pub trip: TripSettings,
+    /// Fares and surge.
+    pub pricing: PricingSettings,
+    /// Operator views.
+    pub ops: OpsSettings,
+    /// WebSocket sessions.
+    pub ws: WsSettings,
+    /// Driver actors.
+    pub driver: DriverSettings,
+    /// Vehicle types.
+    pub vehicles: VehicleSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 picks a free one.
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Seconds a graceful stop waits for in-flight requests.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".into(),
+            port: 8080,
+            workers: 0,
+            shutdown_timeout_s: 10,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 key signing access tokens.
+    pub jwt_secret: SecretString,
+    /// Lifetime of tokens minted by `hexdispatch token` when `--ttl-s` is not given, seconds.
+    pub token_ttl_s: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: SecretString::from(DEV_JWT_SECRET),
+            token_ttl_s: 3_600,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether the development key is in use.
+    #[must_use]
+    pub fn uses_dev_secret(&self) -> bool {
+        self.jwt_secret.expose_secret() == DEV_JWT_SECRET
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite://…`; unset means the SQLite file `data/hexdispatch.db`.
+    pub url: Option<String>,
+}
+
+/// `[amqp]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// `amqp://…`; unset means the in-process bus.
+    pub url: Option<String>,
+    /// Topic exchange domain events are published to.
+    pub exchange: String,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            exchange: "hexdispatch.events".into(),
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://…`; unset means no position snapshot.
+    pub url: Option<String>,
+    /// Prefix of every key the engine writes.
+    pub key_prefix: String,
+    /// Lifetime of a driver's snapshot entry, seconds.
+    pub ttl_s: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "hexdispatch:".into(),
+            ttl_s: 300,
+        }
+    }
+}
+
+/// `[geo]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeoSettings {
+    /// H3 resolution drivers are bucketed at (9 ≈ 0.1 km² cells).
+    pub index_resolution: u8,
+    /// H3 resolution of the shard one cell actor owns (6 ≈ 36 km²); coarser than the index.
+    pub shard_resolution: u8,
+    /// Arbiters (threads) the cell actors are spread over; 0 means one per core.
+    pub cell_arbiters: usize,
+}
+
+impl Default for GeoSettings {
+    fn default() -> Self {
+        Self {
+            index_resolution: 9,
+            shard_resolution: 6,
+            cell_arbiters: 0,
+        }
+    }
+}
+
+/// `[location]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocationSettings {
+    /// A position older than this (seconds) is not served and its driver leaves the index.
+    pub ttl_s: f64,
+}
+
+impl Default for LocationSettings {
+    fn default() -> Self {
+        Self { ttl_s: 300.0 }
+    }
+}
+
+impl LocationSettings {
+    /// The freshness window.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs_f64(self.ttl_s)
+    }
+}
+
+/// Matching mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchingMode {
+    /// Offer a batch of drivers at once.
+    #[default]
+    Broadcast,
+    /// Offer one driver at a time.
+    Sequential,
+}
+
+/// `[matching]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchingSettings {
+    /// `broadcast` or `sequential`.
+    pub mode: MatchingMode,
+    /// Live offers a trip keeps per step.
+    pub batch_size: usize,
+    /// Search radius of each step, metres, increasing.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub radius_steps_m: Vec<f64>,
+    /// Life of an offer, seconds (fractions allowed).
+    pub offer_timeout_s: f64,
+}
+
+impl Default for MatchingSettings {
+    fn default() -> Self {
+        Self {
+            mode: MatchingMode::Broadcast,
+            batch_size: 5,
+            radius_steps_m: vec![2_000.0, 5_000.0],
+            offer_timeout_s: 15.0,
+        }
+    }
+}
+
+/// `[trip]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TripSettings {
+    /// Geofence around the pickup that counts as arrived, metres.
+    pub arrival_radius_m: f64,
+    /// Free rider cancellation window after assignment, seconds.
+    pub free_cancel_s: f64,
+}
+
+impl Default for TripSettings {
+    fn default() -> Self {
+        Self {
+            arrival_radius_m: 100.0,
+            free_cancel_s: 120.0,
+        }
+    }
+}
+
+/// `[pricing]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingSettings {
+    /// H3 resolution of surge cells.
+    pub surge_resolution: u8,
+    /// Surge cap.
+    pub max_surge: f64,
+}
+
+impl Default for PricingSettings {
+    fn default() -> Self {
+        Self {
+            surge_resolution: 7,
+            max_surge: 3.0,
+        }
+    }
+}
+
+/// `[ops]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsSettings {
+    /// Period of heatmap pushes on `/ws/ops`, milliseconds.
+    pub heatmap_interval_ms: u64,
+}
+
+impl Default for OpsSettings {
+    fn default() -> Self {
+        Self {
+            heatmap_interval_ms: 2_000,
+        }
+    }
+}
+
+/// `[ws]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsSettings {
+    /// Seconds between server pings.
+    pub ping_interval_s: f64,
+    /// A session silent this long (seconds) is dropped.
+    pub idle_timeout_s: f64,
+    /// Frames queued to one socket before it counts as too slow and is closed.
+    pub outbound_queue: usize,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            ping_interval_s: 10.0,
+            idle_timeout_s: 30.0,
+            outbound_queue: 256,
+        }
+    }
+}
+
+/// `[driver]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriverSettings {
+    /// How long an offline driver's actor lingers with no session before it stops, seconds.
+    pub idle_grace_s: f64,
+    /// Location messages a driver actor may have queued; more are dropped and counted.
+    pub mailbox: usize,
+}
+
+impl Default for DriverSettings {
+    fn default() -> Self {
+        Self {
+            idle_grace_s: 60.0,
+            mailbox: 64,
+        }
+    }
+}
+
+/// `[vehicles]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VehicleSettings {
+    /// Type given to a driver whose token and profile name none.
+    pub default_type: String,
+}
+
+impl Default for VehicleSettings {
+    fn default() -> Self {
+        Self {
+            default_type: "economy".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax; `RUST_LOG` itself wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Accepts a list either as a sequence or as one comma-separated string, so that
+/// `HEXDISPATCH__MATCHING__RADIUS_STEPS_M=2000,5000` works.
+fn list_or_csv<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<f64>),
+        One(f64),
+        Csv(String),
+    }
+    match Raw::deserialize(de)? {
+        Raw::List(v) => Ok(v),
+        Raw::One(x) => Ok(vec![x]),
+        Raw::Csv(s) => s
+            .split(',')
+            .map(|part| {
+                part.trim()
+                    .parse::<f64>()
+                    .map_err(|_| serde::de::Error::custom(format!("{part:?} is not a number")))
+            })
+            .collect(),
+    }
+}
+
+impl Settings {
+    /// Loads settings: defaults, then the file (`config.toml` in the working directory when
+    /// `file` is `None` and it exists), then `HEXDISPATCH__…` environment variables; validates.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the key that is unknown, mistyped or out of range.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        match file {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError::Missing(path.display().to_string()));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("config.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("config.toml"))
+            }
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("HEXDISPATCH__").split("__"));
+        let settings: Self = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text alone (no environment), validated.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] as for [`Settings::load`].
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let settings: Self = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value's range, naming the first bad key.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] with the dotted key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.host.parse::<std::net::IpAddr>().is_err() && self.http.host != "localhost" {
+            return Err(invalid(
+                "http.host",
+                format!("{:?} is not an IP address", self.http.host),
+            ));
+        }
+        if self.auth.jwt_secret.expose_secret().len() < 16 {
+            return Err(invalid("auth.jwt_secret", "must be at least 16 bytes"));
+        }
+        if self.auth.token_ttl_s == 0 {
+            return Err(invalid("auth.token_ttl_s", "must be positive"));
+        }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        if let Some(url) = &self.amqp.url
+            && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        {
+            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
+        }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        let grid = self.grid()?;
+        if u8::from(grid.index_res()) - u8::from(grid.shard_res()) > 5 {
+            return Err(invalid(
+                "geo.shard_resolution",
+                "must be within 5 resolutions of geo.index_resolution (a shard holds at most 7^5 index cells)",
+            ));
+        }
+        positive("location.ttl_s", self.location.ttl_s)?;
+        if self.matching.batch_size == 0 || self.matching.batch_size > 100 {
+            return Err(invalid("matching.batch_size", "must be within [1, 100]"));
+        }
+        if self.matching.radius_steps_m.is_empty() {
+            return Err(invalid(
+                "matching.radius_steps_m",
+                "needs at least one step",
+            ));
+        }
+        let mut previous = 0.0;
+        for &step in &self.matching.radius_steps_m {
+            if !(step.is_finite() && step > previous && step <= 50_000.0) {
+                return Err(invalid(
+                    "matching.radius_steps_m",
+                    "steps must increase strictly and lie within (0, 50000] metres",
+                ));
+            }
+            previous = step;
+        }
+        positive("matching.offer_timeout_s", self.matching.offer_timeout_s)?;
+        positive("trip.arrival_radius_m", self.trip.arrival_radius_m)?;
+        if !(self.trip.free_cancel_s.is_finite() && self.trip.free_cancel_s >= 0.0) {
+            return Err(invalid("trip.free_cancel_s", "must be zero or positive"));
+        }
+        if h3o::Resolution::try_from(self.pricing.surge_resolution).is_err() {
+            return Err(invalid(
+                "pricing.surge_resolution",
+                "must be an H3 resolution 0–15",
+            ));
+        }
+        if !(self.pricing.max_surge.is_finite() && self.pricing.max_surge >= 1.0) {
+            return Err(invalid("pricing.max_surge", "must be at least 1.0"));
+        }
+        if self.ops.heatmap_interval_ms < 100 {
+            return Err(invalid("ops.heatmap_interval_ms", "must be at least 100"));
+        }
+        positive("ws.ping_interval_s", self.ws.ping_interval_s)?;
+        positive("ws.idle_timeout_s", self.ws.idle_timeout_s)?;
+        if self.ws.idle_timeout_s <= self.ws.ping_interval_s {
+            return Err(invalid(
+                "ws.idle_timeout_s",
+                "must be longer than ws.ping_interval_s",
+            ));
+        }
+        if self.ws.outbound_queue == 0 {
+            return Err(invalid("ws.outbound_queue", "must be positive"));
+        }
+        if !(self.driver.idle_grace_s.is_finite() && self.driver.idle_grace_s >= 0.0) {
+            return Err(invalid("driver.idle_grace_s", "must be zero or positive"));
+        }
+        if self.driver.mailbox == 0 {
+            return Err(invalid("driver.mailbox", "must be positive"));
+        }
+        crate::dispatch::VehicleType::parse(&self.vehicles.default_type)
+            .map_err(|e| invalid("vehicles.default_type", e.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The H3 grid the index uses.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `geo.index_resolution` or `geo.shard_resolution`.
+    pub fn grid(&self) -> Result<crate::geo::Grid, ConfigError> {
+        let index = h3o::Resolution::try_from(self.geo.index_resolution)
+            .map_err(|_| invalid("geo.index_resolution", "must be an H3 resolution 0–15"))?;
+        let shard = h3o::Resolution::try_from(self.geo.shard_resolution)
+            .map_err(|_| invalid("geo.shard_resolution", "must be an H3 resolution 0–15"))?;
+        crate::geo::Grid::new(index, shard).map_err(|_| {
+            invalid(
+                "geo.shard_resolution",
+                "must be coarser (smaller) than geo.index_resolution",
+            )
+        })
+    }
+}
+
+fn positive(key: &'static str, value: f64) -> Result<(), ConfigError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(key, "must be a positive number"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_equals_the_built_in_defaults() {
+        let shipped = Settings::from_toml(include_str!("../config.toml")).unwrap();
+        let defaults = Settings::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+        assert_eq!(
+            shipped.auth.jwt_secret.expose_secret(),
+            defaults.auth.jwt_secret.expose_secret()
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("[geo]\nshard_resolution = 9", "geo.shard_resolution"),
+            ("[geo]\nindex_resolution = 16", "geo.index_resolution"),
+            (
+                "[matching]\nradius_steps_m = [5000, 2000]",
+                "matching.radius_steps_m",
+            ),
+            (
+                "[matching]\nradius_steps_m = [2000, 60000]",
+                "matching.radius_steps_m",
+            ),
+            (
+                "[matching]\noffer_timeout_s = 0",
+                "matching.offer_timeout_s",
+            ),
+            ("[location]\nttl_s = -1", "location.ttl_s"),
+            ("[auth]\njwt_secret = \"short\"", "auth.jwt_secret"),
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+            ("[ws]\nidle_timeout_s = 5", "ws.idle_timeout_s"),
+            (
+                "[vehicles]\ndefault_type = \"no spaces\"",
+                "vehicles.default_type",
+            ),
+            ("[http]\nport = \"eighty\"", "port"),
+            ("[http]\nnope = 1", "nope"),
+            ("[matching]\nmode = \"random\"", "random"),
+        ];
+        for (toml, key) in cases {
+            let err = Settings::from_toml(toml).expect_err(toml).to_string();
+            assert!(
+                err.contains(key),
+                "{toml:?} gave {err:?}, which does not name {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_lists_take_commas() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("config.toml", "[http]\nport = 9000\n[location]\nttl_s = 60")?;
+            jail.set_env("HEXDISPATCH__HTTP__PORT", "9100");
+            jail.set_env("HEXDISPATCH__MATCHING__RADIUS_STEPS_M", "2000,5000,8000");
+            jail.set_env("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "0.5");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.http.port, 9100);
+            assert_eq!(s.location.ttl_s, 60.0);
+            assert_eq!(s.matching.radius_steps_m, vec![2_000.0, 5_000.0, 8_000.0]);
+            assert_eq!(s.matching.offer_timeout_s, 0.5);
+            jail.set_env("HEXDISPATCH__GEO__SHARD_RESOLUTION", "12");
+            let err = Settings::load(None)
+                .expect_err("shard finer than index")
+                .to_string();
+            assert!(err.contains("geo.shard_resolution"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_named_config_file_must_exist() {
+        let err =
+            Settings::load(Some(Path::new("/nonexistent/hexdispatch.toml"))).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/hexdispatch.toml"));
+    }
+
+    #[test]
+    fn radius_steps_accept_a_comma_separated_string() {
+        let s = Settings::from_toml("[matching]\nradius_steps_m = \"1000, 3000,6000\"").unwrap();
+        assert_eq!(s.matching.radius_steps_m, vec![1_000.0, 3_000.0, 6_000.0]);
+    }
+}

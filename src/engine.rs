@@ -1,0 +1,303 @@
+//! The running engine: [`Core`] is the set of shared actors and stores every handler and actor
+//! reaches; [`Engine`] is the core plus its HTTP/WebSocket server. `main`, the integration tests
+//! and the benchmarks all start exactly this.
+
+use std::net::TcpListener;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter};
+use actix_web::dev::{Server, ServerHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::actors::driver::DriverActor;
+use crate::actors::registry::DriverRegistry;
+use crate::actors::shards::ShardMap;
+use crate::auth::JwtKeys;
+use crate::config::{ConfigError, Settings};
+use crate::directory::DriverDirectory;
+use crate::dispatch::{InvalidVehicleType, TooManyVehicleTypes, VehicleType, VehicleTypes};
+use crate::geo::{NearbyHit, NearbyQuery};
+
+/// Why a driver actor could not be found or started.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverLookupError {
+    /// The token names a malformed vehicle type.
+    #[error(transparent)]
+    Vehicle(#[from] InvalidVehicleType),
+    /// The engine tracks too many vehicle types already.
+    #[error(transparent)]
+    TooMany(#[from] TooManyVehicleTypes),
+}
+
+/// Shared state of a running engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Core(Arc<CoreInner>);
+
+/// What [`Core`] holds.
+pub struct CoreInner {
+    /// The settings the engine started with.
+    pub settings: Settings,
+    /// Cell actors by shard.
+    pub shards: ShardMap,
+    /// Driver actors by driver id.
+    pub drivers: DriverRegistry,
+    /// Driver profiles.
+    pub directory: DriverDirectory,
+    /// Vehicle type names ↔ index ids.
+    pub vehicles: VehicleTypes,
+    /// Token keys.
+    pub keys: JwtKeys,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Vehicle type of drivers whose token names none.
+    pub default_vehicle: VehicleType,
+    /// When the engine started.
+    pub started: Instant,
+    ready: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    arbiters: Mutex<Vec<Arbiter>>,
+}
+
+impl Deref for Core {
+    type Target = CoreInner;
+
+    fn deref(&self) -> &CoreInner {
+        &self.0
+    }
+}
+
+impl Core {
+    /// Starts the cell arbiters and the shared state. Must run inside an actix system.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] if the settings are invalid.
+    pub fn start(settings: Settings) -> Result<Self, ConfigError> {
+        settings.validate()?;
+        let grid = settings.grid()?;
+        let threads = match settings.geo.cell_arbiters {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        };
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        let shards = ShardMap::new(
+            grid,
+            arbiters.iter().map(Arbiter::handle).collect(),
+            settings.location.ttl(),
+        );
+        let default_vehicle = VehicleType::parse(&settings.vehicles.default_type).map_err(|e| {
+            ConfigError::Invalid {
+                key: "vehicles.default_type",
+                reason: e.to_string(),
+            }
+        })?;
+        if settings.auth.uses_dev_secret() {
+            tracing::warn!(
+                "auth.jwt_secret is the built-in development key: anyone can mint tokens. \
+                 Set HEXDISPATCH__AUTH__JWT_SECRET before exposing this engine."
+            );
+        }
+        let (shutdown, _) = watch::channel(false);
+        let core = Self(Arc::new(CoreInner {
+            keys: JwtKeys::new(&settings.auth.jwt_secret),
+            settings,
+            shards,
+            drivers: DriverRegistry::default(),
+            directory: DriverDirectory::default(),
+            vehicles: VehicleTypes::default(),
+            metrics: crate::metrics::install(),
+            default_vehicle,
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            shutdown,
+            arbiters: Mutex::new(arbiters),
+        }));
+        // Nothing to recover yet: the engine is ready as soon as its actors run.
+        core.ready.store(true, Ordering::Release);
+        Ok(core)
+    }
+
+    /// Whether start-up has finished.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// A receiver that turns `true` when the engine begins to shut down.
+    #[must_use]
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// The driver's actor, started (and its profile created) on first use. A vehicle type in the
+    /// driver's token is used when the driver has no profile yet.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverLookupError`] for a malformed vehicle type or too many distinct ones.
+    pub fn driver(
+        &self,
+        driver_id: Uuid,
+        claimed_vehicle: Option<&str>,
+    ) -> Result<Addr<DriverActor>, DriverLookupError> {
+        if let Some(addr) = self.drivers.get(driver_id) {
+            return Ok(addr);
+        }
+        let vehicle_type = match claimed_vehicle {
+            Some(raw) => VehicleType::parse(raw)?,
+            None => self.default_vehicle.clone(),
+        };
+        let profile = self.directory.get_or_create(driver_id, vehicle_type);
+        let vehicle = self.vehicles.intern(&profile.vehicle_type)?;
+        Ok(self.drivers.get_or_start(driver_id, || {
+            DriverActor::new(self.clone(), profile, vehicle).start()
+        }))
+    }
+
+    /// The nearest matching drivers, nearest first, through the cell actors.
+    ///
+    /// # Errors
+    ///
+    /// [`actix::MailboxError`] if a cell actor is gone (only during shutdown).
+    pub async fn nearby(&self, query: NearbyQuery) -> Result<Vec<NearbyHit>, actix::MailboxError> {
+        self.shards.nearby(query).await
+    }
+
+    /// Tells sessions to close and stops the cell arbiters.
+    pub fn shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.shutdown.send(true);
+        let arbiters = std::mem::take(
+            &mut *self
+                .arbiters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for arbiter in arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// The core plus its HTTP server, bound and ready to run.
+pub struct Engine {
+    core: Core,
+    server: Server,
+    port: u16,
+}
+
+/// Stops a running engine from elsewhere.
+#[derive(Clone)]
+pub struct EngineHandle {
+    core: Core,
+    server: ServerHandle,
+}
+
+impl EngineHandle {
+    /// Graceful stop: sessions get a close frame, the server stops accepting and drains, then the
+    /// cell actors stop.
+    pub async fn stop(&self) {
+        let _ = self.core.shutdown.send(true);
+        self.server.stop(true).await;
+        self.core.shutdown();
+    }
+}
+
+impl Engine {
+    /// Binds the listener (port 0 picks a free one), starts the core and builds the server. Must
+    /// run inside an actix system.
+    ///
+    /// # Errors
+    ///
+    /// Invalid settings or a port that cannot be bound.
+    pub fn start(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))?;
+        let port = listener.local_addr()?.port();
+        let core = Core::start(settings)?;
+        let server = crate::http::server(core.clone(), listener)?;
+        tracing::info!(port, "hexdispatch listening");
+        Ok(Self { core, server, port })
+    }
+
+    /// The bound port.
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared core.
+    #[must_use]
+    pub const fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// A handle to stop the engine.
+    #[must_use]
+    pub fn handle(&self) -> EngineHandle {
+        EngineHandle {
+            core: self.core.clone(),
+            server: self.server.handle(),
+        }
+    }
+
+    /// Runs until [`EngineHandle::stop`] is called.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors from the server.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let core = self.core.clone();
+        let result = self.server.await;
+        core.shutdown();
+        result
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops gracefully (see [`EngineHandle::stop`]).
+    ///
+    /// # Errors
+    ///
+    /// I/O errors from the server or the signal handlers.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        let handle = self.handle();
+        let signals = async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown signal received; stopping gracefully");
+            handle.stop().await;
+        };
+        actix_rt::spawn(signals);
+        self.run_until_stopped().await
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Server-side timeouts, derived from settings.
+#[must_use]
+pub fn shutdown_timeout(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.http.shutdown_timeout_s)
+}

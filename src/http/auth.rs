@@ -1,0 +1,143 @@
+//! Who is calling: the bearer token, verified once per request, and the role and ownership rules
+//! of SPEC §3 as methods every handler uses, so no handler writes its own check.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{FromRequest, HttpRequest, web};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::auth::{Claims, Role, TokenError};
+use crate::engine::Core;
+
+/// The verified caller of a request.
+#[derive(Debug, Clone)]
+pub struct Identity(pub Claims);
+
+impl Identity {
+    /// The caller's user id.
+    #[must_use]
+    pub const fn id(&self) -> Uuid {
+        self.0.sub
+    }
+
+    /// The caller's role.
+    #[must_use]
+    pub const fn role(&self) -> Role {
+        self.0.role
+    }
+
+    /// Requires one of `roles`.
+    ///
+    /// # Errors
+    ///
+    /// 403 naming the roles allowed.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::forbidden(format!(
+                "this route is for the {} role; the token's role is {}",
+                allowed.join(" or "),
+                self.0.role.as_str()
+            )))
+        }
+    }
+
+    /// Requires the caller to be the driver `driver_id` itself.
+    ///
+    /// # Errors
+    ///
+    /// 403 otherwise.
+    pub fn require_driver(&self, driver_id: Uuid) -> Result<(), ApiError> {
+        self.require(&[Role::Driver])?;
+        if self.0.sub == driver_id {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("a driver may act only as itself"))
+        }
+    }
+
+    /// Requires the caller to be the driver `driver_id` or an operator.
+    ///
+    /// # Errors
+    ///
+    /// 403 otherwise.
+    pub fn require_driver_or_operator(&self, driver_id: Uuid) -> Result<(), ApiError> {
+        if self.0.role == Role::Operator {
+            Ok(())
+        } else {
+            self.require_driver(driver_id)
+        }
+    }
+}
+
+/// Reads the bearer token from the `Authorization` header or, where allowed (browsers opening a
+/// WebSocket cannot set headers), from the `token` query parameter.
+#[must_use]
+pub fn bearer_token(req: &HttpRequest, allow_query: bool) -> Option<String> {
+    if let Some(value) = req.headers().get(AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
+    }
+    if allow_query {
+        return serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string())
+            .ok()?
+            .into_iter()
+            .find_map(|(k, v)| (k == "token").then_some(v));
+    }
+    None
+}
+
+/// Verifies the caller's token.
+///
+/// # Errors
+///
+/// 401 `unauthorized` (no token), `token_expired` or `invalid_token`.
+pub fn authenticate(
+    core: &Core,
+    req: &HttpRequest,
+    allow_query: bool,
+) -> Result<Identity, ApiError> {
+    let token = bearer_token(req, allow_query).ok_or_else(|| {
+        ApiError::unauthorized(
+            "unauthorized",
+            "send a bearer token in the Authorization header",
+        )
+    })?;
+    core.keys.verify(&token).map(Identity).map_err(|e| match e {
+        TokenError::Expired => {
+            ApiError::unauthorized("token_expired", "the token has expired; get a new one")
+        }
+        _ => ApiError::unauthorized("invalid_token", "the token is not valid for this engine"),
+    })
+}
+
+impl FromRequest for Identity {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match req.app_data::<web::Data<Core>>() {
+            Some(core) => authenticate(core, req, false),
+            None => Err(ApiError::internal("engine core missing from app data")),
+        })
+    }
+}
+
+/// Parses an id from the path.
+///
+/// # Errors
+///
+/// 400 `invalid_id`.
+pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::bad_request("invalid_id", format!("{what} must be a UUID, got {raw:?}"))
+    })
+}

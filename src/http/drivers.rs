@@ -1,0 +1,118 @@
+//! `/api/drivers/{id}…`: a driver's status, position (REST twin of the WS frame) and profile.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::auth::{Identity, parse_id};
+use super::error::ApiError;
+use super::input::{FieldError, json_body, location};
+use crate::actors::driver::{DriverActor, DriverSnapshot, GetSnapshot, Location, SetStatus};
+use crate::dispatch::DriverStatus;
+use crate::engine::{Core, DriverLookupError};
+
+#[derive(Deserialize)]
+struct StatusBody {
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct LocationBody {
+    lat: Option<f64>,
+    lng: Option<f64>,
+    heading: Option<f64>,
+    speed_mps: Option<f64>,
+    ts_ms: Option<i64>,
+}
+
+/// The calling driver's actor.
+pub(crate) fn own_actor(
+    core: &Core,
+    identity: &Identity,
+) -> Result<actix::Addr<DriverActor>, ApiError> {
+    core.driver(identity.id(), identity.0.vehicle_type.as_deref())
+        .map_err(|e| match e {
+            DriverLookupError::Vehicle(v) => ApiError::bad_request("invalid_field", v.to_string()),
+            DriverLookupError::TooMany(t) => ApiError::new(
+                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "too_many_vehicle_types",
+                t.to_string(),
+            ),
+        })
+}
+
+/// `PUT /api/drivers/{id}/status` `{status: "online"|"offline"}` → the driver's state.
+pub async fn put_status(
+    req: HttpRequest,
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path, "driver id")?;
+    identity.require_driver(id)?;
+    let body: StatusBody = json_body(&req, payload).await?;
+    let status = DriverStatus::parse(&body.status).ok_or_else(|| {
+        FieldError::invalid(
+            "status",
+            format_args!("\"online\" or \"offline\", got {:?}", body.status),
+        )
+    })?;
+    let snapshot = own_actor(&core, &identity)?
+        .send(SetStatus(status))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(snapshot))
+}
+
+/// `PUT /api/drivers/{id}/location` `{lat, lng, heading?, speed_mps?, ts_ms?}` → the driver's state.
+pub async fn put_location(
+    req: HttpRequest,
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path, "driver id")?;
+    identity.require_driver(id)?;
+    let body: LocationBody = json_body(&req, payload).await?;
+    let update = location(body.lat, body.lng, body.heading, body.speed_mps, body.ts_ms)?;
+    let actor = own_actor(&core, &identity)?;
+    // REST is the fallback path, not the stream: wait for the actor so the answer shows the update.
+    actor
+        .send(Location(update))
+        .await
+        .map_err(ApiError::internal)?;
+    metrics::counter!(crate::metrics::LOCATION_UPDATES, "source" => "rest").increment(1);
+    let snapshot = actor.send(GetSnapshot).await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(snapshot))
+}
+
+/// `GET /api/drivers/{id}`: profile, status, last position, current trip.
+pub async fn get_driver(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&path, "driver id")?;
+    identity.require_driver_or_operator(id)?;
+    let snapshot = match core.drivers.get(id) {
+        Some(actor) => actor.send(GetSnapshot).await.map_err(ApiError::internal)?,
+        None => match core.directory.get(id) {
+            Some(profile) => DriverSnapshot::from_profile(&profile),
+            None if identity.id() == id => {
+                // A driver asking about itself exists by virtue of its token.
+                own_actor(&core, &identity)?
+                    .send(GetSnapshot)
+                    .await
+                    .map_err(ApiError::internal)?
+            }
+            None => {
+                return Err(ApiError::not_found(
+                    "driver_not_found",
+                    format!("no driver {id} is known"),
+                ));
+            }
+        },
+    };
+    Ok(HttpResponse::Ok().json(snapshot))
+}

@@ -1,0 +1,116 @@
+//! The HTTP and WebSocket edge (actix-web): routes per resource, the auth extractor, input
+//! parsing and the error envelope. Handlers parse, authorise, then talk to the core's actors.
+
+pub mod auth;
+pub mod drivers;
+pub mod error;
+pub mod health;
+pub mod input;
+pub mod locations;
+pub mod ws;
+
+use std::net::TcpListener;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use metrics::counter;
+
+use crate::engine::{Core, shutdown_timeout};
+use error::ApiError;
+
+/// Mounts every route on an app.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::health)
+        .service(health::ready)
+        .service(health::version)
+        .service(health::metrics)
+        .service(
+            web::resource("/api/drivers/{id}/status")
+                .route(web::put().to(drivers::put_status))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/drivers/{id}/location")
+                .route(web::put().to(drivers::put_location))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/drivers/{id}")
+                .route(web::get().to(drivers::get_driver))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/locations/nearby")
+                .route(web::get().to(locations::nearby))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/ws/driver")
+                .route(web::get().to(ws::driver::driver_socket))
+                .default_service(web::to(method_not_allowed)),
+        );
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    ))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("not_found", "no such route"))
+}
+
+/// Counts responses by status class.
+async fn count_responses(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let response = next.call(req).await?;
+    let class = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    counter!(crate::metrics::HTTP_RESPONSES, "status" => class).increment(1);
+    Ok(response)
+}
+
+/// Builds the HTTP server on an already bound listener.
+///
+/// # Errors
+///
+/// I/O errors from the listener.
+pub fn server(core: Core, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = match core.settings.http.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    let timeout = shutdown_timeout(&core.settings);
+    let data = web::Data::new(core);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(count_responses))
+            .configure(routes)
+            .default_service(web::to(not_found))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(timeout.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// A plain 200 for the trivial-route baseline in throughput comparisons.
+pub async fn trivial() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}

@@ -1,0 +1,247 @@
+//! `/ws/driver`: one session per driver socket, on actix-ws.
+//!
+//! The session authenticates the upgrade (token in the `Authorization` header or the `token` query
+//! parameter; a bad one gets close 1008), attaches to the driver's actor (a reconnect finds the
+//! same actor) and sends a `session` frame. Then it loops over three things: inbound frames,
+//! parsed and forwarded to the actor (`location` with `try_send`, fire and forget); outbound
+//! frames the actor queued for this socket; and a heartbeat that pings every `ws.ping_interval_s`
+//! and drops a socket silent for `ws.idle_timeout_s`. Bad frames get an error frame and the
+//! session goes on; frames over 16 KiB close it with 1009. On close it detaches from the actor,
+//! which keeps the driver (and, later, its trip) alive without it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use metrics::{counter, gauge};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::frames::{DriverCommand, error_frame, parse_driver_frame, session_frame};
+use crate::actors::driver::{
+    Attach, Detach, DriverActor, Location, Outbound, SessionLink, SetStatus,
+};
+use crate::auth::Role;
+use crate::engine::Core;
+use crate::http::auth::authenticate;
+use crate::http::drivers::own_actor;
+use crate::http::error::ApiError;
+use crate::metrics::{
+    LOCATION_UPDATES, LOCATION_UPDATES_DROPPED, WS_FRAMES_REJECTED, WS_SESSIONS_OPEN,
+};
+
+/// Largest accepted frame (and aggregated continuation), bytes.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// `GET /ws/driver`: upgrades, then authenticates inside the socket so a refusal is a close frame.
+///
+/// # Errors
+///
+/// 400 when the request is not a WebSocket upgrade.
+pub async fn driver_socket(
+    req: HttpRequest,
+    body: web::Payload,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
+        ApiError::bad_request(
+            "websocket_upgrade_required",
+            format!("this route speaks WebSocket only: {e}"),
+        )
+    })?;
+    let identity = authenticate(&core, &req, true).and_then(|identity| {
+        identity.require(&[Role::Driver])?;
+        Ok(identity)
+    });
+    let core = core.into_inner();
+    match identity {
+        Err(refused) => {
+            counter!(WS_FRAMES_REJECTED, "code" => refused.code).increment(1);
+            actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
+        }
+        Ok(identity) => match own_actor(&core, &identity) {
+            Ok(actor) => {
+                let stream = stream
+                    .max_frame_size(MAX_FRAME_BYTES)
+                    .aggregate_continuations()
+                    .max_continuation_size(MAX_FRAME_BYTES);
+                actix_rt::spawn(run(
+                    Core::clone(&core),
+                    identity.id(),
+                    actor,
+                    session,
+                    stream,
+                ));
+            }
+            Err(refused) => {
+                actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
+            }
+        },
+    }
+    Ok(response)
+}
+
+async fn close(session: Session, code: CloseCode, reason: String) {
+    let _ = session
+        .close(Some(CloseReason {
+            code,
+            description: Some(reason),
+        }))
+        .await;
+}
+
+/// Why the loop ended, and what to tell the client.
+enum End {
+    Close(CloseCode, String),
+    Gone,
+}
+
+async fn run(
+    core: Core,
+    driver_id: Uuid,
+    mut actor: Addr<DriverActor>,
+    mut session: Session,
+    mut stream: actix_ws::AggregatedMessageStream,
+) {
+    let ws = &core.settings.ws;
+    let (tx, mut rx) = mpsc::channel(ws.outbound_queue);
+    let link = SessionLink {
+        id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+        tx,
+    };
+    let Ok(snapshot) = actor.send(Attach(link.clone())).await else {
+        close(session, CloseCode::Error, "driver unavailable".into()).await;
+        return;
+    };
+    if session.text(session_frame(&snapshot, None)).await.is_err() {
+        actor.do_send(Detach {
+            session_id: link.id,
+        });
+        return;
+    }
+    let open = gauge!(WS_SESSIONS_OPEN, "role" => "driver");
+    open.increment(1.0);
+    let accepted = counter!(LOCATION_UPDATES, "source" => "ws");
+    let dropped = counter!(LOCATION_UPDATES_DROPPED, "reason" => "driver_mailbox_full");
+    let ping_every = Duration::from_secs_f64(ws.ping_interval_s);
+    let idle_limit = Duration::from_secs_f64(ws.idle_timeout_s);
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut shutdown = core.shutdown_signal();
+    let mut last_heard = Instant::now();
+
+    let end = loop {
+        tokio::select! {
+            inbound = stream.recv() => {
+                let message = match inbound {
+                    None => break End::Gone,
+                    Some(Ok(message)) => message,
+                    Some(Err(ProtocolError::Overflow | ProtocolError::Io(_))) => {
+                        counter!(WS_FRAMES_REJECTED, "code" => "frame_too_large").increment(1);
+                        break End::Close(CloseCode::Size, format!("frames are limited to {MAX_FRAME_BYTES} bytes"));
+                    }
+                    Some(Err(e)) => break End::Close(CloseCode::Protocol, format!("protocol error: {e}")),
+                };
+                last_heard = Instant::now();
+                match message {
+                    AggregatedMessage::Text(text) => {
+                        let parsed = parse_driver_frame(&text);
+                        let reference = parsed.reference.as_deref();
+                        let reply = match parsed.command {
+                            Err(e) => Some(reject(e.code, &e.message, reference)),
+                            Ok(DriverCommand::Location(update)) => {
+                                match actor.try_send(Location(update)) {
+                                    Ok(()) => accepted.increment(1),
+                                    Err(actix::prelude::SendError::Full(_)) => dropped.increment(1),
+                                    Err(actix::prelude::SendError::Closed(msg)) => {
+                                        // The actor stopped under us (engine stopping): find or start it again.
+                                        match reattach(&core, driver_id, &link).await {
+                                            Some(fresh) => { actor = fresh; let _ = actor.try_send(msg); }
+                                            None => break End::Close(CloseCode::Away, "driver unavailable".into()),
+                                        }
+                                    }
+                                }
+                                None
+                            }
+                            Ok(DriverCommand::Status(status)) => match actor.send(SetStatus(status)).await {
+                                Ok(snapshot) => Some(session_frame(&snapshot, reference)),
+                                Err(_) => break End::Close(CloseCode::Away, "driver unavailable".into()),
+                            },
+                            Ok(
+                                DriverCommand::Accept(trip)
+                                | DriverCommand::Decline(trip)
+                                | DriverCommand::Arrived(trip)
+                                | DriverCommand::Start(trip, _)
+                                | DriverCommand::Complete(trip)
+                                | DriverCommand::Cancel(trip),
+                            ) => Some(reject(
+                                "trip_not_found",
+                                &format!("no trip {trip} is offered to or assigned to this driver"),
+                                reference,
+                            )),
+                        };
+                        if let Some(reply) = reply
+                            && session.text(reply).await.is_err()
+                        {
+                            break End::Gone;
+                        }
+                    }
+                    AggregatedMessage::Binary(_) => {
+                        if session.text(reject("unsupported_frame", "send JSON in text frames", None)).await.is_err() {
+                            break End::Gone;
+                        }
+                    }
+                    AggregatedMessage::Ping(bytes) => {
+                        if session.pong(&bytes).await.is_err() {
+                            break End::Gone;
+                        }
+                    }
+                    AggregatedMessage::Pong(_) => {}
+                    AggregatedMessage::Close(_) => break End::Close(CloseCode::Normal, String::new()),
+                }
+            }
+            outbound = rx.recv() => match outbound {
+                Some(Outbound::Text(text)) => {
+                    if session.text(text).await.is_err() {
+                        break End::Gone;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => break End::Close(CloseCode::from(code), reason),
+                None => break End::Gone,
+            },
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > idle_limit {
+                    break End::Close(CloseCode::Normal, "idle timeout".into());
+                }
+                if session.ping(b"").await.is_err() {
+                    break End::Gone;
+                }
+            }
+            _ = shutdown.changed() => break End::Close(CloseCode::Away, "server shutting down".into()),
+        }
+    };
+
+    actor.do_send(Detach {
+        session_id: link.id,
+    });
+    open.decrement(1.0);
+    if let End::Close(code, reason) = end {
+        close(session, code, reason).await;
+    }
+}
+
+fn reject(code: &'static str, message: &str, reference: Option<&RawValue>) -> String {
+    counter!(WS_FRAMES_REJECTED, "code" => code).increment(1);
+    error_frame(code, message, reference)
+}
+
+async fn reattach(core: &Core, driver_id: Uuid, link: &SessionLink) -> Option<Addr<DriverActor>> {
+    let actor = core.driver(driver_id, None).ok()?;
+    actor.send(Attach(link.clone())).await.ok()?;
+    Some(actor)
+}

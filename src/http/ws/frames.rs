@@ -1,0 +1,295 @@
+//! Driver socket frames: one JSON object per text frame, tagged by `type`, with an optional `ref`
+//! the reply echoes. The common frame (`location`) parses in one pass without allocating; a frame
+//! that fails the typed parse is parsed again loosely only to recover its `ref` for the error.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::actors::driver::{DriverSnapshot, LocationUpdate};
+use crate::dispatch::DriverStatus;
+use crate::http::input::{FieldError, field_error, location};
+
+/// What a driver asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverCommand {
+    /// Go online or offline.
+    Status(DriverStatus),
+    /// New position.
+    Location(LocationUpdate),
+    /// Accept an offer.
+    Accept(Uuid),
+    /// Decline an offer.
+    Decline(Uuid),
+    /// Arrived at the pickup.
+    Arrived(Uuid),
+    /// Start the trip with the rider's PIN.
+    Start(Uuid, String),
+    /// Trip completed.
+    Complete(Uuid),
+    /// Cancel the trip.
+    Cancel(Uuid),
+}
+
+/// A parsed frame: its `ref` (if any) and the command or what is wrong with it.
+pub struct Parsed {
+    /// The client's `ref`, echoed in the reply.
+    pub reference: Option<Box<RawValue>>,
+    /// The command.
+    pub command: Result<DriverCommand, FieldError>,
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "ref", default)]
+    reference: Option<Box<RawValue>>,
+    #[serde(default)]
+    lat: Option<f64>,
+    #[serde(default)]
+    lng: Option<f64>,
+    #[serde(default)]
+    heading: Option<f64>,
+    #[serde(default)]
+    speed_mps: Option<f64>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    trip_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pin: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct RefOnly {
+    #[serde(rename = "ref", default)]
+    reference: Option<Box<RawValue>>,
+}
+
+const TYPES: &str = "status, location, accept, decline, arrived, start, complete or cancel";
+
+/// Parses one text frame from a driver.
+#[must_use]
+pub fn parse_driver_frame(text: &str) -> Parsed {
+    match serde_json::from_str::<Frame<'_>>(text) {
+        Ok(frame) => {
+            let command = command(&frame);
+            Parsed {
+                reference: frame.reference,
+                command,
+            }
+        }
+        Err(_) => {
+            let reference = serde_json::from_str::<RefOnly>(text)
+                .ok()
+                .and_then(|r| r.reference);
+            let de = &mut serde_json::Deserializer::from_str(text);
+            let command = Err(match serde_path_to_error::deserialize::<_, Frame<'_>>(de) {
+                Err(e) => field_error(e),
+                Ok(_) => FieldError::invalid("the frame", "one JSON object"),
+            });
+            Parsed { reference, command }
+        }
+    }
+}
+
+fn command(frame: &Frame<'_>) -> Result<DriverCommand, FieldError> {
+    let kind = frame
+        .kind
+        .as_deref()
+        .ok_or_else(|| FieldError::missing("type"))?;
+    let trip = || -> Result<Uuid, FieldError> {
+        let raw = frame
+            .trip_id
+            .as_deref()
+            .ok_or_else(|| FieldError::missing("trip_id"))?;
+        Uuid::parse_str(raw).map_err(|_| FieldError::invalid("trip_id", "a UUID"))
+    };
+    Ok(match kind {
+        "location" => DriverCommand::Location(location(
+            frame.lat,
+            frame.lng,
+            frame.heading,
+            frame.speed_mps,
+            frame.ts_ms,
+        )?),
+        "status" => {
+            let raw = frame
+                .status
+                .as_deref()
+                .ok_or_else(|| FieldError::missing("status"))?;
+            DriverCommand::Status(DriverStatus::parse(raw).ok_or_else(|| {
+                FieldError::invalid(
+                    "status",
+                    format_args!("\"online\" or \"offline\", got {raw:?}"),
+                )
+            })?)
+        }
+        "accept" => DriverCommand::Accept(trip()?),
+        "decline" => DriverCommand::Decline(trip()?),
+        "arrived" => DriverCommand::Arrived(trip()?),
+        "complete" => DriverCommand::Complete(trip()?),
+        "cancel" => DriverCommand::Cancel(trip()?),
+        "start" => {
+            let trip_id = trip()?;
+            let pin = frame
+                .pin
+                .as_deref()
+                .ok_or_else(|| FieldError::missing("pin"))?;
+            if pin.len() != 4 || !pin.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(FieldError::invalid("pin", "a string of 4 digits"));
+            }
+            DriverCommand::Start(trip_id, pin.to_string())
+        }
+        other => {
+            return Err(FieldError {
+                code: "unknown_type",
+                message: format!(
+                    "type must be one of {TYPES}, got {:?}",
+                    other.chars().take(40).collect::<String>()
+                ),
+            });
+        }
+    })
+}
+
+#[derive(Serialize)]
+struct ErrorFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: &'a str,
+    message: &'a str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a RawValue>,
+}
+
+/// `{"type":"error","code","message","ref"?}`.
+#[must_use]
+pub fn error_frame(code: &str, message: &str, reference: Option<&RawValue>) -> String {
+    serde_json::to_string(&ErrorFrame {
+        kind: "error",
+        code,
+        message,
+        reference,
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct SessionFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    driver: &'a DriverSnapshot,
+    trip: Option<()>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a RawValue>,
+}
+
+/// `{"type":"session","driver_id","status","trip", …}`: the driver's state as the engine knows it.
+#[must_use]
+pub fn session_frame(driver: &DriverSnapshot, reference: Option<&RawValue>) -> String {
+    serde_json::to_string(&SessionFrame {
+        kind: "session",
+        driver,
+        trip: None,
+        reference,
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_frames_parse_and_keep_their_ref() {
+        let p = parse_driver_frame(
+            r#"{"type":"location","lat":1.5,"lng":2.5,"heading":90,"ref":{"n":7}}"#,
+        );
+        assert_eq!(
+            p.reference.map(|r| r.get().to_string()),
+            Some(r#"{"n":7}"#.to_string())
+        );
+        match p.command {
+            Ok(DriverCommand::Location(u)) => assert_eq!(
+                (u.point.lat(), u.point.lng(), u.heading),
+                (1.5, 2.5, Some(90.0))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_frames_name_what_is_wrong_and_keep_the_ref() {
+        let cases = [
+            (
+                r#"{"type":"location","lat":91,"lng":0,"ref":1}"#,
+                "out_of_range",
+                "lat",
+                true,
+            ),
+            (
+                r#"{"type":"location","lat":"north","lng":0,"ref":1}"#,
+                "invalid_field",
+                "lat",
+                true,
+            ),
+            (
+                r#"{"type":"location","lng":0}"#,
+                "missing_field",
+                "lat",
+                false,
+            ),
+            (
+                r#"{"type":"teleport","ref":"x"}"#,
+                "unknown_type",
+                "teleport",
+                true,
+            ),
+            (r#"{"lat":1}"#, "missing_field", "type", false),
+            (
+                r#"{"type":"status","status":"busy","ref":2}"#,
+                "invalid_field",
+                "status",
+                true,
+            ),
+            (
+                r#"{"type":"accept","trip_id":"nope"}"#,
+                "invalid_field",
+                "trip_id",
+                false,
+            ),
+            (
+                r#"{"type":"start","trip_id":"0191f1a0-0000-7000-8000-000000000000","pin":"12a4"}"#,
+                "invalid_field",
+                "pin",
+                false,
+            ),
+            ("not json", "invalid_json", "JSON", false),
+            ("[1,2,3]", "invalid_field", "", false),
+        ];
+        for (text, code, mentions, has_ref) in cases {
+            let p = parse_driver_frame(text);
+            let err = p.command.expect_err(text);
+            assert_eq!(err.code, code, "{text}: {err:?}");
+            assert!(err.message.contains(mentions), "{text}: {err:?}");
+            assert_eq!(p.reference.is_some(), has_ref, "{text}");
+        }
+    }
+
+    #[test]
+    fn error_frames_echo_the_ref_verbatim() {
+        let reference = RawValue::from_string("[1,\"a\"]".into()).unwrap();
+        let frame: serde_json::Value =
+            serde_json::from_str(&error_frame("out_of_range", "lat …", Some(&reference))).unwrap();
+        assert_eq!(frame["type"], "error");
+        assert_eq!(frame["code"], "out_of_range");
+        assert_eq!(frame["ref"], serde_json::json!([1, "a"]));
+    }
+}

@@ -1,0 +1,110 @@
+//! Every metric the engine exports, declared in one place and described at start-up.
+//!
+//! Names are prefixed `hexdispatch_`, counters end in `_total`, units are in the name, and labels
+//! are low-cardinality (outcome, reason, role): never a driver, trip or cell id.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Location updates accepted, by `source` (`ws` | `rest`).
+pub const LOCATION_UPDATES: &str = "hexdispatch_location_updates_total";
+/// Location updates dropped, by `reason` (`driver_mailbox_full` | `cell_mailbox_full` | `driver_gone`).
+pub const LOCATION_UPDATES_DROPPED: &str = "hexdispatch_location_updates_dropped_total";
+/// Index upserts applied by cell actors.
+pub const INDEX_UPSERTS: &str = "hexdispatch_index_upserts_total";
+/// Drivers evicted from the index because their position went stale.
+pub const INDEX_EVICTIONS: &str = "hexdispatch_index_evictions_total";
+/// Cell actors (shards) alive.
+pub const SHARDS: &str = "hexdispatch_shards";
+/// Nearby query latency through the cell actors, seconds.
+pub const NEARBY_DURATION: &str = "hexdispatch_nearby_query_duration_seconds";
+/// Drivers whose status is online.
+pub const DRIVERS_ONLINE: &str = "hexdispatch_drivers_online";
+/// Driver actors alive.
+pub const DRIVER_ACTORS: &str = "hexdispatch_driver_actors";
+/// Open WebSocket sessions, by `role`.
+pub const WS_SESSIONS_OPEN: &str = "hexdispatch_ws_sessions_open";
+/// WebSocket frames refused with an error frame or a close, by `code`.
+pub const WS_FRAMES_REJECTED: &str = "hexdispatch_ws_frames_rejected_total";
+/// HTTP responses, by `status` class (`2xx`, `4xx`, `5xx`).
+pub const HTTP_RESPONSES: &str = "hexdispatch_http_responses_total";
+
+fn describe() {
+    describe_counter!(
+        LOCATION_UPDATES,
+        Unit::Count,
+        "Location updates accepted, by source (ws, rest)."
+    );
+    describe_counter!(
+        LOCATION_UPDATES_DROPPED,
+        Unit::Count,
+        "Location updates dropped under backpressure, by reason."
+    );
+    describe_counter!(
+        INDEX_UPSERTS,
+        Unit::Count,
+        "Driver positions applied to the in-memory index."
+    );
+    describe_counter!(
+        INDEX_EVICTIONS,
+        Unit::Count,
+        "Drivers evicted from the index with a stale position."
+    );
+    describe_gauge!(SHARDS, Unit::Count, "Cell actors (index shards) alive.");
+    describe_histogram!(
+        NEARBY_DURATION,
+        Unit::Seconds,
+        "Nearby query latency through the cell actors."
+    );
+    describe_gauge!(
+        DRIVERS_ONLINE,
+        Unit::Count,
+        "Drivers whose status is online."
+    );
+    describe_gauge!(DRIVER_ACTORS, Unit::Count, "Driver actors alive.");
+    describe_gauge!(
+        WS_SESSIONS_OPEN,
+        Unit::Count,
+        "Open WebSocket sessions, by role."
+    );
+    describe_counter!(
+        WS_FRAMES_REJECTED,
+        Unit::Count,
+        "WebSocket frames refused, by error code."
+    );
+    describe_counter!(
+        HTTP_RESPONSES,
+        Unit::Count,
+        "HTTP responses, by status class."
+    );
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+///
+/// Metrics are process-global, so several engines in one process (as in the integration tests)
+/// share one registry.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
+                        0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    ],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by an embedding program); the handle
+            // then renders an empty registry rather than failing start-up.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
