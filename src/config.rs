@@ -651,6 +651,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail error type
     fn environment_overrides_the_file_and_lists_take_commas() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("config.toml", "[http]\nport = 9000\n[location]\nttl_s = 60")?;

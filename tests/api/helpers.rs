@@ -1,0 +1,309 @@
+//! Starts the real engine in-process on port 0 and speaks HTTP and WebSocket to it.
+
+use std::time::Duration;
+
+use actix_codec::Framed;
+use awc::BoxedSocket;
+use awc::ws::{Codec, Frame, Message};
+use futures_util::{SinkExt, StreamExt};
+use hexdispatch::auth::{Claims, JwtKeys, Role};
+use hexdispatch::config::Settings;
+use hexdispatch::{Core, Engine, EngineHandle};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use secrecy::SecretString;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+pub struct TestApp {
+    pub address: String,
+    pub ws_address: String,
+    pub core: Core,
+    pub handle: EngineHandle,
+    keys: JwtKeys,
+    client: awc::Client,
+}
+
+/// Starts an engine with test settings, adjusted by `tune`.
+pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::default();
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.http.workers = 1;
+    settings.http.shutdown_timeout_s = 1;
+    settings.geo.cell_arbiters = 2;
+    settings.auth.jwt_secret = SecretString::from(SECRET);
+    tune(&mut settings);
+    let engine = Engine::start(settings).expect("engine starts");
+    let port = engine.port();
+    let core = engine.core().clone();
+    let handle = engine.handle();
+    actix_rt::spawn(engine.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        ws_address: format!("ws://127.0.0.1:{port}"),
+        core,
+        handle,
+        keys: JwtKeys::new(&SecretString::from(SECRET)),
+        client: awc::Client::builder()
+            .connector(awc::Connector::new().limit(0))
+            .timeout(Duration::from_secs(10))
+            .finish(),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.core.shutdown();
+    }
+}
+
+/// A token with arbitrary claims, signed with `secret`.
+pub fn sign(claims: &Claims, secret: &str) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The four kinds of bad credentials, each with its expected name.
+pub fn bad_tokens(sub: Uuid, role: Role) -> Vec<(&'static str, Option<String>)> {
+    let claims = |exp: u64| Claims {
+        sub,
+        role,
+        exp,
+        iat: now_s() - 10,
+        jti: Uuid::now_v7(),
+        vehicle_type: None,
+    };
+    vec![
+        ("missing token", None),
+        ("garbage token", Some("not-a-jwt".into())),
+        (
+            "expired token",
+            Some(sign(&claims(now_s() - 3_600), SECRET)),
+        ),
+        (
+            "token signed with another secret",
+            Some(sign(
+                &claims(now_s() + 3_600),
+                "some-other-secret-entirely-123",
+            )),
+        ),
+    ]
+}
+
+pub struct Response {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn token(&self, role: Role, sub: Uuid) -> String {
+        self.keys.issue(sub, role, None, 3_600).unwrap()
+    }
+
+    pub fn driver_token(&self, sub: Uuid, vehicle_type: &str) -> String {
+        self.keys
+            .issue(sub, role_driver(), Some(vehicle_type.into()), 3_600)
+            .unwrap()
+    }
+
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> Response {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let mut res = match body {
+            Some(body) => {
+                req.insert_header(("content-type", "application/json"))
+                    .send_body(body)
+                    .await
+            }
+            None => req.send().await,
+        }
+        .expect("request sent");
+        let bytes = res.body().limit(16 * 1024 * 1024).await.expect("body read");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Response {
+            status: res.status().as_u16(),
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request("GET", path, token, None).await
+    }
+
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &str) -> Response {
+        self.request("PUT", path, token, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn set_status(&self, driver: Uuid, token: &str, status: &str) -> Response {
+        self.put(
+            &format!("/api/drivers/{driver}/status"),
+            Some(token),
+            &format!(r#"{{"status":"{status}"}}"#),
+        )
+        .await
+    }
+
+    pub async fn nearby(&self, token: &str, query: &str) -> Response {
+        self.get(&format!("/api/locations/nearby?{query}"), Some(token))
+            .await
+    }
+
+    /// Opens `/ws/driver` with the token in the Authorization header.
+    pub async fn driver_socket(&self, token: &str) -> Socket {
+        let (_, framed) = self
+            .client
+            .ws(format!("{}/ws/driver", self.ws_address))
+            .bearer_auth(token)
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .expect("websocket connects");
+        Socket { framed }
+    }
+
+    /// Opens `/ws/driver` with an optional token in the `token` query parameter.
+    pub async fn driver_socket_query(&self, token: Option<&str>) -> Socket {
+        let url = match token {
+            Some(t) => format!("{}/ws/driver?token={t}", self.ws_address),
+            None => format!("{}/ws/driver", self.ws_address),
+        };
+        let (_, framed) = self
+            .client
+            .ws(url)
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .expect("websocket connects");
+        Socket { framed }
+    }
+}
+
+fn role_driver() -> Role {
+    Role::Driver
+}
+
+/// What a socket received.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    Json(Value),
+    Close(Option<u16>, String),
+    Ended,
+}
+
+pub struct Socket {
+    framed: Framed<BoxedSocket, Codec>,
+}
+
+impl Socket {
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.framed
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.framed
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("frame sent");
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.framed.send(Message::Close(None)).await;
+    }
+
+    /// The next text frame or close, answering pings, within 5 s.
+    pub async fn recv(&mut self) -> Incoming {
+        self.recv_within(Duration::from_secs(5), true).await
+    }
+
+    pub async fn recv_within(&mut self, limit: Duration, answer_pings: bool) -> Incoming {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.framed.next()).await;
+            match next {
+                Err(_) => panic!("no frame within {limit:?}"),
+                Ok(None) => return Incoming::Ended,
+                Ok(Some(Err(_))) => return Incoming::Ended,
+                Ok(Some(Ok(frame))) => match frame {
+                    Frame::Text(bytes) => {
+                        return Incoming::Json(
+                            serde_json::from_slice(&bytes).expect("server sends JSON"),
+                        );
+                    }
+                    Frame::Close(reason) => {
+                        return Incoming::Close(
+                            reason.as_ref().map(|r| u16::from(r.code)),
+                            reason.and_then(|r| r.description).unwrap_or_default(),
+                        );
+                    }
+                    Frame::Ping(bytes) if answer_pings => {
+                        self.framed
+                            .send(Message::Pong(bytes))
+                            .await
+                            .expect("pong sent");
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// The next JSON frame; panics on a close.
+    pub async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Incoming::Json(v) => v,
+            other => panic!("expected a JSON frame, got {other:?}"),
+        }
+    }
+
+    /// Waits for the close frame and returns its code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.recv().await {
+                Incoming::Close(code, _) => return code,
+                Incoming::Ended => return None,
+                Incoming::Json(_) => {}
+            }
+        }
+    }
+}

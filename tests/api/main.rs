@@ -1,0 +1,11 @@
+//! Black-box tests of the engine: each starts the real server on port 0 and talks HTTP and
+//! WebSocket to it.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod driver_socket;
+mod drivers;
+mod health;
+mod helpers;
+mod nearby;
