@@ -110,11 +110,21 @@ pub async fn json_body<T: DeserializeOwned>(
 ///
 /// [`FieldError`] with `invalid_json`, `missing_field` or `invalid_field`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(FieldError {
-            code: "invalid_json",
-            message: "the body must be a JSON object".into(),
-        });
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(FieldError {
+                code: "invalid_json",
+                message: "the body is empty; send a JSON object".into(),
+            });
+        }
+        // Serde would read an array as a struct's fields in order; only objects are accepted.
+        Some(b'[') => {
+            return Err(FieldError::invalid(
+                "the body",
+                "a JSON object, not an array",
+            ));
+        }
+        Some(_) => {}
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(field_error)
@@ -298,7 +308,7 @@ mod tests {
             ),
             ("{\"lat\":1", "invalid_json", "JSON"),
             ("", "invalid_json", "JSON object"),
-            ("[1,2]", "invalid_field", "struct"),
+            ("[1,2]", "invalid_field", "object"),
         ];
         for (body, code, mentions) in cases {
             let err = parse_json::<Body>(body.as_bytes()).expect_err(body);

@@ -139,6 +139,13 @@ async fn driver_routes_name_bad_input_precisely() {
         ("empty body", &status, String::new(), 400, "invalid_json"),
         ("missing status", &status, "{}".into(), 400, "missing_field"),
         (
+            "array instead of object",
+            &status,
+            r#"["online"]"#.into(),
+            400,
+            "invalid_field",
+        ),
+        (
             "unknown status",
             &status,
             r#"{"status":"busy"}"#.into(),

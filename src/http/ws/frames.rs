@@ -76,6 +76,15 @@ const TYPES: &str = "status, location, accept, decline, arrived, start, complete
 /// Parses one text frame from a driver.
 #[must_use]
 pub fn parse_driver_frame(text: &str) -> Parsed {
+    if text.trim_start().starts_with('[') {
+        return Parsed {
+            reference: None,
+            command: Err(FieldError::invalid(
+                "a frame",
+                "one JSON object, not an array",
+            )),
+        };
+    }
     match serde_json::from_str::<Frame<'_>>(text) {
         Ok(frame) => {
             let command = command(&frame);
@@ -272,7 +281,7 @@ mod tests {
                 false,
             ),
             ("not json", "invalid_json", "JSON", false),
-            ("[1,2,3]", "invalid_field", "", false),
+            ("[1,2,3]", "invalid_field", "object", false),
         ];
         for (text, code, mentions, has_ref) in cases {
             let p = parse_driver_frame(text);
