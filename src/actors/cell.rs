@@ -54,6 +54,20 @@ pub struct Nearby(pub NearbyQuery);
 #[rtype(result = "usize")]
 pub struct Count;
 
+/// Counters of this shard; like `Count`, it answers after every earlier message.
+#[derive(Message)]
+#[rtype(result = "CellStats")]
+pub struct Stats;
+
+/// What [`Stats`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellStats {
+    /// Drivers held.
+    pub drivers: usize,
+    /// Upserts applied since the actor started.
+    pub upserts: u64,
+}
+
 /// The index of one shard.
 pub struct CellActor {
     shard: CellIndex,
@@ -61,6 +75,7 @@ pub struct CellActor {
     /// Positions older than this are evicted.
     ttl_ms: i64,
     upserts: Counter,
+    applied: u64,
 }
 
 impl CellActor {
@@ -72,6 +87,7 @@ impl CellActor {
             index: SpatialIndex::new(index_res),
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             upserts: counter!(INDEX_UPSERTS),
+            applied: 0,
         }
     }
 
@@ -105,6 +121,7 @@ impl Handler<Upsert> for CellActor {
     fn handle(&mut self, msg: Upsert, _: &mut Self::Context) {
         let _: Upserted = self.index.upsert(msg.0);
         self.upserts.increment(1);
+        self.applied += 1;
     }
 }
 
@@ -137,6 +154,17 @@ impl Handler<Count> for CellActor {
 
     fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
         self.index.len()
+    }
+}
+
+impl Handler<Stats> for CellActor {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(CellStats {
+            drivers: self.index.len(),
+            upserts: self.applied,
+        })
     }
 }
 
