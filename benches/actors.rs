@@ -44,7 +44,12 @@ fn settings() -> Settings {
 async fn total_upserts(core: &Core) -> u64 {
     let mut total = 0;
     for shard in core.shards.shards() {
-        total += shard.addr.send(Stats).await.expect("cell actor alive").upserts;
+        total += shard
+            .addr
+            .send(Stats)
+            .await
+            .expect("cell actor alive")
+            .upserts;
     }
     total
 }
@@ -66,7 +71,9 @@ fn nearby_through_cell_actors(c: &mut Criterion) {
                 available: true,
                 seen_ms: now,
             };
-            core.shards.shard(grid.shard_of(grid.cell_of(position))).do_send(Upsert(driver));
+            core.shards
+                .shard(grid.shard_of(grid.cell_of(position)))
+                .do_send(Upsert(driver));
         }
         let mut held = 0;
         for shard in core.shards.shards() {
@@ -125,6 +132,25 @@ fn nearby_through_cell_actors(c: &mut Criterion) {
             })
         });
     });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("cell_actor_count_64_in_flight", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let started = Instant::now();
+                let tasks = (0..64u64).map(|t| {
+                    let shard = shard.clone();
+                    let share = iters / 64 + u64::from(t < iters % 64);
+                    async move {
+                        for _ in 0..share {
+                            std::hint::black_box(shard.send(Count).await.expect("alive"));
+                        }
+                    }
+                });
+                join_all(tasks).await;
+                started.elapsed()
+            })
+        });
+    });
     group.finish();
     core.shutdown();
 }
@@ -136,14 +162,21 @@ fn location_updates_through_actors(c: &mut Criterion) {
     let bases: Vec<LatLng> = (0..DRIVERS).map(|_| point(&mut rng, 0.95)).collect();
     // Small moves around each driver's base, as a car reports every few seconds.
     let jitter: Vec<(f64, f64)> = (0..64)
-        .map(|_| (rng.random_range(-0.0005..0.0005), rng.random_range(-0.0008..0.0008)))
+        .map(|_| {
+            (
+                rng.random_range(-0.0005..0.0005),
+                rng.random_range(-0.0008..0.0008),
+            )
+        })
         .collect();
     let (core, drivers) = system.block_on(async {
         let core = Core::start(settings()).expect("core starts");
         let mut drivers: Vec<Addr<DriverActor>> = Vec::with_capacity(DRIVERS);
         for base in &bases {
             let addr = core.driver(Uuid::now_v7(), None).expect("driver actor");
-            addr.send(SetStatus(DriverStatus::Online)).await.expect("alive");
+            addr.send(SetStatus(DriverStatus::Online))
+                .await
+                .expect("alive");
             addr.send(Location(LocationUpdate {
                 point: *base,
                 heading: None,
@@ -169,7 +202,8 @@ fn location_updates_through_actors(c: &mut Criterion) {
                     let d = i % DRIVERS;
                     let (dlat, dlng) = jitter[(i / DRIVERS + d) % jitter.len()];
                     let update = LocationUpdate {
-                        point: LatLng::new(bases[d].lat() + dlat, bases[d].lng() + dlng).expect("valid"),
+                        point: LatLng::new(bases[d].lat() + dlat, bases[d].lng() + dlng)
+                            .expect("valid"),
                         heading: Some(90.0),
                         speed_mps: Some(10.0),
                         ts_ms: None,
@@ -189,7 +223,10 @@ fn location_updates_through_actors(c: &mut Criterion) {
                 let target = before + iters;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while total_upserts(&core).await < target {
-                    assert!(Instant::now() < deadline, "updates were dropped on the way to the index");
+                    assert!(
+                        Instant::now() < deadline,
+                        "updates were dropped on the way to the index"
+                    );
                     tokio::task::yield_now().await;
                 }
                 started.elapsed()
@@ -200,5 +237,9 @@ fn location_updates_through_actors(c: &mut Criterion) {
     core.shutdown();
 }
 
-criterion_group!(benches, nearby_through_cell_actors, location_updates_through_actors);
+criterion_group!(
+    benches,
+    nearby_through_cell_actors,
+    location_updates_through_actors
+);
 criterion_main!(benches);

@@ -93,7 +93,13 @@ fn nearest_five_within_2km(c: &mut Criterion) {
 fn nearest_five_within_5km(c: &mut Criterion) {
     let mut group = c.benchmark_group("nearest_5_within_5km");
     let mut rng = StdRng::seed_from_u64(2);
-    let queries: Vec<NearbyQuery> = queries(&mut rng).into_iter().map(|q| NearbyQuery { radius_m: 5_000.0, ..q }).collect();
+    let queries: Vec<NearbyQuery> = queries(&mut rng)
+        .into_iter()
+        .map(|q| NearbyQuery {
+            radius_m: 5_000.0,
+            ..q
+        })
+        .collect();
     let drivers = fleet(100_000, &mut rng);
     let mut index = SpatialIndex::new(Resolution::Nine);
     for d in &drivers {
@@ -130,5 +136,10 @@ fn upsert(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, nearest_five_within_2km, nearest_five_within_5km, upsert);
+criterion_group!(
+    benches,
+    nearest_five_within_2km,
+    nearest_five_within_5km,
+    upsert
+);
 criterion_main!(benches);

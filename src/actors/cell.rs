@@ -47,7 +47,12 @@ pub struct SetAvailable {
 /// The nearest drivers of this shard that match the query, nearest first.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "Vec<NearbyHit>")]
-pub struct Nearby(pub NearbyQuery);
+pub struct Nearby {
+    /// The query.
+    pub query: NearbyQuery,
+    /// The query point's cell at the index resolution, computed once by the caller for all shards.
+    pub origin: CellIndex,
+}
 
 /// How many drivers this shard holds. Also a barrier: it answers after every earlier message.
 #[derive(Message)]
@@ -144,8 +149,16 @@ impl Handler<SetAvailable> for CellActor {
 impl Handler<Nearby> for CellActor {
     type Result = MessageResult<Nearby>;
 
-    fn handle(&mut self, msg: Nearby, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.index.nearest(&msg.0))
+    fn handle(&mut self, Nearby { query, origin }: Nearby, _: &mut Self::Context) -> Self::Result {
+        // Rings pay off around a point inside this shard; from outside it they would mostly visit
+        // cells this shard does not hold.
+        MessageResult(
+            if origin.parent(self.shard.resolution()) == Some(self.shard) {
+                self.index.nearest_from(origin, &query)
+            } else {
+                self.index.nearest_best_first(&query)
+            },
+        )
     }
 }
 
@@ -203,7 +216,8 @@ mod tests {
             vehicle: None,
             fresh_since_ms: 0,
         };
-        let hits = cell.send(Nearby(q)).await.unwrap();
+        let origin = p.to_h3().to_cell(Resolution::Nine);
+        let hits = cell.send(Nearby { query: q, origin }).await.unwrap();
         assert_eq!(
             hits.iter().map(|h| h.driver.driver_id).collect::<Vec<_>>(),
             vec![Uuid::from_u128(2)]

@@ -31,6 +31,19 @@ pub struct Shard {
     centre: UnitVec,
     /// Chord from the shard's centre to the farthest point of any of its index cells.
     reach_chord: f64,
+    /// The same, per part of the shard (see [`Grid::shard_parts`]): a finer second test.
+    parts: Box<[(UnitVec, f64)]>,
+}
+
+impl Shard {
+    /// Whether any driver of this shard can lie within `radius` (a chord) of `q`.
+    fn reaches(&self, q: UnitVec, radius: f64) -> bool {
+        q.chord(self.centre) - self.reach_chord <= radius
+            && self
+                .parts
+                .iter()
+                .any(|&(centre, reach)| q.chord(centre) - reach <= radius)
+    }
 }
 
 #[derive(Default, Clone)]
@@ -106,6 +119,12 @@ impl ShardMap {
             addr: addr.clone(),
             centre: cell_centre(shard),
             reach_chord: metres_to_chord(self.grid.shard_reach_m(shard)),
+            parts: self
+                .grid
+                .shard_parts(shard)
+                .into_iter()
+                .map(|(centre, reach_m)| (UnitVec::from(centre), metres_to_chord(reach_m)))
+                .collect(),
         };
         let mut next = ShardTable::clone(&current);
         next.by_cell.insert(shard, next.shards.len());
@@ -129,7 +148,7 @@ impl ShardMap {
             .load()
             .shards
             .iter()
-            .filter(|s| q.chord(s.centre) - s.reach_chord <= radius)
+            .filter(|s| s.reaches(q, radius))
             .map(|s| s.addr.clone())
             .collect()
     }
@@ -142,11 +161,13 @@ impl ShardMap {
     pub async fn nearby(&self, query: NearbyQuery) -> Result<Vec<NearbyHit>, MailboxError> {
         let started = Instant::now();
         let shards = self.candidates(&query);
+        let origin = self.grid.cell_of(query.point);
+        let message = Nearby { query, origin };
         let hits = match shards.as_slice() {
             [] => Vec::new(),
-            [only] => only.send(Nearby(query)).await?,
+            [only] => only.send(message).await?,
             many => {
-                let answers = join_all(many.iter().map(|addr| addr.send(Nearby(query)))).await;
+                let answers = join_all(many.iter().map(|addr| addr.send(message))).await;
                 let mut all = Vec::with_capacity(query.limit * answers.len());
                 for answer in answers {
                     all.extend(answer?);
@@ -162,11 +183,21 @@ impl ShardMap {
 /// Merges per-shard answers: nearest first, one entry per driver (a driver crossing a shard
 /// boundary can briefly sit in both), at most `limit`.
 fn merge(mut all: Vec<NearbyHit>, limit: usize) -> Vec<NearbyHit> {
-    all.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
-    let mut seen = rustc_hash::FxHashSet::default();
-    all.retain(|h| seen.insert(h.driver.driver_id));
-    all.truncate(limit);
-    all
+    all.sort_unstable_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+    let mut kept: Vec<NearbyHit> = Vec::with_capacity(limit);
+    for hit in all {
+        if kept.len() == limit {
+            break;
+        }
+        // `kept` holds at most `limit` (≤ 100) hits, so a linear check beats hashing.
+        if !kept
+            .iter()
+            .any(|k| k.driver.driver_id == hit.driver.driver_id)
+        {
+            kept.push(hit);
+        }
+    }
+    kept
 }
 
 #[cfg(test)]

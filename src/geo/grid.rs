@@ -114,6 +114,30 @@ impl Grid {
     }
 }
 
+impl Grid {
+    /// The shard split into parts (its descendants two resolutions finer, or at the index
+    /// resolution if that is nearer), each with its centre and how far, in metres, the index cells
+    /// under it reach from that centre. Lets a router skip a shard whose outline is near a circle
+    /// but whose parts are not.
+    #[must_use]
+    pub fn shard_parts(&self, shard: CellIndex) -> Vec<(h3o::LatLng, f64)> {
+        let part_res =
+            Resolution::try_from((u8::from(self.shard_res) + 2).min(u8::from(self.index_res)))
+                .unwrap_or(self.index_res);
+        shard
+            .children(part_res)
+            .map(|part| {
+                let centre = h3o::LatLng::from(part);
+                let reach = part
+                    .children(self.index_res)
+                    .map(|cell| centre.distance_m(h3o::LatLng::from(cell)) + cell_radius_m(cell))
+                    .fold(0.0_f64, f64::max);
+                (centre, reach)
+            })
+            .collect()
+    }
+}
+
 /// Every cell at `res` that may hold a point within `radius_m` of `centre`; never misses one.
 ///
 /// Walks grid rings outward from the centre's cell. A cell is kept when the nearest any of its

@@ -198,7 +198,27 @@ impl SpatialIndex {
 
     /// The `limit` nearest drivers within `radius_m` of the point that pass the query's filters,
     /// nearest first. Exact: equal to a brute-force scan by great-circle distance.
+    ///
+    /// Walks rings outward from the query's cell; suits a query point inside (or near) the area
+    /// this index covers.
     pub fn nearest(&mut self, query: &NearbyQuery) -> Vec<NearbyHit> {
+        let origin = query.point.to_h3().to_cell(self.res);
+        self.search(query, Some(origin))
+    }
+
+    /// [`SpatialIndex::nearest`] for a caller that already knows the query point's cell at this
+    /// index's resolution (`origin`), saving the conversion.
+    pub fn nearest_from(&mut self, origin: CellIndex, query: &NearbyQuery) -> Vec<NearbyHit> {
+        self.search(query, Some(origin))
+    }
+
+    /// The same answer as [`SpatialIndex::nearest`], found by a best-first pass over the buckets
+    /// alone; suits a query point far from this index's area, where rings would mostly be empty.
+    pub fn nearest_best_first(&mut self, query: &NearbyQuery) -> Vec<NearbyHit> {
+        self.search(query, None)
+    }
+
+    fn search(&mut self, query: &NearbyQuery, origin: Option<CellIndex>) -> Vec<NearbyHit> {
         self.best.clear();
         if query.limit == 0 || self.slots.is_empty() {
             return Vec::new();
@@ -212,23 +232,37 @@ impl SpatialIndex {
             radius_chord,
             radius2: radius_chord * radius_chord,
         };
+        let finished = origin.is_some_and(|origin| self.walk_rings(origin, &scan));
+        if !finished {
+            self.best_first(&scan);
+        }
+        self.best
+            .iter()
+            .map(|&(_, b, s)| {
+                let driver = self.buckets[b as usize].entries[s as usize].driver;
+                NearbyHit {
+                    driver,
+                    distance_m: driver.position.distance_m(query.point),
+                }
+            })
+            .collect()
+    }
 
-        let origin = query.point.to_h3().to_cell(self.res);
+    /// Scans rings of cells outward from the query's cell; returns whether the answer is complete.
+    fn walk_rings(&mut self, origin: CellIndex, scan: &Scan<'_>) -> bool {
+        let q = scan.q;
         let mut visited_cells = 0usize;
-        let mut finished = false;
         for k in 0u32.. {
             // Past this many cells a pass over the remaining buckets is cheaper than more rings.
             if visited_cells > self.buckets.len() {
-                break;
+                return false;
             }
             self.ring.clear();
             self.ring.extend(origin.grid_ring::<Vec<_>>(k));
             if self.ring.is_empty() {
-                finished = true;
-                break;
+                return true;
             }
             visited_cells += self.ring.len();
-            let bound = scan.bound_chord(&self.best);
             let mut ring_floor = f64::INFINITY;
             for i in 0..self.ring.len() {
                 let cell = self.ring[i];
@@ -249,41 +283,31 @@ impl SpatialIndex {
                 }
             }
             // Nothing beyond this ring can be closer than its nearest possible point.
-            if ring_floor > bound.min(scan.bound_chord(&self.best)) {
-                finished = true;
+            if ring_floor > scan.bound_chord(&self.best) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Scans the buckets not visited yet, nearest possible point first, until none can improve.
+    fn best_first(&mut self, scan: &Scan<'_>) {
+        self.pending.clear();
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            if bucket.visited != self.query_no && !bucket.entries.is_empty() {
+                let floor = scan.q.chord(bucket.centre) - bucket.radius_chord;
+                if floor <= scan.radius_chord {
+                    self.pending.push((floor, b as u32));
+                }
+            }
+        }
+        self.pending.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for &(floor, b) in &self.pending {
+            if floor > scan.bound_chord(&self.best) {
                 break;
             }
+            scan.bucket(b, &self.buckets[b as usize], &mut self.best);
         }
-
-        if !finished {
-            self.pending.clear();
-            for (b, bucket) in self.buckets.iter().enumerate() {
-                if bucket.visited != self.query_no && !bucket.entries.is_empty() {
-                    let floor = q.chord(bucket.centre) - bucket.radius_chord;
-                    if floor <= radius_chord {
-                        self.pending.push((floor, b as u32));
-                    }
-                }
-            }
-            self.pending.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-            for &(floor, b) in &self.pending {
-                if floor > scan.bound_chord(&self.best) {
-                    break;
-                }
-                scan.bucket(b, &self.buckets[b as usize], &mut self.best);
-            }
-        }
-
-        self.best
-            .iter()
-            .map(|&(_, b, s)| {
-                let driver = self.buckets[b as usize].entries[s as usize].driver;
-                NearbyHit {
-                    driver,
-                    distance_m: driver.position.distance_m(query.point),
-                }
-            })
-            .collect()
     }
 
     fn place(&mut self, cell: CellIndex, entry: Entry) {
@@ -537,7 +561,9 @@ mod tests {
                     vehicle: rng.random_bool(0.3).then(|| rng.random_range(0..3)),
                     fresh_since_ms: 0,
                 };
-                assert_same(&index.nearest(&q), &brute_force(&fleet, &q), &format!("{q:?}"));
+                let want = brute_force(&fleet, &q);
+                assert_same(&index.nearest(&q), &want, &format!("rings: {q:?}"));
+                assert_same(&index.nearest_best_first(&q), &want, &format!("best first: {q:?}"));
             }
         }
     }
