@@ -21,7 +21,7 @@ pub enum ConfigError {
     Missing(String),
     /// A key has the wrong type, an unknown name, or a value the parser refused.
     #[error("invalid configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(Box<figment::Error>),
     /// A key parsed but its value is out of range.
     #[error("invalid configuration: {key}: {reason}")]
     Invalid {
@@ -30,6 +30,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        // Not a `#[source]`: the message already carries figment's text, so printing the error
+        // chain would repeat it.
+        Self::Parse(e)
+    }
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
