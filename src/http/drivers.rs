@@ -40,6 +40,17 @@ pub(crate) fn own_actor(
         })
 }
 
+/// The body of a request a driver makes about itself: the path's id must be the caller's.
+async fn own_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    path: &str,
+    identity: &Identity,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    identity.require_driver(parse_id(path, "driver id")?)?;
+    json_body(req, payload).await
+}
+
 /// `PUT /api/drivers/{id}/status` `{status: "online"|"offline"}` → the driver's state.
 pub async fn put_status(
     req: HttpRequest,
@@ -48,9 +59,7 @@ pub async fn put_status(
     core: web::Data<Core>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path, "driver id")?;
-    identity.require_driver(id)?;
-    let body: StatusBody = json_body(&req, payload).await?;
+    let body: StatusBody = own_body(&req, &path, &identity, payload).await?;
     let status = DriverStatus::parse(&body.status).ok_or_else(|| {
         FieldError::invalid(
             "status",
@@ -72,9 +81,7 @@ pub async fn put_location(
     core: web::Data<Core>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&path, "driver id")?;
-    identity.require_driver(id)?;
-    let body: LocationBody = json_body(&req, payload).await?;
+    let body: LocationBody = own_body(&req, &path, &identity, payload).await?;
     let update = location(body.lat, body.lng, body.heading, body.speed_mps, body.ts_ms)?;
     let actor = own_actor(&core, &identity)?;
     // REST is the fallback path, not the stream: wait for the actor so the answer shows the update.

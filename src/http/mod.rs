@@ -27,31 +27,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(health::ready)
         .service(health::version)
         .service(health::metrics)
-        .service(
-            web::resource("/api/drivers/{id}/status")
-                .route(web::put().to(drivers::put_status))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/drivers/{id}/location")
-                .route(web::put().to(drivers::put_location))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/drivers/{id}")
-                .route(web::get().to(drivers::get_driver))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/locations/nearby")
-                .route(web::get().to(locations::nearby))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/ws/driver")
-                .route(web::get().to(ws::driver::driver_socket))
-                .default_service(web::to(method_not_allowed)),
-        );
+        .service(resource("/api/drivers/{id}/status").route(web::put().to(drivers::put_status)))
+        .service(resource("/api/drivers/{id}/location").route(web::put().to(drivers::put_location)))
+        .service(resource("/api/drivers/{id}").route(web::get().to(drivers::get_driver)))
+        .service(resource("/api/locations/nearby").route(web::get().to(locations::nearby)))
+        .service(resource("/ws/driver").route(web::get().to(ws::driver::driver_socket)));
+}
+
+/// A resource that answers other methods with 405 in the error envelope.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
