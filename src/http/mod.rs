@@ -94,8 +94,3 @@ pub fn server(core: Core, listener: TcpListener) -> std::io::Result<Server> {
     .run();
     Ok(server)
 }
-
-/// A plain 200 for the trivial-route baseline in throughput comparisons.
-pub async fn trivial() -> HttpResponse {
-    HttpResponse::Ok().finish()
-}
