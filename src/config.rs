@@ -2,6 +2,7 @@
 //! variables `HEXDISPATCH__<SECTION>__<KEY>`, then CLI flags. Every key is documented in the shipped
 //! `config.toml`; a unit test keeps the two equal.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
+
+use crate::dispatch::{Currency, Discount, Promotion, Tariff};
 
 /// The development signing key used when none is configured; start-up warns loudly about it.
 pub const DEV_JWT_SECRET: &str = "hexdispatch-dev-secret-do-not-use-in-production";
@@ -273,6 +276,12 @@ pub struct TripSettings {
     pub arrival_radius_m: f64,
     /// Free rider cancellation window after assignment, seconds.
     pub free_cancel_s: f64,
+    /// Wrong start PINs a trip accepts before it refuses further attempts for a while.
+    pub max_pin_attempts: u32,
+    /// How long further PIN attempts are refused after too many wrong ones, seconds.
+    pub pin_lockout_s: f64,
+    /// Least time between two `driver_location` frames to a rider, milliseconds.
+    pub rider_location_interval_ms: u64,
 }
 
 impl Default for TripSettings {
@@ -280,6 +289,9 @@ impl Default for TripSettings {
         Self {
             arrival_radius_m: 100.0,
             free_cancel_s: 120.0,
+            max_pin_attempts: 5,
+            pin_lockout_s: 60.0,
+            rider_location_interval_ms: 1_000,
         }
     }
 }
@@ -292,13 +304,103 @@ pub struct PricingSettings {
     pub surge_resolution: u8,
     /// Surge cap.
     pub max_surge: f64,
+    /// Trip requests younger than this (seconds) count as demand for surge.
+    pub surge_window_s: f64,
+    /// ISO 4217 currency of the default tariffs.
+    pub currency: String,
+    /// Road distance over great-circle distance, for estimates.
+    pub detour_factor: f64,
+    /// Average speed for estimated durations and ETAs, km/h.
+    pub average_speed_kmh: f64,
+    /// Tariffs by vehicle type, outside any configured city. A trip may only ask for these types.
+    pub tariffs: BTreeMap<String, Tariff>,
+    /// Cities with their own currency and tariffs (the first whose circle holds the pickup wins).
+    pub cities: Vec<CitySettings>,
+    /// Promotion codes.
+    pub promotions: Vec<PromotionSettings>,
 }
 
 impl Default for PricingSettings {
     fn default() -> Self {
+        let tariff = |base, per_km, per_min, min_fare, cancel_fee| Tariff {
+            base,
+            per_km,
+            per_min,
+            min_fare,
+            cancel_fee,
+        };
         Self {
             surge_resolution: 7,
             max_surge: 3.0,
+            surge_window_s: 300.0,
+            currency: "USD".into(),
+            detour_factor: 1.3,
+            average_speed_kmh: 30.0,
+            tariffs: BTreeMap::from([
+                ("economy".to_owned(), tariff(250, 120, 30, 700, 500)),
+                ("comfort".to_owned(), tariff(400, 160, 40, 1_000, 700)),
+                ("xl".to_owned(), tariff(500, 200, 45, 1_200, 800)),
+            ]),
+            cities: Vec::new(),
+            promotions: Vec::new(),
+        }
+    }
+}
+
+/// `[[pricing.cities]]`: a market with its own prices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CitySettings {
+    /// Name, for logs and receipts.
+    pub name: String,
+    /// Centre latitude, degrees.
+    pub lat: f64,
+    /// Centre longitude, degrees.
+    pub lng: f64,
+    /// Pickups within this many km of the centre use this city's tariffs.
+    pub radius_km: f64,
+    /// ISO 4217 currency.
+    pub currency: String,
+    /// Tariffs by vehicle type.
+    pub tariffs: BTreeMap<String, Tariff>,
+}
+
+/// `[[pricing.promotions]]`: one promotion code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionSettings {
+    /// The code riders type (case-insensitive).
+    pub code: String,
+    /// Percent off (1–100); exactly one of `percent_off` and `amount_off`.
+    pub percent_off: Option<u8>,
+    /// Minor units off.
+    pub amount_off: Option<i64>,
+    /// First valid moment, RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_from: time::OffsetDateTime,
+    /// First moment it is no longer valid, RFC 3339.
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_until: time::OffsetDateTime,
+    /// Uses per rider.
+    pub per_rider_limit: u32,
+}
+
+impl PromotionSettings {
+    /// The promotion as the pricing code sees it.
+    #[must_use]
+    pub fn promotion(&self) -> Promotion {
+        let ms = |t: time::OffsetDateTime| {
+            i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+        };
+        Promotion {
+            code: self.code.to_ascii_uppercase(),
+            discount: match (self.percent_off, self.amount_off) {
+                (Some(pct), _) => Discount::Percent(pct),
+                (None, amount) => Discount::Flat(amount.unwrap_or(0)),
+            },
+            valid_from_ms: ms(self.valid_from),
+            valid_until_ms: ms(self.valid_until),
+            per_rider_limit: self.per_rider_limit,
         }
     }
 }
@@ -551,6 +653,13 @@ impl Settings {
         if !(self.pricing.max_surge.is_finite() && self.pricing.max_surge >= 1.0) {
             return Err(invalid("pricing.max_surge", "must be at least 1.0"));
         }
+        self.validate_pricing()?;
+        if self.trip.max_pin_attempts == 0 {
+            return Err(invalid("trip.max_pin_attempts", "must be positive"));
+        }
+        if !(self.trip.pin_lockout_s.is_finite() && self.trip.pin_lockout_s >= 0.0) {
+            return Err(invalid("trip.pin_lockout_s", "must be zero or positive"));
+        }
         if self.ops.heatmap_interval_ms < 100 {
             return Err(invalid("ops.heatmap_interval_ms", "must be at least 100"));
         }
@@ -575,6 +684,66 @@ impl Settings {
             .map_err(|e| invalid("vehicles.default_type", e.to_string()))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", e.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_pricing(&self) -> Result<(), ConfigError> {
+        let p = &self.pricing;
+        positive("pricing.surge_window_s", p.surge_window_s)?;
+        positive("pricing.average_speed_kmh", p.average_speed_kmh)?;
+        if !(p.detour_factor.is_finite() && p.detour_factor >= 1.0) {
+            return Err(invalid("pricing.detour_factor", "must be at least 1.0"));
+        }
+        Currency::parse(&p.currency).map_err(|e| invalid("pricing.currency", e.to_string()))?;
+        if p.tariffs.is_empty() {
+            return Err(invalid(
+                "pricing.tariffs",
+                "needs at least one vehicle type",
+            ));
+        }
+        let tariffs = p
+            .tariffs
+            .iter()
+            .chain(p.cities.iter().flat_map(|c| &c.tariffs));
+        for (vehicle, tariff) in tariffs {
+            crate::dispatch::VehicleType::parse(vehicle)
+                .map_err(|e| invalid("pricing.tariffs", e.to_string()))?;
+            tariff.validate().map_err(|field| {
+                invalid(
+                    "pricing.tariffs",
+                    format!("{vehicle}.{field} must not be negative"),
+                )
+            })?;
+        }
+        for city in &p.cities {
+            Currency::parse(&city.currency)
+                .map_err(|e| invalid("pricing.cities.currency", e.to_string()))?;
+            crate::geo::LatLng::new(city.lat, city.lng)
+                .map_err(|e| invalid("pricing.cities", format!("{}: {e}", city.name)))?;
+            positive("pricing.cities.radius_km", city.radius_km)?;
+        }
+        for promo in &p.promotions {
+            let ok = match (promo.percent_off, promo.amount_off) {
+                (Some(pct), None) => (1..=100).contains(&pct),
+                (None, Some(amount)) => amount > 0,
+                _ => false,
+            };
+            if !ok {
+                return Err(invalid(
+                    "pricing.promotions",
+                    format!(
+                        "{}: give exactly one of percent_off (1–100) or amount_off (> 0)",
+                        promo.code
+                    ),
+                ));
+            }
+            if promo.valid_until <= promo.valid_from {
+                return Err(invalid(
+                    "pricing.promotions",
+                    format!("{}: valid_until must be after valid_from", promo.code),
+                ));
+            }
+        }
         Ok(())
     }
 

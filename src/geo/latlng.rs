@@ -1,6 +1,6 @@
 //! Validated WGS84 coordinates and the distance helpers built on them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Mean Earth radius in metres, the one h3o uses, so that every distance in the engine agrees with
 /// [`h3o::LatLng::distance_m`].
@@ -47,10 +47,26 @@ impl GeoError {
 /// assert!(LatLng::new(f64::NAN, 0.0).is_err());
 /// # Ok::<(), hexdispatch::geo::GeoError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawLatLng")]
 pub struct LatLng {
     lat: f64,
     lng: f64,
+}
+
+/// The unchecked shape a [`LatLng`] is read from.
+#[derive(Deserialize)]
+struct RawLatLng {
+    lat: f64,
+    lng: f64,
+}
+
+impl TryFrom<RawLatLng> for LatLng {
+    type Error = GeoError;
+
+    fn try_from(raw: RawLatLng) -> Result<Self, GeoError> {
+        Self::new(raw.lat, raw.lng)
+    }
 }
 
 impl LatLng {
