@@ -10,18 +10,29 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
+use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::actors::board::MatchingBoard;
 use crate::actors::driver::DriverActor;
-use crate::actors::registry::DriverRegistry;
+use crate::actors::registry::{DriverRegistry, TripRegistry};
+use crate::actors::riders::RiderHub;
 use crate::actors::shards::ShardMap;
+use crate::actors::trip::TripActor;
 use crate::auth::JwtKeys;
+use crate::clock::now_ms;
 use crate::config::{ConfigError, Settings};
 use crate::directory::DriverDirectory;
-use crate::dispatch::{InvalidVehicleType, TooManyVehicleTypes, VehicleType, VehicleTypes};
-use crate::geo::{NearbyHit, NearbyQuery};
+use crate::dispatch::{
+    InvalidVehicleType, MatchingPolicy, Money, NewTrip, PromoError, Quote, TooManyVehicleTypes,
+    Trip, VehicleType, VehicleTypes, pin_from,
+};
+use crate::geo::{LatLng, NearbyHit, NearbyQuery};
+use crate::market::{Market, QuoteError};
+use crate::metrics::TRIP_REQUESTS;
+use crate::trips::{IdempotentRequest, TripStore};
 
 /// Why a driver actor could not be found or started.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +43,56 @@ pub enum DriverLookupError {
     /// The engine tracks too many vehicle types already.
     #[error(transparent)]
     TooMany(#[from] TooManyVehicleTypes),
+}
+
+/// A rider's trip request, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TripRequest {
+    /// Pickup.
+    pub origin: LatLng,
+    /// Drop-off.
+    pub destination: LatLng,
+    /// Vehicle type; the configured default when `None`.
+    pub vehicle_type: Option<String>,
+    /// Promotion code.
+    pub promo_code: Option<String>,
+    /// Client key making retries safe: the same key from the same rider gives the same trip.
+    pub idempotency_key: Option<String>,
+}
+
+/// Why a trip request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Malformed vehicle type.
+    #[error(transparent)]
+    Vehicle(#[from] InvalidVehicleType),
+    /// Too many vehicle types.
+    #[error(transparent)]
+    TooMany(#[from] TooManyVehicleTypes),
+    /// Not priceable (unknown vehicle type or unusable promotion).
+    #[error(transparent)]
+    Quote(#[from] QuoteError),
+    /// The idempotency key was used for a different request.
+    #[error("this idempotency_key was already used for a different trip request")]
+    KeyReused,
+    /// The first request with this idempotency key is still being handled.
+    #[error("a request with this idempotency_key is still being handled; retry shortly")]
+    InProgress,
+}
+
+impl From<PromoError> for RequestError {
+    fn from(e: PromoError) -> Self {
+        Self::Quote(QuoteError::Promo(e))
+    }
+}
+
+/// What a trip request did.
+#[derive(Debug, Clone)]
+pub enum Requested {
+    /// A new trip.
+    Created(Box<Trip>),
+    /// The trip an earlier request with the same idempotency key created.
+    Replayed(Box<Trip>),
 }
 
 /// Shared state of a running engine. Cheap to clone.
@@ -52,6 +113,18 @@ pub struct CoreInner {
     pub vehicles: VehicleTypes,
     /// Token keys.
     pub keys: JwtKeys,
+    /// Trip states and event logs.
+    pub trips: TripStore,
+    /// Trip actors by trip id.
+    pub trip_actors: TripRegistry,
+    /// Matching trips by pickup cell.
+    pub board: MatchingBoard,
+    /// Rider sockets.
+    pub riders: RiderHub,
+    /// Tariffs, surge, promotions.
+    pub market: Market,
+    /// Radius steps, batch size, offer life.
+    pub policy: Arc<MatchingPolicy>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Vehicle type of drivers whose token names none.
@@ -103,8 +176,24 @@ impl Core {
             );
         }
         let (shutdown, _) = watch::channel(false);
+        let market = Market::new(&settings)?;
+        let policy = Arc::new(MatchingPolicy {
+            radius_steps_m: settings.matching.radius_steps_m.clone(),
+            batch_size: settings.matching.batch_size,
+            mode: settings.matching.mode,
+            offer_timeout_ms: i64::try_from(
+                Duration::from_secs_f64(settings.matching.offer_timeout_s).as_millis(),
+            )
+            .unwrap_or(i64::MAX),
+        });
         let core = Self(Arc::new(CoreInner {
             keys: JwtKeys::new(&settings.auth.jwt_secret),
+            trips: TripStore::default(),
+            trip_actors: TripRegistry::default(),
+            board: MatchingBoard::new(grid.shard_res(), policy.max_radius_m()),
+            riders: RiderHub::default(),
+            market,
+            policy,
             settings,
             shards,
             drivers: DriverRegistry::default(),
@@ -166,6 +255,112 @@ impl Core {
     /// [`actix::MailboxError`] if a cell actor is gone (only during shutdown).
     pub async fn nearby(&self, query: NearbyQuery) -> Result<Vec<NearbyHit>, actix::MailboxError> {
         self.shards.nearby(query).await
+    }
+
+    /// Opens a trip for `rider_id` (or, for a repeated idempotency key, finds the one it opened)
+    /// and starts its matching. The trip's first events are stored before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError`]: an unknown vehicle type, an unusable promotion, a reused key.
+    pub async fn request_trip(
+        &self,
+        rider_id: Uuid,
+        request: TripRequest,
+    ) -> Result<Requested, RequestError> {
+        let vehicle_type = match &request.vehicle_type {
+            Some(raw) => VehicleType::parse(raw)?,
+            None => self.default_vehicle.clone(),
+        };
+        self.market.tariff(request.origin, vehicle_type.as_str())?;
+        let trip_id = Uuid::now_v7();
+        if let Some(key) = &request.idempotency_key {
+            let fingerprint = format!(
+                "{:?}|{:?}|{}|{:?}",
+                request.origin,
+                request.destination,
+                vehicle_type.as_str(),
+                request.promo_code.as_deref().map(str::to_ascii_uppercase)
+            );
+            let claim = IdempotentRequest {
+                trip_id,
+                fingerprint: fingerprint.clone(),
+            };
+            if let Some(prior) = self.trips.claim_key(rider_id, key, claim) {
+                counter!(TRIP_REQUESTS, "outcome" => "replayed").increment(1);
+                if prior.fingerprint != fingerprint {
+                    return Err(RequestError::KeyReused);
+                }
+                return self
+                    .trips
+                    .get(prior.trip_id)
+                    .map(|t| Requested::Replayed(Box::new(t)))
+                    .ok_or(RequestError::InProgress);
+            }
+        }
+        let opened = self
+            .open_trip(trip_id, rider_id, &request, vehicle_type)
+            .await;
+        match &opened {
+            Ok(_) => counter!(TRIP_REQUESTS, "outcome" => "created").increment(1),
+            Err(_) => {
+                counter!(TRIP_REQUESTS, "outcome" => "refused").increment(1);
+                if let Some(key) = &request.idempotency_key {
+                    self.trips.release_key(rider_id, key);
+                }
+            }
+        }
+        opened.map(|t| Requested::Created(Box::new(t)))
+    }
+
+    async fn open_trip(
+        &self,
+        trip_id: Uuid,
+        rider_id: Uuid,
+        request: &TripRequest,
+        vehicle_type: VehicleType,
+    ) -> Result<Trip, RequestError> {
+        let now = now_ms();
+        let (tariff, currency) = self.market.tariff(request.origin, vehicle_type.as_str())?;
+        let vehicle = self.vehicles.intern(&vehicle_type)?;
+        self.market.record_demand(request.origin, now);
+        let surge = self.market.surge(&self.shards, request.origin, now).await;
+        let discount = match &request.promo_code {
+            Some(code) => Some(self.market.redeem_promo(code, rider_id, now)?),
+            None => None,
+        };
+        let estimate = self.market.estimate(
+            request.origin,
+            request.destination,
+            vehicle_type.as_str(),
+            surge.surge,
+            discount,
+        )?;
+        let random = Uuid::new_v4().as_u128();
+        let (trip, events) = Trip::open(
+            NewTrip {
+                trip_id,
+                rider_id,
+                vehicle_type: vehicle_type.to_string(),
+                origin: request.origin,
+                destination: request.destination,
+                quote: Quote {
+                    estimate,
+                    surge: surge.surge,
+                    discount,
+                    cancel_fee: Money::new(tariff.cancel_fee, currency),
+                },
+                pin: pin_from(u16::try_from(random & 0xFFFF).unwrap_or(0)),
+                promo_code: request.promo_code.as_deref().map(str::to_ascii_uppercase),
+                first_radius_m: self.policy.radius_m(0).unwrap_or(0.0),
+            },
+            now,
+        );
+        self.trips.insert(trip.clone(), events);
+        let actor = TripActor::new(self.clone(), trip.clone(), vehicle).start();
+        self.trip_actors.insert(trip_id, actor);
+        tracing::info!(%trip_id, %rider_id, "trip requested");
+        Ok(trip)
     }
 
     /// Tells sessions to close and stops the cell arbiters.

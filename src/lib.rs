@@ -5,7 +5,8 @@
 //! merge exact answers. [`engine::Engine::start`] is what `main`, the tests and the benchmarks run.
 //!
 //! - [`geo`] and [`dispatch`]: pure domain (coordinates, H3 cells, the spatial index, statuses);
-//! - [`actors`]: cell, driver and registry actors;
+//! - [`actors`]: cell, driver and trip actors, registries, the matching board;
+//! - [`market`], [`trips`]: pricing with surge and promotions; the trip store and views;
 //! - [`http`]: the REST and WebSocket edge;
 //! - [`config`], [`auth`], [`metrics`]: settings, tokens, the metrics catalogue.
 
@@ -18,7 +19,10 @@ pub mod dispatch;
 pub mod engine;
 pub mod geo;
 pub mod http;
+pub mod market;
 pub mod metrics;
+pub mod protocol;
 pub mod telemetry;
+pub mod trips;
 
 pub use engine::{Core, Engine, EngineHandle};

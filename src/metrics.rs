@@ -31,7 +31,57 @@ pub const WS_FRAMES_REJECTED: &str = "hexdispatch_ws_frames_rejected_total";
 /// HTTP responses, by `status` class (`2xx`, `4xx`, `5xx`).
 pub const HTTP_RESPONSES: &str = "hexdispatch_http_responses_total";
 
+/// Trip status transitions, by the `status` entered.
+pub const TRIP_TRANSITIONS: &str = "hexdispatch_trip_transitions_total";
+/// Trips in each live status (REQUESTED … TRIP_STARTED), by `status`.
+pub const TRIPS_ACTIVE: &str = "hexdispatch_trips_active";
+/// Trips requested, by `outcome` (`created` | `replayed` | `refused`).
+pub const TRIP_REQUESTS: &str = "hexdispatch_trip_requests_total";
+/// Offers, by `outcome` (`sent` | `accepted` | `declined` | `expired` | `taken` | `rider_cancelled` | `busy`).
+pub const OFFERS: &str = "hexdispatch_offers_total";
+/// Time from a trip request to its first offer delivered to a driver, seconds.
+pub const TRIP_TIME_TO_FIRST_OFFER: &str = "hexdispatch_trip_time_to_first_offer_seconds";
+/// Time from a trip request to a driver's accept, seconds.
+pub const TRIP_TIME_TO_ACCEPT: &str = "hexdispatch_trip_time_to_accept_seconds";
+/// WebSocket frames dropped because a socket's queue was full, by `role`.
+pub const WS_FRAMES_DROPPED: &str = "hexdispatch_ws_frames_dropped_total";
+
 fn describe() {
+    describe_counter!(
+        TRIP_TRANSITIONS,
+        Unit::Count,
+        "Trip status transitions, by the status entered."
+    );
+    describe_gauge!(
+        TRIPS_ACTIVE,
+        Unit::Count,
+        "Trips in each live status (REQUESTED to TRIP_STARTED)."
+    );
+    describe_counter!(
+        TRIP_REQUESTS,
+        Unit::Count,
+        "Trip requests, by outcome (created, replayed, refused)."
+    );
+    describe_counter!(
+        OFFERS,
+        Unit::Count,
+        "Offers, by outcome (sent, accepted, declined, expired, taken, rider_cancelled, busy)."
+    );
+    describe_histogram!(
+        TRIP_TIME_TO_FIRST_OFFER,
+        Unit::Seconds,
+        "Time from a trip request to its first offer delivered to a driver."
+    );
+    describe_histogram!(
+        TRIP_TIME_TO_ACCEPT,
+        Unit::Seconds,
+        "Time from a trip request to a driver's accept."
+    );
+    describe_counter!(
+        WS_FRAMES_DROPPED,
+        Unit::Count,
+        "WebSocket frames dropped on a full socket queue, by role."
+    );
     describe_counter!(
         LOCATION_UPDATES,
         Unit::Count,
@@ -94,7 +144,8 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Suffix("_seconds".into()),
                     &[
                         0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5,
-                        0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                        0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0, 60.0,
                     ],
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());

@@ -54,6 +54,16 @@ pub struct Nearby {
     pub origin: CellIndex,
 }
 
+/// Available, fresh drivers inside one H3 cell of any resolution (surge supply).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "u32")]
+pub struct CountAvailable {
+    /// The cell.
+    pub area: CellIndex,
+    /// Only positions received at or after this time, epoch ms.
+    pub fresh_since_ms: i64,
+}
+
 /// How many drivers this shard holds. Also a barrier: it answers after every earlier message.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -159,6 +169,14 @@ impl Handler<Nearby> for CellActor {
                 self.index.nearest_best_first(&query)
             },
         )
+    }
+}
+
+impl Handler<CountAvailable> for CellActor {
+    type Result = u32;
+
+    fn handle(&mut self, msg: CountAvailable, _: &mut Self::Context) -> u32 {
+        self.index.count_available(msg.area, msg.fresh_since_ms)
     }
 }
 

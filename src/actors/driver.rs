@@ -8,10 +8,19 @@
 //! the new one. Sessions (`/ws/driver`) and REST calls reach it through the registry; a
 //! reconnecting driver attaches to the same actor, and a newer session replaces an older one.
 //!
-//! It stops when no session is attached and the driver is offline for `driver.idle_grace_s`, or
-//! online without a fresh position for `location.ttl_s`; it then leaves the index and the registry
-//! and writes its last state to the directory.
+//! It is also where "at most one live offer and at most one trip per driver" holds: trip actors
+//! offer through it ([`Offer`]), and it refuses while it holds another offer or a trip. Its
+//! driver's accept goes through it to the trip actor and it keeps the offer slot until the trip
+//! answers, so two trips can never both count it as theirs. Whenever the driver becomes available
+//! again (came online, lost or declined an offer, finished a trip) it marks itself available in the
+//! index and tells the matching trips within reach ([`MatchingBoard`](super::board)).
+//!
+//! It stops when no session is attached, it holds no offer and no trip, and the driver is offline
+//! for `driver.idle_grace_s`, or online without a fresh position for `location.ttl_s`; it then
+//! leaves the index and the registry and writes its last state to the directory.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -21,13 +30,22 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::cell::{CellActor, Remove, Upsert};
+use super::cell::{CellActor, Remove, SetAvailable, Upsert};
+use super::trip::{Accepting, Declining, DriverFree, DriverMoved, TripActor};
 use crate::clock::now_ms;
 use crate::directory::{DriverProfile, Position};
+use crate::dispatch::Trip;
 use crate::dispatch::{DriverStatus, VehicleType};
 use crate::engine::Core;
 use crate::geo::{IndexedDriver, LatLng, VehicleId};
 use crate::metrics::{DRIVER_ACTORS, DRIVERS_ONLINE, LOCATION_UPDATES_DROPPED};
+use crate::protocol::{self, OfferEnd, OfferTerms};
+
+/// Offers the driver lost or declined, remembered so a late accept is told why it lost.
+const RECENT_OFFERS: usize = 8;
+/// The driver's own deadline for an offer runs this much past the trip's, so the trip's expiry
+/// (which it announces) always comes first.
+const OFFER_GRACE_MS: i64 = 2_000;
 
 /// WebSocket close code telling an older session that a newer one took over.
 pub const CLOSE_REPLACED: u16 = 4000;
@@ -91,6 +109,82 @@ pub struct Detach {
 #[rtype(result = "DriverSnapshot")]
 pub struct GetSnapshot;
 
+/// A trip offers itself to the driver.
+#[derive(Message)]
+#[rtype(result = "OfferReply")]
+pub struct Offer {
+    /// What is offered.
+    pub terms: Arc<OfferTerms>,
+    /// The trip's actor, where the driver's answer goes.
+    pub trip: Addr<TripActor>,
+    /// When the trip will withdraw the offer, epoch ms.
+    pub expires_ms: i64,
+}
+
+/// Whether an offer reached the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub enum OfferReply {
+    /// The driver holds it now.
+    Delivered,
+    /// The driver holds another offer or a trip, or is offline.
+    Busy,
+}
+
+/// The trip withdrew its offer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Withdraw {
+    /// The trip.
+    pub trip_id: Uuid,
+    /// Why.
+    pub reason: OfferEnd,
+}
+
+/// The driver answers an offer.
+#[derive(Message)]
+#[rtype(result = "Result<Answer, AnswerError>")]
+pub struct Respond {
+    /// The trip offered.
+    pub trip_id: Uuid,
+    /// Accept (true) or decline.
+    pub accept: bool,
+}
+
+/// What came of an answer.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// The driver won the trip.
+    Assigned(Box<Trip>),
+    /// The offer is declined.
+    Declined,
+}
+
+/// Why an answer went nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The offer ended before the accept landed.
+    #[error("the offer is no longer open ({})", .0.as_str())]
+    Gone(OfferEnd),
+    /// The driver holds no offer for this trip.
+    #[error("no offer for this trip is held by this driver")]
+    NotOffered,
+    /// The trip is already this driver's (a decline of an assigned trip is a cancel).
+    #[error("this trip is already assigned to this driver; cancel it instead")]
+    Assigned,
+}
+
+/// News from the driver's trip: a frame for its socket, and whether the trip is over for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TripNotice {
+    /// The trip.
+    pub trip_id: Uuid,
+    /// A frame for the socket.
+    pub frame: Option<String>,
+    /// The driver no longer serves this trip (completed, cancelled, given up).
+    pub release: bool,
+}
+
 /// A position as shown to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PositionView {
@@ -138,8 +232,19 @@ pub struct DriverSnapshot {
     pub connected: bool,
     /// Last position.
     pub last_position: Option<PositionView>,
-    /// The trip it is serving; trips arrive with the matching engine.
+    /// The trip it is serving.
     pub current_trip: Option<Uuid>,
+    /// The offer it holds.
+    pub offer: Option<OfferView>,
+}
+
+/// An open offer as shown in the driver's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OfferView {
+    /// The trip offered.
+    pub trip_id: Uuid,
+    /// Milliseconds left to answer.
+    pub expires_in_ms: i64,
 }
 
 impl DriverSnapshot {
@@ -154,8 +259,18 @@ impl DriverSnapshot {
             connected: false,
             last_position: profile.last_position.map(PositionView::from),
             current_trip: None,
+            offer: None,
         }
     }
+}
+
+/// An offer the driver holds.
+struct HeldOffer {
+    trip_id: Uuid,
+    trip: Addr<TripActor>,
+    expires_ms: i64,
+    /// An accept is on its way to the trip: the slot stays taken until it answers.
+    accepting: bool,
 }
 
 /// One driver.
@@ -171,6 +286,14 @@ pub struct DriverActor {
     session: Option<SessionLink>,
     /// Pending check that stops the actor once it has no session and nothing left to serve.
     idle_check: Option<SpawnHandle>,
+    /// The one offer it may hold.
+    offer: Option<HeldOffer>,
+    /// The one trip it may serve.
+    trip: Option<(Uuid, Addr<TripActor>)>,
+    /// Offers that ended lately and why, newest last.
+    recent: VecDeque<(Uuid, OfferEnd)>,
+    /// Whether the index entry says available, so changes are sent once.
+    listed_available: bool,
     ttl_ms: i64,
     drops: Counter,
 }
@@ -190,20 +313,91 @@ impl DriverActor {
             placed: None,
             session: None,
             idle_check: None,
+            offer: None,
+            trip: None,
+            recent: VecDeque::with_capacity(RECENT_OFFERS),
+            listed_available: false,
             ttl_ms,
             drops: counter!(LOCATION_UPDATES_DROPPED, "reason" => "cell_mailbox_full"),
         }
     }
 
     fn snapshot(&self) -> DriverSnapshot {
+        let now = now_ms();
         DriverSnapshot {
             driver_id: self.driver_id,
             status: self.status,
             vehicle_type: self.vehicle_type.to_string(),
-            available: self.status == DriverStatus::Online,
+            available: self.is_available(now),
             connected: self.session.is_some(),
             last_position: self.position.map(PositionView::from),
-            current_trip: None,
+            current_trip: self.trip.as_ref().map(|t| t.0),
+            offer: self.offer.as_ref().map(|o| OfferView {
+                trip_id: o.trip_id,
+                expires_in_ms: (o.expires_ms - now).max(0),
+            }),
+        }
+    }
+
+    /// Online, no trip, and no offer (an offer whose trip never said it ended counts as gone
+    /// once its own deadline has passed, unless an accept is in flight).
+    fn is_available(&self, now: i64) -> bool {
+        self.status == DriverStatus::Online
+            && self.trip.is_none()
+            && self
+                .offer
+                .as_ref()
+                .is_none_or(|o| !o.accepting && now > o.expires_ms + OFFER_GRACE_MS)
+    }
+
+    fn send_frame(&self, frame: String) {
+        if let Some(session) = &self.session {
+            let _ = session.tx.try_send(Outbound::Text(frame));
+        }
+    }
+
+    fn remember(&mut self, trip_id: Uuid, reason: OfferEnd) {
+        if self.recent.len() == RECENT_OFFERS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((trip_id, reason));
+    }
+
+    /// Brings the index entry's availability in line with the driver's state; on becoming
+    /// available, tells the matching trips in reach.
+    fn sync_availability(&mut self) {
+        let now = now_ms();
+        let available = self.is_available(now) && self.is_fresh(now);
+        if available == self.listed_available {
+            return;
+        }
+        self.listed_available = available;
+        if let Some((_, addr)) = &self.placed {
+            // Rare (once per offer or trip) and must not be lost, like a removal.
+            addr.do_send(SetAvailable {
+                driver_id: self.driver_id,
+                available,
+            });
+        } else if available {
+            self.place();
+        }
+        if available && let Some(position) = self.position {
+            for (_, trip) in self.core.board.in_reach(position.point, self.vehicle) {
+                trip.do_send(DriverFree {
+                    driver_id: self.driver_id,
+                    position: position.point,
+                });
+            }
+        }
+    }
+
+    /// Declines the held offer on the driver's behalf (it went offline or away).
+    fn drop_offer(&mut self) {
+        if let Some(offer) = self.offer.take_if(|o| !o.accepting) {
+            offer.trip.do_send(Declining {
+                driver_id: self.driver_id,
+            });
+            self.remember(offer.trip_id, OfferEnd::Declined);
         }
     }
 
@@ -224,9 +418,10 @@ impl DriverActor {
             position: position.point,
             heading: position.heading,
             vehicle: self.vehicle,
-            available: true,
+            available: self.is_available(now_ms()),
             seen_ms: position.received_ms,
         };
+        self.listed_available = entry.available;
         match &self.placed {
             Some((current, addr)) if *current == shard => {
                 if addr.try_send(Upsert(entry)).is_err() {
@@ -262,7 +457,7 @@ impl DriverActor {
         if let Some(handle) = self.idle_check.take() {
             ctx.cancel_future(handle);
         }
-        if self.session.is_some() {
+        if self.session.is_some() || self.trip.is_some() || self.offer.is_some() {
             return;
         }
         let grace = Duration::from_secs_f64(self.core.settings.driver.idle_grace_s);
@@ -275,7 +470,7 @@ impl DriverActor {
         };
         self.idle_check = Some(ctx.run_later(wait, |actor, ctx| {
             actor.idle_check = None;
-            if actor.session.is_some() {
+            if actor.session.is_some() || actor.trip.is_some() || actor.offer.is_some() {
                 return;
             }
             if actor.status == DriverStatus::Online && actor.is_fresh(now_ms()) {
@@ -297,6 +492,7 @@ impl Actor for DriverActor {
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        self.drop_offer();
         self.unplace();
         if self.status == DriverStatus::Online {
             gauge!(DRIVERS_ONLINE).decrement(1.0);
@@ -340,6 +536,21 @@ impl Handler<Location> for DriverActor {
         });
         if self.status == DriverStatus::Online {
             self.place();
+            if !self.listed_available {
+                self.sync_availability();
+            }
+        }
+        if let Some((_, trip)) = &self.trip {
+            let _ = trip.try_send(DriverMoved {
+                driver_id: self.driver_id,
+                position: Position {
+                    point: update.point,
+                    heading: update.heading,
+                    speed_mps: update.speed_mps,
+                    ts_ms: update.ts_ms.unwrap_or(now),
+                    received_ms: now,
+                },
+            });
         }
     }
 }
@@ -355,11 +566,15 @@ impl Handler<SetStatus> for DriverActor {
                     gauge!(DRIVERS_ONLINE).increment(1.0);
                     if self.is_fresh(now_ms()) {
                         self.place();
+                        self.listed_available = false;
+                        self.sync_availability();
                     }
                 }
                 DriverStatus::Offline => {
                     gauge!(DRIVERS_ONLINE).decrement(1.0);
+                    self.drop_offer();
                     self.unplace();
+                    self.listed_available = false;
                 }
             }
             tracing::info!(driver_id = %self.driver_id, status = status.as_str(), "driver status changed");
@@ -404,6 +619,131 @@ impl Handler<GetSnapshot> for DriverActor {
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.snapshot())
+    }
+}
+
+impl Handler<Offer> for DriverActor {
+    type Result = OfferReply;
+
+    fn handle(&mut self, msg: Offer, ctx: &mut Self::Context) -> OfferReply {
+        let now = now_ms();
+        if !self.is_available(now) {
+            return OfferReply::Busy;
+        }
+        let distance_m = self
+            .position
+            .map_or(0.0, |p| p.point.distance_m(msg.terms.pickup));
+        self.send_frame(protocol::offer(
+            &msg.terms,
+            distance_m,
+            msg.expires_ms - now,
+        ));
+        self.offer = Some(HeldOffer {
+            trip_id: msg.terms.trip_id,
+            trip: msg.trip,
+            expires_ms: msg.expires_ms,
+            accepting: false,
+        });
+        self.sync_availability();
+        self.review(ctx);
+        OfferReply::Delivered
+    }
+}
+
+impl Handler<Withdraw> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Withdraw, ctx: &mut Self::Context) {
+        self.remember(msg.trip_id, msg.reason);
+        // While an accept is in flight the trip's answer says how it ended.
+        if self
+            .offer
+            .take_if(|o| o.trip_id == msg.trip_id && !o.accepting)
+            .is_some()
+        {
+            self.send_frame(protocol::offer_cancelled(msg.trip_id, msg.reason).to_string());
+            self.sync_availability();
+            self.review(ctx);
+        }
+    }
+}
+
+impl Handler<Respond> for DriverActor {
+    type Result = ResponseActFuture<Self, Result<Answer, AnswerError>>;
+
+    fn handle(&mut self, msg: Respond, ctx: &mut Self::Context) -> Self::Result {
+        let refuse = |e| -> Self::Result { Box::pin(fut::ready(Err(e))) };
+        let held = self
+            .offer
+            .as_mut()
+            .filter(|o| o.trip_id == msg.trip_id && !o.accepting);
+        let Some(held) = held else {
+            if self.trip.as_ref().is_some_and(|t| t.0 == msg.trip_id) {
+                return refuse(AnswerError::Assigned);
+            }
+            let reason = self
+                .recent
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == msg.trip_id)
+                .map(|(_, reason)| *reason);
+            return refuse(reason.map_or(AnswerError::NotOffered, AnswerError::Gone));
+        };
+        if !msg.accept {
+            let trip = held.trip.clone();
+            self.offer = None;
+            trip.do_send(Declining {
+                driver_id: self.driver_id,
+            });
+            self.remember(msg.trip_id, OfferEnd::Declined);
+            self.sync_availability();
+            return Box::pin(fut::ready(Ok(Answer::Declined)));
+        }
+        held.accepting = true;
+        let trip = held.trip.clone();
+        let request = trip.send(Accepting {
+            driver_id: self.driver_id,
+            driver: ctx.address(),
+            position: self.position,
+        });
+        Box::pin(request.into_actor(self).map(move |answer, actor, ctx| {
+            actor.offer = None;
+            let result = match answer {
+                Ok(Ok(won)) => {
+                    actor.trip = Some((msg.trip_id, trip));
+                    Ok(Answer::Assigned(Box::new(won)))
+                }
+                Ok(Err(reason)) => {
+                    actor.remember(msg.trip_id, reason);
+                    Err(AnswerError::Gone(reason))
+                }
+                Err(_) => {
+                    actor.remember(msg.trip_id, OfferEnd::Expired);
+                    Err(AnswerError::Gone(OfferEnd::Expired))
+                }
+            };
+            actor.sync_availability();
+            actor.review(ctx);
+            result
+        }))
+    }
+}
+
+impl Handler<TripNotice> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TripNotice, ctx: &mut Self::Context) {
+        if self.trip.as_ref().is_none_or(|t| t.0 != msg.trip_id) {
+            return;
+        }
+        if let Some(frame) = msg.frame {
+            self.send_frame(frame);
+        }
+        if msg.release {
+            self.trip = None;
+            self.sync_availability();
+            self.review(ctx);
+        }
     }
 }
 

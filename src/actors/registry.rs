@@ -1,38 +1,55 @@
-//! Driver id → driver actor. A driver has at most one actor; sessions and REST calls find it here,
-//! and a stopping actor removes itself (only itself: a successor may already be registered).
+//! Id → actor. A driver (or trip) has at most one actor; sessions, REST calls and other actors find
+//! it here, and a stopping actor removes itself (only itself: a successor may already be registered).
 
 use std::sync::Arc;
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use uuid::Uuid;
 
 use super::driver::DriverActor;
+use super::trip::TripActor;
 
-/// The live driver actors.
-#[derive(Clone, Default)]
-pub struct DriverRegistry {
-    actors: Arc<DashMap<Uuid, Addr<DriverActor>>>,
+/// Live actors of one kind by id.
+pub struct Registry<A: Actor> {
+    actors: Arc<DashMap<Uuid, Addr<A>>>,
 }
 
-impl DriverRegistry {
-    /// The driver's live actor.
+/// The live driver actors.
+pub type DriverRegistry = Registry<DriverActor>;
+/// The live trip actors (one per trip that is not finished).
+pub type TripRegistry = Registry<TripActor>;
+
+impl<A: Actor> Default for Registry<A> {
+    fn default() -> Self {
+        Self {
+            actors: Arc::default(),
+        }
+    }
+}
+
+impl<A: Actor> Clone for Registry<A> {
+    fn clone(&self) -> Self {
+        Self {
+            actors: Arc::clone(&self.actors),
+        }
+    }
+}
+
+impl<A: Actor> Registry<A> {
+    /// The live actor for `id`.
     #[must_use]
-    pub fn get(&self, driver_id: Uuid) -> Option<Addr<DriverActor>> {
+    pub fn get(&self, id: Uuid) -> Option<Addr<A>> {
         self.actors
-            .get(&driver_id)
+            .get(&id)
             .map(|a| a.clone())
             .filter(Addr::connected)
     }
 
-    /// The driver's actor, started by `start` when there is none (or the old one has stopped).
-    pub fn get_or_start(
-        &self,
-        driver_id: Uuid,
-        start: impl FnOnce() -> Addr<DriverActor>,
-    ) -> Addr<DriverActor> {
-        match self.actors.entry(driver_id) {
+    /// The actor for `id`, started by `start` when there is none (or the old one has stopped).
+    pub fn get_or_start(&self, id: Uuid, start: impl FnOnce() -> Addr<A>) -> Addr<A> {
+        match self.actors.entry(id) {
             Entry::Occupied(mut e) => {
                 if e.get().connected() {
                     e.get().clone()
@@ -46,10 +63,14 @@ impl DriverRegistry {
         }
     }
 
-    /// Forgets the driver's actor if it is still `addr`.
-    pub fn remove(&self, driver_id: Uuid, addr: &Addr<DriverActor>) {
-        self.actors
-            .remove_if(&driver_id, |_, current| current == addr);
+    /// Registers `addr` for `id`, replacing a stopped actor.
+    pub fn insert(&self, id: Uuid, addr: Addr<A>) {
+        self.actors.insert(id, addr);
+    }
+
+    /// Forgets the actor for `id` if it is still `addr`.
+    pub fn remove(&self, id: Uuid, addr: &Addr<A>) {
+        self.actors.remove_if(&id, |_, current| current == addr);
     }
 
     /// Live actors.

@@ -17,7 +17,7 @@ use h3o::CellIndex;
 use metrics::{Gauge, Histogram, gauge, histogram};
 use rustc_hash::FxHashMap;
 
-use super::cell::{CellActor, Nearby};
+use super::cell::{CellActor, CountAvailable, Nearby};
 use crate::geo::{Grid, NearbyHit, NearbyQuery, UnitVec, cell_centre, metres_to_chord};
 use crate::metrics::{NEARBY_DURATION, SHARDS};
 
@@ -151,6 +151,44 @@ impl ShardMap {
             .filter(|s| s.reaches(q, radius))
             .map(|s| s.addr.clone())
             .collect()
+    }
+
+    /// Available drivers with a fresh position inside the H3 cell `area`, across the shards that
+    /// hold part of it (shards that do not exist hold nobody and are not started).
+    ///
+    /// # Errors
+    ///
+    /// [`MailboxError`] if a cell actor is gone.
+    pub async fn count_available(
+        &self,
+        area: CellIndex,
+        fresh_since_ms: i64,
+    ) -> Result<u32, MailboxError> {
+        let shard_res = self.grid.shard_res();
+        let table = self.table.load();
+        let addrs: Vec<Addr<CellActor>> = if area.resolution() >= shard_res {
+            area.parent(shard_res)
+                .and_then(|s| table.by_cell.get(&s))
+                .map(|&i| table.shards[i].addr.clone())
+                .into_iter()
+                .collect()
+        } else {
+            area.children(shard_res)
+                .filter_map(|s| table.by_cell.get(&s))
+                .map(|&i| table.shards[i].addr.clone())
+                .collect()
+        };
+        drop(table);
+        let message = CountAvailable {
+            area,
+            fresh_since_ms,
+        };
+        let counts = join_all(addrs.iter().map(|addr| addr.send(message))).await;
+        let mut total = 0u32;
+        for count in counts {
+            total = total.saturating_add(count?);
+        }
+        Ok(total)
     }
 
     /// The nearest drivers matching `query` across every shard it reaches, nearest first.

@@ -101,11 +101,20 @@ impl Search {
         self.pending.insert(driver);
     }
 
-    /// The driver holds the offer until `expires_ms`.
-    pub fn delivered(&mut self, driver: Uuid, expires_ms: i64) {
-        if self.pending.remove(&driver) {
+    /// The driver holds the offer until `expires_ms`. False if the offer was closed meanwhile
+    /// (declined before its delivery was confirmed, or withdrawn).
+    pub fn delivered(&mut self, driver: Uuid, expires_ms: i64) -> bool {
+        let pending = self.pending.remove(&driver);
+        if pending {
             self.live.insert(driver, expires_ms);
         }
+        pending
+    }
+
+    /// Whether `driver` holds a delivered offer.
+    #[must_use]
+    pub fn is_live(&self, driver: Uuid) -> bool {
+        self.live.contains_key(&driver)
     }
 
     /// The driver could not take the offer (another offer or a trip): not tried, just busy.
@@ -136,13 +145,11 @@ impl Search {
         self.live.keys().chain(self.pending.iter()).copied()
     }
 
-    /// Whether the step is over given that no untried driver is in reach: nothing open, and one
-    /// offer timeout has passed since it began.
+    /// Whether the step is over given that no untried driver is in reach: nothing open, and
+    /// (`waited`) one offer timeout has passed since it began.
     #[must_use]
-    pub fn step_over(&self, policy: &MatchingPolicy, now_ms: i64) -> bool {
-        self.live.is_empty()
-            && self.pending.is_empty()
-            && now_ms >= self.step_started_ms + policy.offer_timeout_ms
+    pub fn step_over(&self, waited: bool) -> bool {
+        waited && self.live.is_empty() && self.pending.is_empty()
     }
 
     /// Moves to the next step at `now_ms`; drivers tried so far stay tried.
@@ -199,18 +206,16 @@ mod tests {
     fn a_step_lasts_at_least_one_offer_timeout_and_until_no_offer_is_open() {
         let p = policy(MatchingMode::Broadcast);
         let mut s = Search::new(1_000);
-        assert!(!s.step_over(&p, 15_999));
-        assert!(s.step_over(&p, 16_000));
+        assert!(!s.step_over(false), "not before one offer timeout");
+        assert!(s.step_over(true));
         let d = Uuid::now_v7();
         s.sending(d);
-        assert!(
-            !s.step_over(&p, 20_000),
-            "an offer in flight keeps the step open"
-        );
-        s.delivered(d, 35_000);
-        assert!(!s.step_over(&p, 20_000));
+        assert!(!s.step_over(true), "an offer in flight keeps the step open");
+        assert!(s.delivered(d, 35_000));
+        assert!(!s.step_over(true));
         s.closed(d);
-        assert!(s.step_over(&p, 20_000));
+        assert!(!s.delivered(d, 35_000), "a closed offer is not revived");
+        assert!(s.step_over(true));
         s.advance(20_000);
         assert_eq!(s.step, 1);
         assert_eq!(p.radius_m(s.step), Some(5_000.0));

@@ -181,6 +181,35 @@ impl SpatialIndex {
         }
     }
 
+    /// Available drivers with a position received at or after `fresh_since_ms` inside the H3 cell
+    /// `area` (any resolution). Walks only the buckets under `area`.
+    #[must_use]
+    pub fn count_available(&self, area: CellIndex, fresh_since_ms: i64) -> u32 {
+        let counts = |bucket: &Bucket, inside: &dyn Fn(&Entry) -> bool| {
+            bucket
+                .entries
+                .iter()
+                .filter(|e| e.driver.available && e.driver.seen_ms >= fresh_since_ms && inside(e))
+                .count()
+        };
+        let total = if area.resolution() <= self.res {
+            area.children(self.res)
+                .filter_map(|cell| self.by_cell.get(&cell))
+                .map(|&b| counts(&self.buckets[b as usize], &|_| true))
+                .sum()
+        } else {
+            let res = area.resolution();
+            area.parent(self.res)
+                .and_then(|cell| self.by_cell.get(&cell))
+                .map_or(0, |&b| {
+                    counts(&self.buckets[b as usize], &|e| {
+                        e.driver.position.to_h3().to_cell(res) == area
+                    })
+                })
+        };
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+
     /// Removes every driver whose position was received before `fresh_since_ms`; returns them.
     pub fn evict_stale(&mut self, fresh_since_ms: i64) -> Vec<Uuid> {
         let stale: Vec<Uuid> = self

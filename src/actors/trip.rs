@@ -1,0 +1,743 @@
+//! `TripActor`: one per trip that is not finished (REQUESTED … TRIP_STARTED).
+//!
+//! It owns the trip's state and is its only writer: every change is a command run through the
+//! pure state machine ([`crate::dispatch::decide`]), whose events are appended to the trip's log in
+//! the store and then announced to the rider's sockets and the driver.
+//!
+//! While MATCHING it runs the search of SPEC §6: it asks the cell actors for the nearest available
+//! drivers of its vehicle type within the current step's radius, skipping drivers already tried,
+//! and offers each through its driver actor (which refuses if the driver holds another offer or a
+//! trip: that is where "one offer, one trip per driver" is enforced). Offers expire after
+//! `matching.offer_timeout_s`; a decline or an expiry frees a slot that is filled at once; a driver
+//! who becomes available nearby finds the trip on the [`MatchingBoard`](super::board) and is
+//! offered straight away. A step ends when nothing is open, nobody untried is in reach and one
+//! offer timeout has passed; after the last step the trip ends in NO_DRIVER_FOUND. The first accept
+//! wins; the other offers are withdrawn as `taken`.
+//!
+//! From ACCEPTED it follows its driver's positions (geofence arrival, the distance driven for the
+//! final fare, `driver_location` to the rider at most once per `trip.rider_location_interval_ms`).
+//! It stops when the trip is completed, cancelled or unmatched.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use metrics::{counter, gauge, histogram};
+use rustc_hash::FxHashMap;
+use uuid::Uuid;
+
+use super::board::Posting;
+use super::driver::{DriverActor, Offer, OfferReply, TripNotice, Withdraw};
+use crate::clock::now_ms;
+use crate::directory::Position;
+use crate::dispatch::{
+    ArrivalSource, MatchingPolicy, Search, Trip, TripCommand, TripError, TripEvent, TripStatus,
+    decide, price, to_u64,
+};
+use crate::engine::Core;
+use crate::geo::{NearbyQuery, VehicleId};
+use crate::metrics::{
+    OFFERS, TRIP_TIME_TO_ACCEPT, TRIP_TIME_TO_FIRST_OFFER, TRIP_TRANSITIONS, TRIPS_ACTIVE,
+};
+use crate::protocol::{self, DriverSummary, OfferEnd, OfferTerms};
+
+/// A segment of the driven trail faster than this (m/s) is a GPS jump, not driving.
+const MAX_PLAUSIBLE_SPEED_MPS: f64 = 70.0;
+
+/// An available driver is near: offer it if the trip has room and has not tried it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DriverFree {
+    /// The driver.
+    pub driver_id: Uuid,
+    /// Where it is.
+    pub position: crate::geo::LatLng,
+}
+
+/// A driver accepts this trip's offer; the answer is the trip (won) or why not (lost).
+#[derive(Message)]
+#[rtype(result = "Result<Trip, OfferEnd>")]
+pub struct Accepting {
+    /// The driver.
+    pub driver_id: Uuid,
+    /// Its actor, which the trip notifies from now on.
+    pub driver: Addr<DriverActor>,
+    /// Its position, for the rider's ETA.
+    pub position: Option<Position>,
+}
+
+/// A driver declines this trip's offer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Declining {
+    /// The driver.
+    pub driver_id: Uuid,
+}
+
+/// A position of the assigned driver.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DriverMoved {
+    /// The driver.
+    pub driver_id: Uuid,
+    /// Its new position.
+    pub position: Position,
+}
+
+/// What an assigned driver does to its trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverAction {
+    /// At the pickup.
+    Arrive,
+    /// Rider on board, with the rider's PIN.
+    Start(String),
+    /// Rider dropped off.
+    Complete,
+    /// Give the trip up.
+    Cancel,
+}
+
+/// Why a trip action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActError {
+    /// The state machine refused it.
+    #[error(transparent)]
+    Trip(#[from] TripError),
+    /// Too many wrong PINs; try again later.
+    #[error("too many wrong PINs; try again in {retry_after_s} s")]
+    PinLocked {
+        /// Seconds until the next attempt is taken.
+        retry_after_s: u64,
+    },
+}
+
+/// An assigned driver acts on the trip.
+#[derive(Message)]
+#[rtype(result = "Result<Trip, ActError>")]
+pub struct DriverAct {
+    /// The driver.
+    pub driver_id: Uuid,
+    /// What it does.
+    pub action: DriverAction,
+    /// Whether it came over the driver's socket (the reply is then the driver's frame, so no
+    /// separate `trip_update` is pushed to it).
+    pub via_socket: bool,
+}
+
+/// The rider cancels.
+#[derive(Message)]
+#[rtype(result = "Result<Trip, ActError>")]
+pub struct RiderCancel;
+
+/// One live trip.
+pub struct TripActor {
+    core: Core,
+    trip: Trip,
+    policy: Arc<MatchingPolicy>,
+    /// Interned vehicle type, for index queries and the board.
+    vehicle: VehicleId,
+    /// The offer as drivers see it, shared by every offer of this trip.
+    terms: Arc<OfferTerms>,
+    search: Search,
+    /// Set once the current step has lasted one offer timeout.
+    step_waited: bool,
+    step_timer: Option<SpawnHandle>,
+    offer_timers: FxHashMap<Uuid, SpawnHandle>,
+    /// A candidate query is in flight; `refill` asks for another when it lands.
+    filling: bool,
+    refill: bool,
+    /// The assigned driver's actor.
+    driver: Option<Addr<DriverActor>>,
+    pin_failures: u32,
+    pin_locked_until_ms: i64,
+    /// The assigned driver's latest position.
+    last_position: Option<Position>,
+    /// Metres driven since TRIP_STARTED.
+    driven_m: f64,
+    last_rider_location_ms: i64,
+    requested_at: Instant,
+    first_offer_sent: bool,
+}
+
+impl TripActor {
+    /// An actor for a trip just opened (MATCHING).
+    #[must_use]
+    pub fn new(core: Core, trip: Trip, vehicle: VehicleId) -> Self {
+        let terms = Arc::new(OfferTerms {
+            trip_id: trip.trip_id,
+            pickup: trip.origin,
+            dropoff: trip.destination,
+            fare_estimate: trip.quote.estimate.total,
+            vehicle_type: trip.vehicle_type.clone(),
+        });
+        Self {
+            policy: Arc::clone(&core.policy),
+            core,
+            search: Search::new(now_ms()),
+            trip,
+            vehicle,
+            terms,
+            step_waited: false,
+            step_timer: None,
+            offer_timers: FxHashMap::default(),
+            filling: false,
+            refill: false,
+            driver: None,
+            pin_failures: 0,
+            pin_locked_until_ms: 0,
+            last_position: None,
+            driven_m: 0.0,
+            last_rider_location_ms: 0,
+            requested_at: Instant::now(),
+            first_offer_sent: false,
+        }
+    }
+
+    fn offer_timeout(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.policy.offer_timeout_ms).unwrap_or(0))
+    }
+
+    /// Runs a command through the state machine, stores and announces its events.
+    fn commit(
+        &mut self,
+        ctx: &mut Context<Self>,
+        command: &TripCommand,
+        quiet_driver: bool,
+    ) -> Result<(), TripError> {
+        let now = now_ms();
+        let events = decide(&self.trip, command, now)?;
+        let records = self.trip.records(events, now);
+        let mut changes = Vec::with_capacity(records.len());
+        for record in &records {
+            let before = self.trip.status;
+            self.trip.apply(record);
+            if self.trip.status != before {
+                changes.push((before, self.trip.status, record.event.clone()));
+            }
+        }
+        self.core.trips.append(&self.trip, &records);
+        for (before, after, event) in changes {
+            self.announce(before, after, &event, quiet_driver);
+        }
+        if !self.trip.status.is_live() {
+            self.finish(ctx);
+        }
+        Ok(())
+    }
+
+    /// Tells the rider (and the driver, unless it caused the change over its socket) about a
+    /// status change, and counts it.
+    fn announce(
+        &self,
+        before: TripStatus,
+        after: TripStatus,
+        event: &TripEvent,
+        quiet_driver: bool,
+    ) {
+        counter!(TRIP_TRANSITIONS, "status" => after.as_str()).increment(1);
+        if before.is_live() {
+            gauge!(TRIPS_ACTIVE, "status" => before.as_str()).decrement(1.0);
+        }
+        if after.is_live() {
+            gauge!(TRIPS_ACTIVE, "status" => after.as_str()).increment(1.0);
+        }
+        let driver = self.trip.driver_id.map(|driver_id| DriverSummary {
+            driver_id,
+            vehicle_type: self.trip.vehicle_type.clone(),
+            position: self.last_position.map(|p| p.point),
+        });
+        let eta_s = match (after, self.last_position) {
+            (TripStatus::Accepted, Some(p)) => Some(
+                self.core
+                    .market
+                    .model
+                    .travel_time_s(p.point.distance_m(self.trip.origin)),
+            ),
+            _ => None,
+        };
+        let frame = protocol::rider_trip_update(
+            &self.trip,
+            after,
+            driver.as_ref().filter(|_| after.has_driver()),
+            eta_s,
+        );
+        self.core.riders.send(self.trip.rider_id, &frame);
+        // The assigned driver hears of changes it did not cause; ACCEPTED reaches it as the
+        // answer to its accept, and a driver cancel as the answer to its cancel.
+        let to_driver = matches!(
+            after,
+            TripStatus::DriverArriving
+                | TripStatus::TripStarted
+                | TripStatus::TripCompleted
+                | TripStatus::Cancelled
+        ) && !matches!(event, TripEvent::DriverCancelled { .. });
+        if to_driver && let (Some(addr), Some(_)) = (&self.driver, self.trip.driver_id) {
+            let release = !after.is_live();
+            addr.do_send(TripNotice {
+                trip_id: self.trip.trip_id,
+                frame: (!quiet_driver)
+                    .then(|| protocol::driver_trip_update(&self.trip, after).to_string()),
+                release,
+            });
+        }
+    }
+
+    /// The trip is over for this actor: withdraw what is open, give back the promotion if the
+    /// ride did not happen, and stop.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        let reason = match self.trip.status {
+            TripStatus::Cancelled => OfferEnd::RiderCancelled,
+            TripStatus::NoDriverFound => OfferEnd::Expired,
+            _ => OfferEnd::Taken,
+        };
+        self.withdraw_all(reason);
+        if matches!(
+            self.trip.status,
+            TripStatus::Cancelled | TripStatus::NoDriverFound
+        ) && let Some(code) = &self.trip.promo_code
+        {
+            self.core.market.release_promo(code, self.trip.rider_id);
+        }
+        self.core.board.remove(self.trip.trip_id, self.trip.origin);
+        ctx.stop();
+    }
+
+    fn withdraw_all(&mut self, reason: OfferEnd) {
+        let open: Vec<Uuid> = self.search.open_offers().collect();
+        for driver_id in open {
+            self.search.closed(driver_id);
+            self.withdraw(driver_id, reason);
+        }
+    }
+
+    fn withdraw(&mut self, driver_id: Uuid, reason: OfferEnd) {
+        self.offer_timers.remove(&driver_id);
+        counter!(OFFERS, "outcome" => reason.as_str()).increment(1);
+        if let Some(addr) = self.core.drivers.get(driver_id) {
+            addr.do_send(Withdraw {
+                trip_id: self.trip.trip_id,
+                reason,
+            });
+        }
+    }
+
+    fn post(&self, ctx: &Context<Self>) {
+        self.core.board.post(Posting {
+            trip_id: self.trip.trip_id,
+            origin: self.trip.origin,
+            radius_m: self.trip.radius_m,
+            vehicle: self.vehicle,
+            addr: ctx.address(),
+        });
+    }
+
+    fn arm_step(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.step_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.step_waited = false;
+        self.step_timer = Some(ctx.run_later(self.offer_timeout(), |actor, ctx| {
+            actor.step_timer = None;
+            actor.step_waited = true;
+            actor.fill(ctx);
+        }));
+    }
+
+    /// Offers the nearest untried available drivers until the batch is full; if nobody is in
+    /// reach and the step is over, widens the search.
+    fn fill(&mut self, ctx: &mut Context<Self>) {
+        if self.trip.status != TripStatus::Matching {
+            return;
+        }
+        if self.filling {
+            self.refill = true;
+            return;
+        }
+        let room = self.search.room(&self.policy);
+        if room == 0 {
+            return;
+        }
+        let skip = self.search.skip();
+        let query = NearbyQuery {
+            point: self.trip.origin,
+            radius_m: self.trip.radius_m,
+            // Tried drivers may be among the nearest: ask for enough to fill the room anyway.
+            limit: room + skip.len(),
+            vehicle: Some(self.vehicle),
+            fresh_since_ms: now_ms().saturating_sub(
+                i64::try_from(self.core.settings.location.ttl().as_millis()).unwrap_or(i64::MAX),
+            ),
+        };
+        self.filling = true;
+        let core = self.core.clone();
+        async move { core.nearby(query).await.unwrap_or_default() }
+            .into_actor(self)
+            .map(move |hits, actor, ctx| {
+                actor.filling = false;
+                if actor.trip.status != TripStatus::Matching {
+                    return;
+                }
+                let mut offered = 0;
+                for hit in hits {
+                    if actor.search.room(&actor.policy) == 0 {
+                        break;
+                    }
+                    let id = hit.driver.driver_id;
+                    if actor.search.may_offer(id) && actor.offer(id, hit.distance_m, ctx) {
+                        offered += 1;
+                    }
+                }
+                if std::mem::take(&mut actor.refill) {
+                    actor.fill(ctx);
+                } else if offered == 0 && actor.search.step_over(actor.step_waited) {
+                    actor.advance(ctx);
+                }
+            })
+            .spawn(ctx);
+    }
+
+    /// Sends one offer; false if the driver has no actor.
+    fn offer(&mut self, driver_id: Uuid, distance_m: f64, ctx: &mut Context<Self>) -> bool {
+        let Some(addr) = self.core.drivers.get(driver_id) else {
+            return false;
+        };
+        let _ = distance_m;
+        self.search.sending(driver_id);
+        let expires_ms = now_ms() + self.policy.offer_timeout_ms;
+        let timeout = self.offer_timeout();
+        addr.send(Offer {
+            terms: Arc::clone(&self.terms),
+            trip: ctx.address(),
+            expires_ms,
+        })
+        .into_actor(self)
+        .map(move |reply, actor, ctx| match reply {
+            Ok(OfferReply::Delivered) => {
+                if actor.search.delivered(driver_id, expires_ms) {
+                    counter!(OFFERS, "outcome" => "sent").increment(1);
+                    if !std::mem::replace(&mut actor.first_offer_sent, true) {
+                        histogram!(TRIP_TIME_TO_FIRST_OFFER)
+                            .record(actor.requested_at.elapsed().as_secs_f64());
+                    }
+                    let timer =
+                        ctx.run_later(timeout, move |actor, ctx| actor.expire(driver_id, ctx));
+                    actor.offer_timers.insert(driver_id, timer);
+                }
+            }
+            Ok(OfferReply::Busy) | Err(_) => {
+                if actor.search.is_open(driver_id) {
+                    actor.search.refused(driver_id);
+                    counter!(OFFERS, "outcome" => "busy").increment(1);
+                }
+                actor.fill(ctx);
+            }
+        })
+        .spawn(ctx);
+        true
+    }
+
+    fn expire(&mut self, driver_id: Uuid, ctx: &mut Context<Self>) {
+        if self.search.is_live(driver_id) {
+            self.search.closed(driver_id);
+            self.withdraw(driver_id, OfferEnd::Expired);
+            self.fill(ctx);
+        }
+    }
+
+    fn advance(&mut self, ctx: &mut Context<Self>) {
+        let next = self.search.step + 1;
+        let result = match self.policy.radius_m(next) {
+            Some(radius_m) => self
+                .commit(
+                    ctx,
+                    &TripCommand::WidenSearch {
+                        step: next,
+                        radius_m,
+                    },
+                    false,
+                )
+                .map(|()| {
+                    self.search.advance(now_ms());
+                    self.post(ctx);
+                    self.arm_step(ctx);
+                    self.fill(ctx);
+                }),
+            None => self.commit(ctx, &TripCommand::GiveUp, false),
+        };
+        if let Err(e) = result {
+            tracing::warn!(trip_id = %self.trip.trip_id, error = %e, "search could not advance");
+        }
+    }
+
+    fn rejection(&self) -> OfferEnd {
+        match self.trip.status {
+            TripStatus::Cancelled => OfferEnd::RiderCancelled,
+            TripStatus::Requested | TripStatus::Matching | TripStatus::NoDriverFound => {
+                OfferEnd::Expired
+            }
+            _ => OfferEnd::Taken,
+        }
+    }
+
+    fn final_fare(&self) -> crate::dispatch::FareBreakdown {
+        let started = self.trip.started_ms.unwrap_or_else(now_ms);
+        let seconds = u64::try_from((now_ms() - started) / 1_000).unwrap_or(0);
+        match self
+            .core
+            .market
+            .tariff(self.trip.origin, &self.trip.vehicle_type)
+        {
+            Ok((tariff, currency)) => price(
+                &tariff,
+                currency,
+                to_u64(self.driven_m.round()),
+                seconds,
+                self.trip.quote.surge,
+                self.trip.quote.discount,
+            ),
+            // The tariff was removed from the configuration since the request: charge the quote.
+            Err(_) => self.trip.quote.estimate,
+        }
+    }
+
+    fn follow(&mut self, position: Position) {
+        if self.trip.status == TripStatus::TripStarted
+            && let Some(last) = self.last_position
+        {
+            let metres = last.point.distance_m(position.point);
+            let seconds = (position.ts_ms - last.ts_ms).max(0) as f64 / 1_000.0;
+            if seconds > 0.0 && metres / seconds <= MAX_PLAUSIBLE_SPEED_MPS {
+                self.driven_m += metres;
+            }
+        }
+        self.last_position = Some(position);
+    }
+}
+
+impl Actor for TripActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        gauge!(TRIPS_ACTIVE, "status" => self.trip.status.as_str()).increment(1.0);
+        if self.trip.status == TripStatus::Matching {
+            self.post(ctx);
+            self.arm_step(ctx);
+            self.fill(ctx);
+        }
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        if self.trip.status.is_live() {
+            // Stopped from outside (engine shutdown): the trip stays as its events left it.
+            gauge!(TRIPS_ACTIVE, "status" => self.trip.status.as_str()).decrement(1.0);
+            self.withdraw_all(OfferEnd::Expired);
+            self.core.board.remove(self.trip.trip_id, self.trip.origin);
+        }
+        self.core
+            .trip_actors
+            .remove(self.trip.trip_id, &ctx.address());
+        Running::Stop
+    }
+}
+
+impl Handler<DriverFree> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DriverFree, ctx: &mut Self::Context) {
+        self.search.freed(msg.driver_id);
+        if self.trip.status != TripStatus::Matching
+            || self.search.room(&self.policy) == 0
+            || !self.search.may_offer(msg.driver_id)
+            || self.trip.excluded.contains(&msg.driver_id)
+        {
+            return;
+        }
+        let distance_m = msg.position.distance_m(self.trip.origin);
+        if distance_m <= self.trip.radius_m {
+            self.offer(msg.driver_id, distance_m, ctx);
+        }
+    }
+}
+
+impl Handler<Accepting> for TripActor {
+    type Result = MessageResult<Accepting>;
+
+    fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
+        if self.trip.status != TripStatus::Matching || !self.search.is_open(msg.driver_id) {
+            return MessageResult(Err(self.rejection()));
+        }
+        self.search.closed(msg.driver_id);
+        self.offer_timers.remove(&msg.driver_id);
+        self.driver = Some(msg.driver);
+        self.last_position = msg.position;
+        if let Err(e) = self.commit(
+            ctx,
+            &TripCommand::Assign {
+                driver_id: msg.driver_id,
+            },
+            true,
+        ) {
+            tracing::warn!(trip_id = %self.trip.trip_id, error = %e, "accept refused");
+            self.driver = None;
+            return MessageResult(Err(OfferEnd::Expired));
+        }
+        counter!(OFFERS, "outcome" => "accepted").increment(1);
+        histogram!(TRIP_TIME_TO_ACCEPT).record(self.requested_at.elapsed().as_secs_f64());
+        self.withdraw_all(OfferEnd::Taken);
+        if let Some(handle) = self.step_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        self.core.board.remove(self.trip.trip_id, self.trip.origin);
+        MessageResult(Ok(self.trip.clone()))
+    }
+}
+
+impl Handler<Declining> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Declining, ctx: &mut Self::Context) {
+        if self.search.closed(msg.driver_id) {
+            self.offer_timers.remove(&msg.driver_id);
+            counter!(OFFERS, "outcome" => "declined").increment(1);
+            self.fill(ctx);
+        }
+    }
+}
+
+impl Handler<DriverMoved> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DriverMoved, ctx: &mut Self::Context) {
+        if self.trip.driver_id != Some(msg.driver_id) {
+            return;
+        }
+        self.follow(msg.position);
+        let point = msg.position.point;
+        if self.trip.status == TripStatus::Accepted
+            && point.distance_m(self.trip.origin) <= self.core.settings.trip.arrival_radius_m
+        {
+            let _ = self.commit(
+                ctx,
+                &TripCommand::Arrive {
+                    driver_id: msg.driver_id,
+                    source: ArrivalSource::Geofence,
+                },
+                false,
+            );
+        }
+        let now = now_ms();
+        let interval =
+            i64::try_from(self.core.settings.trip.rider_location_interval_ms).unwrap_or(i64::MAX);
+        if self.trip.status.is_live() && now - self.last_rider_location_ms >= interval {
+            self.last_rider_location_ms = now;
+            self.core.riders.send(
+                self.trip.rider_id,
+                &protocol::driver_location(self.trip.trip_id, point, msg.position.heading),
+            );
+        }
+    }
+}
+
+impl Handler<DriverAct> for TripActor {
+    type Result = MessageResult<DriverAct>;
+
+    fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
+        let driver_id = msg.driver_id;
+        let quiet = msg.via_socket;
+        let result = match msg.action {
+            DriverAction::Arrive => self
+                .commit(
+                    ctx,
+                    &TripCommand::Arrive {
+                        driver_id,
+                        source: ArrivalSource::Driver,
+                    },
+                    quiet,
+                )
+                .map_err(ActError::from),
+            DriverAction::Start(pin) => {
+                let now = now_ms();
+                if now < self.pin_locked_until_ms && self.trip.driver_id == Some(driver_id) {
+                    let retry_after_s =
+                        u64::try_from((self.pin_locked_until_ms - now + 999) / 1_000).unwrap_or(1);
+                    return MessageResult(Err(ActError::PinLocked { retry_after_s }));
+                }
+                match self.commit(ctx, &TripCommand::Start { driver_id, pin }, quiet) {
+                    Err(TripError::InvalidPin) => {
+                        self.pin_failures += 1;
+                        if self.pin_failures >= self.core.settings.trip.max_pin_attempts {
+                            self.pin_failures = 0;
+                            self.pin_locked_until_ms = now
+                                + i64::try_from(
+                                    Duration::from_secs_f64(self.core.settings.trip.pin_lockout_s)
+                                        .as_millis(),
+                                )
+                                .unwrap_or(i64::MAX);
+                        }
+                        Err(ActError::Trip(TripError::InvalidPin))
+                    }
+                    Err(e) => Err(e.into()),
+                    Ok(()) => {
+                        self.pin_failures = 0;
+                        self.driven_m = 0.0;
+                        Ok(())
+                    }
+                }
+            }
+            DriverAction::Complete => {
+                if self.trip.driver_id != Some(driver_id) {
+                    Err(TripError::NotYourTrip.into())
+                } else {
+                    let fare = self.final_fare();
+                    self.commit(ctx, &TripCommand::Complete { driver_id, fare }, quiet)
+                        .map_err(ActError::from)
+                }
+            }
+            DriverAction::Cancel => {
+                let radius_m = self.policy.radius_m(0).unwrap_or(0.0);
+                self.commit(
+                    ctx,
+                    &TripCommand::DriverCancel {
+                        driver_id,
+                        radius_m,
+                    },
+                    quiet,
+                )
+                .map_err(ActError::from)
+                .map(|()| {
+                    if let Some(addr) = self.driver.take() {
+                        addr.do_send(TripNotice {
+                            trip_id: self.trip.trip_id,
+                            frame: (!quiet)
+                                .then(|| protocol::driver_released(self.trip.trip_id).to_string()),
+                            release: true,
+                        });
+                    }
+                    self.last_position = None;
+                    self.search.restart(now_ms());
+                    self.first_offer_sent = true;
+                    self.post(ctx);
+                    self.arm_step(ctx);
+                    self.fill(ctx);
+                })
+            }
+        };
+        MessageResult(result.map(|()| self.trip.clone()))
+    }
+}
+
+impl Handler<RiderCancel> for TripActor {
+    type Result = MessageResult<RiderCancel>;
+
+    fn handle(&mut self, _: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
+        let free_cancel_ms = i64::try_from(
+            Duration::from_secs_f64(self.core.settings.trip.free_cancel_s).as_millis(),
+        )
+        .unwrap_or(i64::MAX);
+        MessageResult(
+            self.commit(ctx, &TripCommand::RiderCancel { free_cancel_ms }, false)
+                .map(|()| self.trip.clone())
+                .map_err(ActError::from),
+        )
+    }
+}
