@@ -236,6 +236,12 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// An optional text parameter, as sent.
+    #[must_use]
+    pub fn string(&self, key: &str) -> Option<&str> {
+        self.raw(key)
+    }
+
     /// An optional floating-point parameter.
     ///
     /// # Errors

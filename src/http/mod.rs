@@ -7,6 +7,8 @@ pub mod error;
 pub mod health;
 pub mod input;
 pub mod locations;
+pub mod pricing;
+pub mod trips;
 pub mod ws;
 
 use std::net::TcpListener;
@@ -31,7 +33,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/drivers/{id}/location").route(web::put().to(drivers::put_location)))
         .service(resource("/api/drivers/{id}").route(web::get().to(drivers::get_driver)))
         .service(resource("/api/locations/nearby").route(web::get().to(locations::nearby)))
-        .service(resource("/ws/driver").route(web::get().to(ws::driver::driver_socket)));
+        .service(resource("/api/pricing/estimate").route(web::post().to(pricing::estimate)))
+        .service(resource("/api/pricing/surge").route(web::get().to(pricing::surge)))
+        .service(resource("/api/trips").route(web::post().to(trips::create)))
+        .service(
+            resource("/api/trips/{id}")
+                .route(web::get().to(trips::get))
+                .route(web::delete().to(trips::cancel)),
+        )
+        .service(resource("/api/trips/{id}/events").route(web::get().to(trips::events)))
+        .service(resource("/api/trips/{id}/accept").route(web::put().to(trips::accept)))
+        .service(resource("/api/trips/{id}/decline").route(web::put().to(trips::decline)))
+        .service(resource("/api/trips/{id}/arrived").route(web::put().to(trips::arrived)))
+        .service(resource("/api/trips/{id}/start").route(web::put().to(trips::start)))
+        .service(resource("/api/trips/{id}/complete").route(web::put().to(trips::complete)))
+        .service(resource("/api/riders/{id}/trips").route(web::get().to(trips::rider_history)))
+        .service(resource("/ws/driver").route(web::get().to(ws::driver::driver_socket)))
+        .service(resource("/ws/rider").route(web::get().to(ws::rider::rider_socket)));
 }
 
 /// A resource that answers other methods with 405 in the error envelope.

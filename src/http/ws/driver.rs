@@ -20,18 +20,23 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::frames::{DriverCommand, error_frame, parse_driver_frame, session_frame};
+use super::frames::{DriverCommand, error_frame, parse_driver_frame, session_frame, with_ref};
 use crate::actors::driver::{
-    Attach, Detach, DriverActor, Location, Outbound, SessionLink, SetStatus,
+    Answer, AnswerError, Attach, Detach, DriverActor, DriverSnapshot, Location, Outbound, Respond,
+    SessionLink, SetStatus,
 };
+use crate::actors::trip::DriverAction;
 use crate::auth::Role;
 use crate::engine::Core;
 use crate::http::auth::authenticate;
 use crate::http::drivers::own_actor;
 use crate::http::error::ApiError;
+use crate::http::trips::{answer_error, drive};
 use crate::metrics::{
     LOCATION_UPDATES, LOCATION_UPDATES_DROPPED, WS_FRAMES_REJECTED, WS_SESSIONS_OPEN,
 };
+use crate::protocol;
+use crate::trips::{TripView, Viewer};
 
 /// Largest accepted frame (and aggregated continuation), bytes.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
@@ -86,7 +91,7 @@ pub async fn driver_socket(
     Ok(response)
 }
 
-async fn close(session: Session, code: CloseCode, reason: String) {
+pub(crate) async fn close(session: Session, code: CloseCode, reason: String) {
     let _ = session
         .close(Some(CloseReason {
             code,
@@ -118,7 +123,15 @@ async fn run(
         close(session, CloseCode::Error, "driver unavailable".into()).await;
         return;
     };
-    if session.text(session_frame(&snapshot, None)).await.is_err() {
+    if session
+        .text(session_frame(
+            &snapshot,
+            active_trip(&core, &snapshot).as_ref(),
+            None,
+        ))
+        .await
+        .is_err()
+    {
         actor.do_send(Detach {
             session_id: link.id,
         });
@@ -169,21 +182,15 @@ async fn run(
                                 None
                             }
                             Ok(DriverCommand::Status(status)) => match actor.send(SetStatus(status)).await {
-                                Ok(snapshot) => Some(session_frame(&snapshot, reference)),
+                                Ok(snapshot) => Some(session_frame(&snapshot, active_trip(&core, &snapshot).as_ref(), reference)),
                                 Err(_) => break End::Close(CloseCode::Away, "driver unavailable".into()),
                             },
-                            Ok(
-                                DriverCommand::Accept(trip)
-                                | DriverCommand::Decline(trip)
-                                | DriverCommand::Arrived(trip)
-                                | DriverCommand::Start(trip, _)
-                                | DriverCommand::Complete(trip)
-                                | DriverCommand::Cancel(trip),
-                            ) => Some(reject(
-                                "trip_not_found",
-                                &format!("no trip {trip} is offered to or assigned to this driver"),
-                                reference,
-                            )),
+                            Ok(DriverCommand::Accept(trip)) => Some(answer(&core, &actor, trip, true, reference).await),
+                            Ok(DriverCommand::Decline(trip)) => Some(answer(&core, &actor, trip, false, reference).await),
+                            Ok(DriverCommand::Arrived(trip)) => Some(act(&core, driver_id, trip, DriverAction::Arrive, reference).await),
+                            Ok(DriverCommand::Start(trip, pin)) => Some(act(&core, driver_id, trip, DriverAction::Start(pin), reference).await),
+                            Ok(DriverCommand::Complete(trip)) => Some(act(&core, driver_id, trip, DriverAction::Complete, reference).await),
+                            Ok(DriverCommand::Cancel(trip)) => Some(act(&core, driver_id, trip, DriverAction::Cancel, reference).await),
                         };
                         if let Some(reply) = reply
                             && session.text(reply).await.is_err()
@@ -232,6 +239,63 @@ async fn run(
     open.decrement(1.0);
     if let End::Close(code, reason) = end {
         close(session, code, reason).await;
+    }
+}
+
+/// The driver's active trip, for its `session` frame.
+fn active_trip(core: &Core, snapshot: &DriverSnapshot) -> Option<TripView> {
+    let trip = core.trips.get(snapshot.current_trip?)?;
+    Some(TripView::of(&trip, Viewer::Driver))
+}
+
+/// `accept` / `decline`: `trip_assigned` or `accept_rejected` (accept), `offer_cancelled` with
+/// reason `declined` (decline), or an error frame.
+async fn answer(
+    core: &Core,
+    actor: &Addr<DriverActor>,
+    trip_id: Uuid,
+    accept: bool,
+    reference: Option<&RawValue>,
+) -> String {
+    match actor.send(Respond { trip_id, accept }).await {
+        Ok(Ok(Answer::Assigned(trip))) => with_ref(protocol::trip_assigned(&trip), reference),
+        Ok(Ok(Answer::Declined)) => with_ref(
+            protocol::offer_cancelled(trip_id, protocol::OfferEnd::Declined),
+            reference,
+        ),
+        Ok(Err(AnswerError::Gone(reason))) if accept => {
+            with_ref(protocol::accept_rejected(trip_id, reason), reference)
+        }
+        Ok(Err(AnswerError::Assigned)) if accept => match core.trips.get(trip_id) {
+            Some(trip) => with_ref(protocol::trip_assigned(&trip), reference),
+            None => reject("trip_not_found", "the trip is gone", reference),
+        },
+        Ok(Err(e)) => {
+            let error = answer_error(e, trip_id, core.trips.get(trip_id).is_some(), accept);
+            reject(error.code, &error.message, reference)
+        }
+        Err(_) => reject(
+            "driver_unavailable",
+            "the driver is restarting; retry",
+            reference,
+        ),
+    }
+}
+
+/// `arrived` / `start` / `complete` / `cancel`: a `trip_update` with the new status (for a
+/// cancel, `released: true`), or an error frame.
+async fn act(
+    core: &Core,
+    driver_id: Uuid,
+    trip_id: Uuid,
+    action: DriverAction,
+    reference: Option<&RawValue>,
+) -> String {
+    let cancel = action == DriverAction::Cancel;
+    match drive(core, driver_id, trip_id, action, true).await {
+        Ok(_) if cancel => with_ref(protocol::driver_released(trip_id), reference),
+        Ok(trip) => with_ref(protocol::driver_trip_update(&trip, trip.status), reference),
+        Err(e) => reject(e.code, &e.message, reference),
     }
 }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::actors::driver::{DriverSnapshot, LocationUpdate};
 use crate::dispatch::DriverStatus;
 use crate::http::input::{FieldError, field_error, location};
+use crate::trips::TripView;
 
 /// What a driver asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,21 +196,37 @@ struct SessionFrame<'a> {
     kind: &'static str,
     #[serde(flatten)]
     driver: &'a DriverSnapshot,
-    trip: Option<()>,
+    trip: Option<&'a TripView>,
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     reference: Option<&'a RawValue>,
 }
 
-/// `{"type":"session","driver_id","status","trip", …}`: the driver's state as the engine knows it.
+/// `{"type":"session","driver_id","status","trip", …}`: the driver's state as the engine knows
+/// it, with its active trip (the Trip object) or `null`.
 #[must_use]
-pub fn session_frame(driver: &DriverSnapshot, reference: Option<&RawValue>) -> String {
+pub fn session_frame(
+    driver: &DriverSnapshot,
+    trip: Option<&TripView>,
+    reference: Option<&RawValue>,
+) -> String {
     serde_json::to_string(&SessionFrame {
         kind: "session",
         driver,
-        trip: None,
+        trip,
         reference,
     })
     .unwrap_or_default()
+}
+
+/// `frame` with the client's `ref` added, as text.
+#[must_use]
+pub fn with_ref(mut frame: serde_json::Value, reference: Option<&RawValue>) -> String {
+    if let Some(r) = reference
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(r.get())
+    {
+        frame["ref"] = value;
+    }
+    frame.to_string()
 }
 
 #[cfg(test)]

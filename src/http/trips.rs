@@ -1,0 +1,476 @@
+//! `/api/trips…`: riders request, follow and cancel trips; drivers answer offers and drive trips
+//! (the REST twins of the socket frames); operators read everything and change nothing.
+//!
+//! Every trip action goes to the trip's actor (or, for offers, the driver's actor), which decides
+//! under its own lock-free serial order; these handlers only authenticate, parse and map answers.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::auth::{Identity, parse_id};
+use super::drivers::own_actor;
+use super::error::ApiError;
+use super::input::{FieldError, Query, json_body};
+use crate::actors::driver::{Answer, AnswerError, Respond};
+use crate::actors::trip::{ActError, DriverAct, DriverAction, RiderCancel};
+use crate::auth::Role;
+use crate::clock::rfc3339;
+use crate::dispatch::{PromoError, Trip, TripError};
+use crate::engine::{Core, RequestError, Requested, TripRequest};
+use crate::geo::LatLng;
+use crate::market::QuoteError;
+use crate::trips::{TripView, Viewer};
+
+/// `{lat, lng}` as sent; checked by [`point`].
+#[derive(Deserialize)]
+pub(crate) struct PointBody {
+    lat: Option<f64>,
+    lng: Option<f64>,
+}
+
+/// A required point field, with errors naming `name.lat` / `name.lng`.
+pub(crate) fn point(body: Option<PointBody>, name: &str) -> Result<LatLng, FieldError> {
+    let body = body.ok_or_else(|| FieldError::missing(name))?;
+    let lat = body
+        .lat
+        .ok_or_else(|| FieldError::missing(&format!("{name}.lat")))?;
+    let lng = body
+        .lng
+        .ok_or_else(|| FieldError::missing(&format!("{name}.lng")))?;
+    LatLng::new(lat, lng).map_err(|e| FieldError::out_of_range(format!("{name}: {e}")))
+}
+
+/// An optional short text field: trimmed, non-empty, at most `max` characters.
+pub(crate) fn short_text(
+    value: Option<String>,
+    name: &str,
+    max: usize,
+) -> Result<Option<String>, FieldError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() || v.chars().count() > max => Err(FieldError::invalid(
+            name,
+            format_args!("a non-empty string of at most {max} characters"),
+        )),
+        Some(v) => Ok(Some(v.trim().to_owned())),
+    }
+}
+
+#[derive(Deserialize)]
+struct TripBody {
+    origin: Option<PointBody>,
+    destination: Option<PointBody>,
+    vehicle_type: Option<String>,
+    promo_code: Option<String>,
+    idempotency_key: Option<String>,
+}
+
+/// Maps a pricing refusal.
+pub(crate) fn quote_error(e: QuoteError) -> ApiError {
+    match e {
+        QuoteError::UnknownVehicle { .. } => ApiError::bad_request("invalid_field", e.to_string()),
+        QuoteError::Promo(p) => promo_error(p),
+    }
+}
+
+fn promo_error(e: PromoError) -> ApiError {
+    ApiError::unprocessable(e.code(), format!("promo_code: {e}"))
+}
+
+/// Maps a refused trip action.
+pub(crate) fn act_error(e: ActError) -> ApiError {
+    match e {
+        ActError::PinLocked { retry_after_s } => ApiError::too_many(
+            "too_many_pin_attempts",
+            format!("too many wrong PINs; try again in {retry_after_s} s"),
+            retry_after_s,
+        ),
+        ActError::Trip(t) => trip_error(&t),
+    }
+}
+
+fn trip_error(e: &TripError) -> ApiError {
+    let status = match e {
+        TripError::InvalidTransition { .. } | TripError::Excluded => StatusCode::CONFLICT,
+        TripError::NotYourTrip => StatusCode::FORBIDDEN,
+        TripError::InvalidPin => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
+/// Maps a refused offer answer; `trip` is the trip if it exists.
+pub(crate) fn answer_error(e: AnswerError, trip_id: Uuid, exists: bool, accept: bool) -> ApiError {
+    match e {
+        AnswerError::Gone(reason) if accept => ApiError::conflict(
+            "accept_rejected",
+            format!("the offer is no longer open: {}", reason.as_str()),
+        ),
+        AnswerError::Gone(reason) => ApiError::conflict(
+            "offer_closed",
+            format!("the offer is no longer open: {}", reason.as_str()),
+        ),
+        AnswerError::Assigned => ApiError::conflict("already_assigned", e.to_string()),
+        AnswerError::NotOffered if exists => ApiError::forbidden_as(
+            "not_offered",
+            format!("trip {trip_id} is not offered to this driver"),
+        ),
+        AnswerError::NotOffered => trip_not_found(trip_id),
+    }
+}
+
+fn trip_not_found(trip_id: Uuid) -> ApiError {
+    ApiError::not_found("trip_not_found", format!("no trip {trip_id}"))
+}
+
+/// The trip, if the caller may see it, and how.
+fn visible(core: &Core, identity: &Identity, trip_id: Uuid) -> Result<(Trip, Viewer), ApiError> {
+    let trip = core
+        .trips
+        .get(trip_id)
+        .ok_or_else(|| trip_not_found(trip_id))?;
+    let viewer = match identity.role() {
+        Role::Operator => Viewer::Operator,
+        Role::Rider if trip.rider_id == identity.id() => Viewer::Rider,
+        Role::Driver if trip.driver_id == Some(identity.id()) => Viewer::Driver,
+        _ => {
+            return Err(ApiError::forbidden_as(
+                "not_your_trip",
+                "this trip belongs to another rider or driver",
+            ));
+        }
+    };
+    Ok((trip, viewer))
+}
+
+/// `POST /api/trips` `{origin, destination, vehicle_type?, promo_code?, idempotency_key?}` →
+/// 201 with the Trip object (its `trip_id`, `status`, `fare_estimate`, …).
+pub async fn create(
+    req: HttpRequest,
+    identity: Identity,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    identity.require(&[Role::Rider])?;
+    let body: TripBody = json_body(&req, payload).await?;
+    let request = TripRequest {
+        origin: point(body.origin, "origin")?,
+        destination: point(body.destination, "destination")?,
+        vehicle_type: short_text(body.vehicle_type, "vehicle_type", 32)?,
+        promo_code: short_text(body.promo_code, "promo_code", 64)?,
+        idempotency_key: short_text(body.idempotency_key, "idempotency_key", 255)?,
+    };
+    let answer = core
+        .request_trip(identity.id(), request)
+        .await
+        .map_err(|e| match e {
+            RequestError::Vehicle(v) => ApiError::bad_request("invalid_field", v.to_string()),
+            RequestError::TooMany(t) => {
+                ApiError::unprocessable("too_many_vehicle_types", t.to_string())
+            }
+            RequestError::Quote(q) => quote_error(q),
+            RequestError::KeyReused => {
+                ApiError::unprocessable("idempotency_key_reused", e.to_string())
+            }
+            RequestError::InProgress => ApiError::conflict("request_in_progress", e.to_string()),
+        })?;
+    let (trip, replayed) = match answer {
+        Requested::Created(t) => (t, false),
+        Requested::Replayed(t) => (t, true),
+    };
+    Ok(HttpResponse::Created()
+        .insert_header((
+            "Idempotent-Replayed",
+            if replayed { "true" } else { "false" },
+        ))
+        .json(TripView::of(&trip, Viewer::Rider)))
+}
+
+/// `GET /api/trips/{id}`: the Trip object, for its rider, its driver or an operator.
+pub async fn get(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(&path, "trip id")?;
+    let (trip, viewer) = visible(&core, &identity, trip_id)?;
+    Ok(HttpResponse::Ok().json(TripView::of(&trip, viewer)))
+}
+
+/// `GET /api/trips/{id}/events`: `{events: [{seq, type, at, at_ms, data}]}`, oldest first, for its
+/// rider or an operator.
+pub async fn events(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(&path, "trip id")?;
+    identity.require(&[Role::Rider, Role::Operator])?;
+    visible(&core, &identity, trip_id)?;
+    let events = core.trips.events(trip_id).unwrap_or_default();
+    let rendered: Vec<serde_json::Value> = events
+        .iter()
+        .map(|record| {
+            let mut value = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
+            value["at"] = json!(rfc3339(record.at_ms));
+            value
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "events": rendered })))
+}
+
+/// `DELETE /api/trips/{id}`: its rider cancels (a fee once the free window after assignment has
+/// passed; 409 from TRIP_STARTED on), or its driver gives it up (ACCEPTED, DRIVER_ARRIVING only;
+/// the trip matches again without it).
+pub async fn cancel(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(&path, "trip id")?;
+    identity.require(&[Role::Rider, Role::Driver])?;
+    let (trip, viewer) = visible(&core, &identity, trip_id)?;
+    let Some(actor) = core.trip_actors.get(trip_id) else {
+        return Err(trip_error(&TripError::InvalidTransition {
+            status: trip.status,
+            action: "cancel",
+        }));
+    };
+    let answer = if viewer == Viewer::Rider {
+        actor.send(RiderCancel).await
+    } else {
+        actor
+            .send(DriverAct {
+                driver_id: identity.id(),
+                action: DriverAction::Cancel,
+                via_socket: false,
+            })
+            .await
+    };
+    let trip = answer.map_err(|_| gone(trip.status))?.map_err(act_error)?;
+    Ok(HttpResponse::Ok().json(TripView::of(&trip, viewer)))
+}
+
+/// The trip actor stopped between the lookup and the message: the trip just ended.
+fn gone(status: crate::dispatch::TripStatus) -> ApiError {
+    ApiError::conflict(
+        "invalid_transition",
+        format!("the trip has just ended ({})", status.as_str()),
+    )
+}
+
+/// `PUT /api/trips/{id}/accept`: the offered driver takes the trip → the Trip object; 409
+/// `accept_rejected` if the offer was taken, withdrawn or expired.
+pub async fn accept(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    answer(&path, &identity, &core, true).await
+}
+
+/// `PUT /api/trips/{id}/decline`: the offered driver turns the offer down.
+pub async fn decline(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    answer(&path, &identity, &core, false).await
+}
+
+async fn answer(
+    path: &str,
+    identity: &Identity,
+    core: &Core,
+    accept: bool,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(path, "trip id")?;
+    identity.require(&[Role::Driver])?;
+    let actor = own_actor(core, identity)?;
+    let answer = actor
+        .send(Respond { trip_id, accept })
+        .await
+        .map_err(ApiError::internal)?;
+    match answer {
+        Ok(Answer::Assigned(trip)) => {
+            Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
+        }
+        Ok(Answer::Declined) => Ok(HttpResponse::Ok().json(json!({
+            "trip_id": trip_id,
+            "status": "declined",
+        }))),
+        // Accepting a trip already won is a retry: answer as the first time.
+        Err(AnswerError::Assigned) if accept => {
+            let trip = core
+                .trips
+                .get(trip_id)
+                .ok_or_else(|| trip_not_found(trip_id))?;
+            Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
+        }
+        Err(e) => Err(answer_error(
+            e,
+            trip_id,
+            core.trips.get(trip_id).is_some(),
+            accept,
+        )),
+    }
+}
+
+/// Runs a driver action on a trip for the REST twins and the socket.
+///
+/// # Errors
+///
+/// 404 unknown trip, 403 not the trip's driver, 409 wrong state, 422 wrong PIN, 429 PIN locked.
+pub async fn drive(
+    core: &Core,
+    driver_id: Uuid,
+    trip_id: Uuid,
+    action: DriverAction,
+    via_socket: bool,
+) -> Result<Trip, ApiError> {
+    let trip = core
+        .trips
+        .get(trip_id)
+        .ok_or_else(|| trip_not_found(trip_id))?;
+    if trip.driver_id != Some(driver_id) {
+        return Err(trip_error(&TripError::NotYourTrip));
+    }
+    let actor = core
+        .trip_actors
+        .get(trip_id)
+        .ok_or_else(|| gone(trip.status))?;
+    actor
+        .send(DriverAct {
+            driver_id,
+            action,
+            via_socket,
+        })
+        .await
+        .map_err(|_| gone(trip.status))?
+        .map_err(act_error)
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    pin: Option<serde_json::Value>,
+}
+
+/// Validates a start PIN: four digits, as a string.
+///
+/// # Errors
+///
+/// `missing_field` / `invalid_field` naming `pin`.
+pub fn parse_pin(raw: Option<&str>) -> Result<String, FieldError> {
+    let pin = raw.ok_or_else(|| FieldError::missing("pin"))?;
+    if pin.len() == 4 && pin.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(pin.to_owned())
+    } else {
+        Err(FieldError::invalid(
+            "pin",
+            "a string of 4 digits, e.g. \"0427\"",
+        ))
+    }
+}
+
+/// `PUT /api/trips/{id}/arrived`.
+pub async fn arrived(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    driver_action(&path, &identity, &core, DriverAction::Arrive).await
+}
+
+/// `PUT /api/trips/{id}/start` `{pin}`.
+pub async fn start(
+    req: HttpRequest,
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(&path, "trip id")?;
+    identity.require(&[Role::Driver])?;
+    let body: StartBody = json_body(&req, payload).await?;
+    let pin = match body.pin {
+        None | Some(serde_json::Value::Null) => parse_pin(None)?,
+        Some(serde_json::Value::String(s)) => parse_pin(Some(&s))?,
+        Some(_) => parse_pin(Some(""))?,
+    };
+    let trip = drive(
+        &core,
+        identity.id(),
+        trip_id,
+        DriverAction::Start(pin),
+        false,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
+}
+
+/// `PUT /api/trips/{id}/complete`.
+pub async fn complete(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    driver_action(&path, &identity, &core, DriverAction::Complete).await
+}
+
+async fn driver_action(
+    path: &str,
+    identity: &Identity,
+    core: &Core,
+    action: DriverAction,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(path, "trip id")?;
+    identity.require(&[Role::Driver])?;
+    let trip = drive(core, identity.id(), trip_id, action, false).await?;
+    Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
+}
+
+/// Most trips one history page holds.
+const MAX_PAGE: usize = 100;
+
+/// `GET /api/riders/{id}/trips?limit=20&before=<trip_id>`: the rider's trips, newest first;
+/// `next_before` pages on.
+pub async fn rider_history(
+    req: HttpRequest,
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let rider_id = parse_id(&path, "rider id")?;
+    match identity.role() {
+        Role::Operator => {}
+        Role::Rider if identity.id() == rider_id => {}
+        Role::Rider => return Err(ApiError::forbidden("a rider sees only its own trips")),
+        Role::Driver => identity.require(&[Role::Rider, Role::Operator])?,
+    }
+    let q = Query::parse(&req)?;
+    let limit = q.usize("limit")?.unwrap_or(20);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(
+            FieldError::out_of_range(format!("limit must be within [1, {MAX_PAGE}]")).into(),
+        );
+    }
+    let before = match q.string("before") {
+        None | Some("") => None,
+        Some(raw) => Some(
+            Uuid::parse_str(raw).map_err(|_| FieldError::invalid("before", "a trip id (UUID)"))?,
+        ),
+    };
+    let trips = core.trips.rider_trips(rider_id, before, limit);
+    let next_before = (trips.len() == limit)
+        .then(|| trips.last().map(|t| t.trip_id))
+        .flatten();
+    let viewer = if identity.role() == Role::Rider {
+        Viewer::Rider
+    } else {
+        Viewer::Operator
+    };
+    let trips: Vec<TripView> = trips.iter().map(|t| TripView::of(t, viewer)).collect();
+    Ok(HttpResponse::Ok().json(json!({ "trips": trips, "next_before": next_before })))
+}
