@@ -43,6 +43,9 @@ use crate::protocol::{self, DriverSummary, OfferEnd, OfferTerms};
 
 /// A segment of the driven trail faster than this (m/s) is a GPS jump, not driving.
 const MAX_PLAUSIBLE_SPEED_MPS: f64 = 70.0;
+/// Messages a trip actor may have queued. Its driver's positions arrive with `try_send`, at the
+/// driver's pace (one every few seconds), so this is slack for bursts, not a buffer for floods.
+const TRIP_MAILBOX: usize = 1_024;
 
 /// An available driver is near: offer it if the trip has room and has not tried it.
 #[derive(Message)]
@@ -518,6 +521,7 @@ impl Actor for TripActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(TRIP_MAILBOX);
         gauge!(TRIPS_ACTIVE, "status" => self.trip.status.as_str()).increment(1.0);
         if self.trip.status == TripStatus::Matching {
             self.post(ctx);

@@ -195,6 +195,78 @@ impl TestApp {
         Socket { framed }
     }
 
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &str) -> Response {
+        self.request("POST", path, token, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        self.request("DELETE", path, token, None).await
+    }
+
+    /// `POST /api/trips` from `origin` to `destination`.
+    pub async fn request_trip(
+        &self,
+        rider_token: &str,
+        origin: (f64, f64),
+        destination: (f64, f64),
+    ) -> Response {
+        self.post(
+            "/api/trips",
+            Some(rider_token),
+            &serde_json::json!({
+                "origin": {"lat": origin.0, "lng": origin.1},
+                "destination": {"lat": destination.0, "lng": destination.1},
+            })
+            .to_string(),
+        )
+        .await
+    }
+
+    /// A driver with an open socket, online at `at`, its session frames consumed.
+    pub async fn online_driver(&self, at: (f64, f64)) -> (Uuid, Socket) {
+        let driver = Uuid::now_v7();
+        let mut ws = self
+            .driver_socket(&self.driver_token(driver, "economy"))
+            .await;
+        ws.recv_json().await;
+        ws.send(serde_json::json!({"type": "location", "lat": at.0, "lng": at.1}))
+            .await;
+        ws.send(serde_json::json!({"type": "status", "status": "online", "ref": "online"}))
+            .await;
+        let reply = ws.recv_json().await;
+        assert_eq!(reply["status"], "online", "{reply}");
+        (driver, ws)
+    }
+
+    /// Opens `/ws/rider` with the token in the Authorization header; consumes its session frame.
+    pub async fn rider_socket(&self, token: &str) -> Socket {
+        let (_, framed) = self
+            .client
+            .ws(format!("{}/ws/rider", self.ws_address))
+            .bearer_auth(token)
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .expect("websocket connects");
+        let mut socket = Socket { framed };
+        let hello = socket.recv_json().await;
+        assert_eq!(hello["type"], "session", "{hello}");
+        socket
+    }
+
+    /// Opens `/ws/rider` and returns the raw socket (first frame unread).
+    pub async fn raw_rider_socket(&self, token: &str) -> Socket {
+        let (_, framed) = self
+            .client
+            .ws(format!("{}/ws/rider?token={token}", self.ws_address))
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .expect("websocket connects");
+        Socket { framed }
+    }
+
     /// Opens `/ws/driver` with an optional token in the `token` query parameter.
     pub async fn driver_socket_query(&self, token: Option<&str>) -> Socket {
         let url = match token {
@@ -293,6 +365,60 @@ impl Socket {
         match self.recv().await {
             Incoming::Json(v) => v,
             other => panic!("expected a JSON frame, got {other:?}"),
+        }
+    }
+
+    /// The next JSON frame of type `kind`, skipping others (within 5 s each).
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        for _ in 0..200 {
+            let frame = self.recv_json().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+        panic!("no {kind} frame among 200");
+    }
+
+    /// Whether a JSON frame of type `kind` arrives within `limit` (other frames are skipped).
+    pub async fn gets_within(&mut self, kind: &str, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match tokio::time::timeout(left, self.framed.next()).await {
+                Err(_) | Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Frame::Text(bytes)))) => {
+                    let v: Value = serde_json::from_slice(&bytes).expect("server sends JSON");
+                    if v["type"] == kind {
+                        return Some(v);
+                    }
+                }
+                Ok(Some(Ok(Frame::Ping(bytes)))) => {
+                    let _ = self.framed.send(Message::Pong(bytes)).await;
+                }
+                Ok(Some(Ok(Frame::Close(_)))) => return None,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    /// The next JSON frame within `limit`, or `None` on silence or close.
+    pub async fn gets_within_any(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.framed.next()).await {
+                Err(_) | Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Frame::Text(bytes)))) => {
+                    return Some(serde_json::from_slice(&bytes).expect("server sends JSON"));
+                }
+                Ok(Some(Ok(Frame::Ping(bytes)))) => {
+                    let _ = self.framed.send(Message::Pong(bytes)).await;
+                }
+                Ok(Some(Ok(Frame::Close(_)))) => return None,
+                Ok(Some(Ok(_))) => {}
+            }
         }
     }
 

@@ -9,3 +9,6 @@ mod drivers;
 mod health;
 mod helpers;
 mod nearby;
+mod pricing;
+mod trip_input;
+mod trips;

@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use super::frames::{DriverCommand, error_frame, parse_driver_frame, session_frame, with_ref};
 use crate::actors::driver::{
-    Answer, AnswerError, Attach, Detach, DriverActor, DriverSnapshot, Location, Outbound, Respond,
-    SessionLink, SetStatus,
+    Answer, AnswerError, Attach, Detach, DriverActor, DriverSnapshot, GetSnapshot, Location,
+    Outbound, Respond, SessionLink, SetStatus,
 };
 use crate::actors::trip::DriverAction;
 use crate::auth::Role;
@@ -187,10 +187,10 @@ async fn run(
                             },
                             Ok(DriverCommand::Accept(trip)) => Some(answer(&core, &actor, trip, true, reference).await),
                             Ok(DriverCommand::Decline(trip)) => Some(answer(&core, &actor, trip, false, reference).await),
-                            Ok(DriverCommand::Arrived(trip)) => Some(act(&core, driver_id, trip, DriverAction::Arrive, reference).await),
-                            Ok(DriverCommand::Start(trip, pin)) => Some(act(&core, driver_id, trip, DriverAction::Start(pin), reference).await),
-                            Ok(DriverCommand::Complete(trip)) => Some(act(&core, driver_id, trip, DriverAction::Complete, reference).await),
-                            Ok(DriverCommand::Cancel(trip)) => Some(act(&core, driver_id, trip, DriverAction::Cancel, reference).await),
+                            Ok(DriverCommand::Arrived(trip)) => Some(act(&core, &actor, driver_id, trip, DriverAction::Arrive, reference).await),
+                            Ok(DriverCommand::Start(trip, pin)) => Some(act(&core, &actor, driver_id, trip, DriverAction::Start(pin), reference).await),
+                            Ok(DriverCommand::Complete(trip)) => Some(act(&core, &actor, driver_id, trip, DriverAction::Complete, reference).await),
+                            Ok(DriverCommand::Cancel(trip)) => Some(act(&core, &actor, driver_id, trip, DriverAction::Cancel, reference).await),
                         };
                         if let Some(reply) = reply
                             && session.text(reply).await.is_err()
@@ -286,12 +286,16 @@ async fn answer(
 /// cancel, `released: true`), or an error frame.
 async fn act(
     core: &Core,
+    actor: &Addr<DriverActor>,
     driver_id: Uuid,
     trip_id: Uuid,
     action: DriverAction,
     reference: Option<&RawValue>,
 ) -> String {
     let cancel = action == DriverAction::Cancel;
+    // Positions sent before this frame went through the driver actor; wait until it has passed
+    // them on, so the trip sees the whole trail before, say, the completion that prices it.
+    let _ = actor.send(GetSnapshot).await;
     match drive(core, driver_id, trip_id, action, true).await {
         Ok(_) if cancel => with_ref(protocol::driver_released(trip_id), reference),
         Ok(trip) => with_ref(protocol::driver_trip_update(&trip, trip.status), reference),
