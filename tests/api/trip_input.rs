@@ -122,6 +122,9 @@ async fn trip_requests_name_what_is_wrong() {
     assert!(app.core.trips.is_empty(), "no bad request created a trip");
 }
 
+/// (method, path, token, body, expected status, what the case is)
+type Case<'a> = (&'a str, String, &'a str, Option<&'a str>, u16, &'a str);
+
 #[actix_rt::test]
 async fn trip_routes_refuse_missing_bad_and_wrong_role_tokens() {
     let app = spawn_app().await;
@@ -135,8 +138,7 @@ async fn trip_routes_refuse_missing_bad_and_wrong_role_tokens() {
     let stranger = app.token(Role::Rider, Uuid::now_v7());
     let t = |p: &str| format!("/api/trips/{trip_id}{p}");
 
-    // (method, path, token, body, status, what)
-    let cases: Vec<(&str, String, &str, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/trips".into(),
