@@ -535,8 +535,12 @@ impl Handler<Location> for DriverActor {
             received_ms: now,
         });
         if self.status == DriverStatus::Online {
+            let was_listed = self.listed_available;
             self.place();
-            if !self.listed_available {
+            if !was_listed && self.listed_available {
+                // First fresh position while online: announce the driver like any newly
+                // available one.
+                self.listed_available = false;
                 self.sync_availability();
             }
         }

@@ -214,6 +214,17 @@ async fn a_trip_runs_from_request_to_completion_over_real_sockets() {
             "trip.completed"
         ]
     );
+    let metrics = app.get("/metrics", None).await;
+    let text = metrics.body.as_str().unwrap_or_default().to_string();
+    for series in [
+        "hexdispatch_offers_total{outcome=\"accepted\"}",
+        "hexdispatch_trip_transitions_total{status=\"TRIP_COMPLETED\"}",
+        "hexdispatch_trip_time_to_first_offer_seconds_bucket",
+        "hexdispatch_trip_time_to_accept_seconds_bucket",
+        "hexdispatch_trips_active{status=\"MATCHING\"}",
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}");
+    }
     // Free again: the driver shows up in nearby.
     let snapshot = app
         .get(
@@ -394,6 +405,22 @@ async fn a_driver_coming_online_near_a_matching_trip_is_offered_at_once() {
         .gets_within("offer", Duration::from_secs(2))
         .await
         .expect("the newcomer is offered without waiting for the step to end");
+    assert_eq!(offer["trip_id"], trip_id.as_str());
+
+    // Online first, position second: the first position announces it.
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let trip_id = id(&app.request_trip(&rider, PICKUP, DROPOFF).await.body["trip_id"]);
+    let driver = Uuid::now_v7();
+    let mut ws = app.driver_socket(&app.driver_token(driver, "economy")).await;
+    ws.recv_json().await;
+    ws.send(json!({"type": "status", "status": "online"})).await;
+    ws.recv_json().await;
+    let p = east(600.0);
+    ws.send(json!({"type": "location", "lat": p.0, "lng": p.1})).await;
+    let offer = ws
+        .gets_within("offer", Duration::from_secs(2))
+        .await
+        .expect("a driver whose first position lands near a matching trip is offered");
     assert_eq!(offer["trip_id"], trip_id.as_str());
 }
 
