@@ -406,17 +406,23 @@ async fn a_driver_coming_online_near_a_matching_trip_is_offered_at_once() {
         .await
         .expect("the newcomer is offered without waiting for the step to end");
     assert_eq!(offer["trip_id"], trip_id.as_str());
+    late.send(json!({"type": "accept", "trip_id": trip_id}))
+        .await;
+    late.recv_type("trip_assigned").await;
 
     // Online first, position second: the first position announces it.
     let rider = app.token(Role::Rider, Uuid::now_v7());
     let trip_id = id(&app.request_trip(&rider, PICKUP, DROPOFF).await.body["trip_id"]);
     let driver = Uuid::now_v7();
-    let mut ws = app.driver_socket(&app.driver_token(driver, "economy")).await;
+    let mut ws = app
+        .driver_socket(&app.driver_token(driver, "economy"))
+        .await;
     ws.recv_json().await;
     ws.send(json!({"type": "status", "status": "online"})).await;
     ws.recv_json().await;
     let p = east(600.0);
-    ws.send(json!({"type": "location", "lat": p.0, "lng": p.1})).await;
+    ws.send(json!({"type": "location", "lat": p.0, "lng": p.1}))
+        .await;
     let offer = ws
         .gets_within("offer", Duration::from_secs(2))
         .await
