@@ -622,6 +622,70 @@ async fn a_driver_may_cancel_only_an_assigned_trip_and_only_before_the_ride() {
         .delete(&format!("/api/trips/{trip_id}"), Some(&token))
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
+    let r = app
+        .delete(&format!("/api/trips/{trip_id}"), Some(&rider))
+        .await;
+    assert_eq!(r.status, 200, "the rider ends the first trip: {}", r.body);
+
+    // DRIVER_ARRIVING: the driver may still give the trip up.
+    let other = app.token(Role::Rider, Uuid::now_v7());
+    let trip_id = assigned_trip(&app, &other, &mut ws).await;
+    ws.send(json!({"type": "arrived", "trip_id": trip_id}))
+        .await;
+    assert_eq!(
+        ws.recv_type("trip_update").await["status"],
+        "DRIVER_ARRIVING"
+    );
+    let r = app
+        .delete(&format!("/api/trips/{trip_id}"), Some(&token))
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("MATCHING")),
+        "{}",
+        r.body
+    );
+}
+
+#[actix_rt::test]
+async fn riders_get_driver_positions_at_most_once_a_second() {
+    let app = spawn_app().await;
+    let (_, mut dws) = app.online_driver(east(1_500.0)).await;
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let mut rws = app.rider_socket(&rider).await;
+    let trip_id = assigned_trip(&app, &rider, &mut dws).await;
+    for i in 0..5 {
+        let p = east(1_400.0 - 20.0 * f64::from(i));
+        dws.send(json!({"type": "location", "lat": p.0, "lng": p.1}))
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+    let mut positions = 0;
+    while let Some(frame) = rws
+        .gets_within_any(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        if frame["type"] == "driver_location" {
+            assert_eq!(frame["trip_id"], trip_id.as_str());
+            positions += 1;
+        }
+    }
+    assert_eq!(
+        positions, 1,
+        "five positions within a second reach the rider once"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let p = east(1_200.0);
+    dws.send(json!({"type": "location", "lat": p.0, "lng": p.1}))
+        .await;
+    let next = rws
+        .gets_within("driver_location", Duration::from_secs(2))
+        .await;
+    assert_eq!(
+        next.map(|f| f["lat"].clone()),
+        Some(json!(p.0)),
+        "a second later the next one passes"
+    );
 }
 
 #[actix_rt::test]
