@@ -242,6 +242,17 @@ impl Query {
         self.raw(key)
     }
 
+    /// The required `lat` and `lng` parameters as a point.
+    ///
+    /// # Errors
+    ///
+    /// `missing_field`, `invalid_field` or `out_of_range` naming the parameter.
+    pub fn point(&self) -> Result<LatLng, FieldError> {
+        let lat = self.f64("lat")?.ok_or_else(|| FieldError::missing("lat"))?;
+        let lng = self.f64("lng")?.ok_or_else(|| FieldError::missing("lng"))?;
+        Ok(LatLng::new(lat, lng)?)
+    }
+
     /// An optional floating-point parameter.
     ///
     /// # Errors

@@ -10,7 +10,7 @@ use super::input::{FieldError, MAX_LIMIT, MAX_RADIUS_M, Query};
 use crate::auth::Role;
 use crate::clock::now_ms;
 use crate::engine::Core;
-use crate::geo::{LatLng, NearbyQuery};
+use crate::geo::NearbyQuery;
 
 #[derive(Serialize)]
 struct NearbyDriver {
@@ -36,9 +36,7 @@ pub async fn nearby(
 ) -> Result<HttpResponse, ApiError> {
     identity.require(&[Role::Rider, Role::Operator])?;
     let q = Query::parse(&req)?;
-    let lat = q.f64("lat")?.ok_or_else(|| FieldError::missing("lat"))?;
-    let lng = q.f64("lng")?.ok_or_else(|| FieldError::missing("lng"))?;
-    let point = LatLng::new(lat, lng).map_err(FieldError::from)?;
+    let point = q.point()?;
     let radius_m = q.f64("radius")?.unwrap_or(2_000.0);
     if !(radius_m > 0.0 && radius_m <= MAX_RADIUS_M) {
         return Err(FieldError::out_of_range(format!(

@@ -6,13 +6,12 @@ use serde_json::json;
 
 use super::auth::Identity;
 use super::error::ApiError;
-use super::input::{FieldError, Query, json_body};
+use super::input::{Query, json_body};
 use super::trips::{PointBody, point, quote_error, short_text};
 use crate::auth::Role;
 use crate::clock::now_ms;
 use crate::dispatch::VehicleType;
 use crate::engine::Core;
-use crate::geo::LatLng;
 
 #[derive(Deserialize)]
 struct EstimateBody {
@@ -83,9 +82,7 @@ pub async fn surge(
 ) -> Result<HttpResponse, ApiError> {
     identity.require(&[Role::Rider, Role::Operator])?;
     let q = Query::parse(&req)?;
-    let lat = q.f64("lat")?.ok_or_else(|| FieldError::missing("lat"))?;
-    let lng = q.f64("lng")?.ok_or_else(|| FieldError::missing("lng"))?;
-    let point = LatLng::new(lat, lng).map_err(FieldError::from)?;
+    let point = q.point()?;
     let quote = core.market.surge(&core.shards, point, now_ms()).await;
     Ok(HttpResponse::Ok().json(json!({
         "multiplier": quote.surge,

@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 
 use actix::Addr;
 use actix_web::{HttpRequest, HttpResponse, web};
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{AggregatedMessage, CloseCode, ProtocolError, Session};
 use metrics::{counter, gauge};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::frames::{DriverCommand, error_frame, parse_driver_frame, session_frame, with_ref};
+use super::{MAX_FRAME_BYTES, Opened, close, open};
 use crate::actors::driver::{
     Answer, AnswerError, Attach, Detach, DriverActor, DriverSnapshot, GetSnapshot, Location,
     Outbound, Respond, SessionLink, SetStatus,
@@ -28,7 +29,6 @@ use crate::actors::driver::{
 use crate::actors::trip::DriverAction;
 use crate::auth::Role;
 use crate::engine::Core;
-use crate::http::auth::authenticate;
 use crate::http::drivers::own_actor;
 use crate::http::error::ApiError;
 use crate::http::trips::{answer_error, drive};
@@ -37,9 +37,6 @@ use crate::metrics::{
 };
 use crate::protocol;
 use crate::trips::{TripView, Viewer};
-
-/// Largest accepted frame (and aggregated continuation), bytes.
-pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -53,28 +50,15 @@ pub async fn driver_socket(
     body: web::Payload,
     core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
-    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
-        ApiError::bad_request(
-            "websocket_upgrade_required",
-            format!("this route speaks WebSocket only: {e}"),
-        )
-    })?;
-    let identity = authenticate(&core, &req, true).and_then(|identity| {
-        identity.require(&[Role::Driver])?;
-        Ok(identity)
-    });
-    let core = core.into_inner();
-    match identity {
-        Err(refused) => {
-            counter!(WS_FRAMES_REJECTED, "code" => refused.code).increment(1);
-            actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
-        }
-        Ok(identity) => match own_actor(&core, &identity) {
+    let (response, opened) = open(&req, body, &core, Role::Driver)?;
+    if let Some(Opened {
+        identity,
+        session,
+        stream,
+    }) = opened
+    {
+        match own_actor(&core, &identity) {
             Ok(actor) => {
-                let stream = stream
-                    .max_frame_size(MAX_FRAME_BYTES)
-                    .aggregate_continuations()
-                    .max_continuation_size(MAX_FRAME_BYTES);
                 actix_rt::spawn(run(
                     Core::clone(&core),
                     identity.id(),
@@ -86,18 +70,9 @@ pub async fn driver_socket(
             Err(refused) => {
                 actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
             }
-        },
+        }
     }
     Ok(response)
-}
-
-pub(crate) async fn close(session: Session, code: CloseCode, reason: String) {
-    let _ = session
-        .close(Some(CloseReason {
-            code,
-            description: Some(reason),
-        }))
-        .await;
 }
 
 /// Why the loop ended, and what to tell the client.

@@ -4,3 +4,82 @@
 pub mod driver;
 pub mod frames;
 pub mod rider;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessageStream, CloseCode, CloseReason, Session};
+use metrics::counter;
+
+use crate::auth::Role;
+use crate::engine::Core;
+use crate::http::auth::{Identity, authenticate};
+use crate::http::error::ApiError;
+use crate::metrics::WS_FRAMES_REJECTED;
+
+/// Largest accepted frame (and aggregated continuation), bytes.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+
+/// An accepted socket of an authenticated caller.
+pub struct Opened {
+    /// Who.
+    pub identity: Identity,
+    /// The socket's sending half.
+    pub session: Session,
+    /// Inbound frames, limited to [`MAX_FRAME_BYTES`].
+    pub stream: AggregatedMessageStream,
+}
+
+/// Upgrades the request, then authenticates it for `role` (token in the `Authorization` header or
+/// the `token` query parameter). A refusal is answered inside the socket with close 1008, so
+/// browsers see the reason; the answer is then `None`.
+///
+/// # Errors
+///
+/// 400 when the request is not a WebSocket upgrade.
+pub fn open(
+    req: &HttpRequest,
+    body: web::Payload,
+    core: &Core,
+    role: Role,
+) -> Result<(HttpResponse, Option<Opened>), ApiError> {
+    let (response, session, stream) = actix_ws::handle(req, body).map_err(|e| {
+        ApiError::bad_request(
+            "websocket_upgrade_required",
+            format!("this route speaks WebSocket only: {e}"),
+        )
+    })?;
+    let identity = authenticate(core, req, true).and_then(|identity| {
+        identity.require(&[role])?;
+        Ok(identity)
+    });
+    match identity {
+        Err(refused) => {
+            counter!(WS_FRAMES_REJECTED, "code" => refused.code).increment(1);
+            actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
+            Ok((response, None))
+        }
+        Ok(identity) => {
+            let stream = stream
+                .max_frame_size(MAX_FRAME_BYTES)
+                .aggregate_continuations()
+                .max_continuation_size(MAX_FRAME_BYTES);
+            Ok((
+                response,
+                Some(Opened {
+                    identity,
+                    session,
+                    stream,
+                }),
+            ))
+        }
+    }
+}
+
+/// Closes a socket with `code` and `reason`.
+pub async fn close(session: Session, code: CloseCode, reason: String) {
+    let _ = session
+        .close(Some(CloseReason {
+            code,
+            description: Some(reason),
+        }))
+        .await;
+}

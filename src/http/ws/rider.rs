@@ -14,12 +14,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::driver::{MAX_FRAME_BYTES, close};
 use super::frames::error_frame;
+use super::{MAX_FRAME_BYTES, Opened, close, open};
 use crate::actors::driver::Outbound;
 use crate::auth::Role;
 use crate::engine::Core;
-use crate::http::auth::authenticate;
 use crate::http::error::ApiError;
 use crate::metrics::{WS_FRAMES_REJECTED, WS_SESSIONS_OPEN};
 use crate::trips::{TripView, Viewer};
@@ -39,28 +38,14 @@ pub async fn rider_socket(
     body: web::Payload,
     core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
-    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| {
-        ApiError::bad_request(
-            "websocket_upgrade_required",
-            format!("this route speaks WebSocket only: {e}"),
-        )
-    })?;
-    let identity = authenticate(&core, &req, true).and_then(|identity| {
-        identity.require(&[Role::Rider])?;
-        Ok(identity)
-    });
-    match identity {
-        Err(refused) => {
-            counter!(WS_FRAMES_REJECTED, "code" => refused.code).increment(1);
-            actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
-        }
-        Ok(identity) => {
-            let stream = stream
-                .max_frame_size(MAX_FRAME_BYTES)
-                .aggregate_continuations()
-                .max_continuation_size(MAX_FRAME_BYTES);
-            actix_rt::spawn(run(Core::clone(&core), identity.id(), session, stream));
-        }
+    let (response, opened) = open(&req, body, &core, Role::Rider)?;
+    if let Some(Opened {
+        identity,
+        session,
+        stream,
+    }) = opened
+    {
+        actix_rt::spawn(run(Core::clone(&core), identity.id(), session, stream));
     }
     Ok(response)
 }
