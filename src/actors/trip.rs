@@ -173,10 +173,14 @@ impl TripActor {
             fare_estimate: trip.quote.estimate.total,
             vehicle_type: trip.vehicle_type.clone(),
         });
+        let mut search = Search::new(now_ms());
+        for &driver in &trip.excluded {
+            search.exclude(driver);
+        }
         Self {
             policy: Arc::clone(&core.policy),
             core,
-            search: Search::new(now_ms()),
+            search,
             trip,
             vehicle,
             terms,
@@ -386,7 +390,7 @@ impl TripActor {
                         break;
                     }
                     let id = hit.driver.driver_id;
-                    if actor.search.may_offer(id) && actor.offer(id, hit.distance_m, ctx) {
+                    if actor.search.may_offer(id) && actor.offer(id, ctx) {
                         offered += 1;
                     }
                 }
@@ -400,11 +404,10 @@ impl TripActor {
     }
 
     /// Sends one offer; false if the driver has no actor.
-    fn offer(&mut self, driver_id: Uuid, distance_m: f64, ctx: &mut Context<Self>) -> bool {
+    fn offer(&mut self, driver_id: Uuid, ctx: &mut Context<Self>) -> bool {
         let Some(addr) = self.core.drivers.get(driver_id) else {
             return false;
         };
-        let _ = distance_m;
         self.search.sending(driver_id);
         let expires_ms = now_ms() + self.policy.offer_timeout_ms;
         let timeout = self.offer_timeout();
@@ -552,13 +555,11 @@ impl Handler<DriverFree> for TripActor {
         if self.trip.status != TripStatus::Matching
             || self.search.room(&self.policy) == 0
             || !self.search.may_offer(msg.driver_id)
-            || self.trip.excluded.contains(&msg.driver_id)
         {
             return;
         }
-        let distance_m = msg.position.distance_m(self.trip.origin);
-        if distance_m <= self.trip.radius_m {
-            self.offer(msg.driver_id, distance_m, ctx);
+        if msg.position.distance_m(self.trip.origin) <= self.trip.radius_m {
+            self.offer(msg.driver_id, ctx);
         }
     }
 }
@@ -719,6 +720,9 @@ impl Handler<DriverAct> for TripActor {
                     }
                     self.last_position = None;
                     self.search.restart(now_ms());
+                    for &driver in &self.trip.excluded {
+                        self.search.exclude(driver);
+                    }
                     self.first_offer_sent = true;
                     self.post(ctx);
                     self.arm_step(ctx);
@@ -743,5 +747,143 @@ impl Handler<RiderCancel> for TripActor {
                 .map(|()| self.trip.clone())
                 .map_err(ActError::from),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::driver::{
+        Answer, Attach, GetSnapshot, Location, LocationUpdate, Outbound, Respond, SessionLink,
+        SetStatus,
+    };
+    use crate::config::Settings;
+    use crate::dispatch::DriverStatus;
+    use crate::engine::{Requested, TripRequest};
+    use crate::geo::LatLng;
+    use tokio::sync::mpsc;
+
+    fn point(lat: f64, lng: f64) -> LatLng {
+        LatLng::new(lat, lng).unwrap()
+    }
+
+    /// A driver online at `at` whose frames land in the returned queue.
+    async fn driver(
+        core: &Core,
+        at: LatLng,
+    ) -> (Uuid, Addr<DriverActor>, mpsc::Receiver<Outbound>) {
+        let id = Uuid::now_v7();
+        let addr = core.driver(id, None).unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        addr.send(Attach(SessionLink { id: 1, tx })).await.unwrap();
+        addr.send(Location(LocationUpdate {
+            point: at,
+            heading: None,
+            speed_mps: None,
+            ts_ms: None,
+        }))
+        .await
+        .unwrap();
+        addr.send(SetStatus(DriverStatus::Online)).await.unwrap();
+        (id, addr, rx)
+    }
+
+    fn offers(rx: &mut mpsc::Receiver<Outbound>) -> usize {
+        let mut n = 0;
+        while let Ok(Outbound::Text(frame)) = rx.try_recv() {
+            n += usize::from(frame.contains(r#""type":"offer""#));
+        }
+        n
+    }
+
+    #[actix::test]
+    async fn a_driver_who_gave_a_trip_up_is_never_offered_it_again() {
+        let mut settings = Settings::default();
+        settings.matching.offer_timeout_s = 0.1;
+        let core = Core::start(settings).unwrap();
+        let pickup = point(48.8566, 2.3522);
+        let (driver_id, addr, mut rx) = driver(&core, point(48.8570, 2.3530)).await;
+        let Requested::Created(trip) = core
+            .request_trip(
+                Uuid::now_v7(),
+                TripRequest {
+                    origin: pickup,
+                    destination: point(48.87, 2.30),
+                    vehicle_type: None,
+                    promo_code: None,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("a new trip")
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(offers(&mut rx), 1);
+        let answer = addr
+            .send(Respond {
+                trip_id: trip.trip_id,
+                accept: true,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(answer, Ok(Answer::Assigned(_))));
+        let actor = core.trip_actors.get(trip.trip_id).unwrap();
+        let after = actor
+            .send(DriverAct {
+                driver_id,
+                action: DriverAction::Cancel,
+                via_socket: true,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.status, TripStatus::Matching);
+        // The driver is free, nearest and in reach, yet the search passes it over and, with
+        // nobody else, ends.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(addr.send(GetSnapshot).await.unwrap().available);
+        assert_eq!(offers(&mut rx), 0, "offered the trip it gave up");
+        assert_eq!(
+            core.trips.get(trip.trip_id).unwrap().status,
+            TripStatus::NoDriverFound
+        );
+        core.shutdown();
+    }
+
+    #[actix::test]
+    async fn an_accept_without_an_open_offer_is_rejected_with_the_reason() {
+        let core = Core::start(Settings::default()).unwrap();
+        let Requested::Created(trip) = core
+            .request_trip(
+                Uuid::now_v7(),
+                TripRequest {
+                    origin: point(10.0, 10.0),
+                    destination: point(10.01, 10.01),
+                    vehicle_type: None,
+                    promo_code: None,
+                    idempotency_key: None,
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("a new trip")
+        };
+        let actor = core.trip_actors.get(trip.trip_id).unwrap();
+        let stranger = core.driver(Uuid::now_v7(), None).unwrap();
+        let answer = actor
+            .send(Accepting {
+                driver_id: Uuid::now_v7(),
+                driver: stranger,
+                position: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(answer.unwrap_err(), OfferEnd::Expired);
+        actor.send(RiderCancel).await.unwrap().unwrap();
+        assert!(!actor.connected() || core.trip_actors.get(trip.trip_id).is_none());
+        core.shutdown();
     }
 }

@@ -95,6 +95,11 @@ impl Search {
         !self.tried.contains(&driver) && !self.busy.contains(&driver)
     }
 
+    /// Never offers `driver` in this search (it gave the trip up before).
+    pub fn exclude(&mut self, driver: Uuid) {
+        self.tried.insert(driver);
+    }
+
     /// An offer to `driver` is on its way.
     pub fn sending(&mut self, driver: Uuid) {
         self.tried.insert(driver);
