@@ -258,3 +258,59 @@ impl Market {
         Ok(price(&tariff, currency, metres, seconds, surge, discount))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CitySettings;
+
+    #[test]
+    fn a_city_prices_pickups_inside_it_and_the_defaults_price_the_rest() {
+        let mut settings = Settings::default();
+        let paris_economy = Tariff {
+            base: 300,
+            per_km: 110,
+            per_min: 35,
+            min_fare: 800,
+            cancel_fee: 500,
+        };
+        settings.pricing.cities = vec![CitySettings {
+            name: "paris".into(),
+            lat: 48.8566,
+            lng: 2.3522,
+            radius_km: 40.0,
+            currency: "eur".into(),
+            tariffs: BTreeMap::from([("economy".to_owned(), paris_economy)]),
+        }];
+        let market = Market::new(&settings).unwrap();
+        let paris = LatLng::new(48.86, 2.34).unwrap();
+        let lyon = LatLng::new(45.76, 4.84).unwrap();
+        let eur = Currency::parse("EUR").unwrap();
+        assert_eq!(
+            market.tariff(paris, "economy").unwrap(),
+            (paris_economy, eur)
+        );
+        assert_eq!(
+            market.tariff(lyon, "economy").unwrap().1,
+            Currency::USD,
+            "outside the city: the default tariffs"
+        );
+        assert_eq!(
+            market.tariff(paris, "xl").unwrap().0.base,
+            500,
+            "a type the city does not price falls back to the defaults"
+        );
+        assert!(matches!(
+            market.tariff(paris, "rickshaw"),
+            Err(QuoteError::UnknownVehicle { .. })
+        ));
+        let fare = market
+            .estimate(paris, paris, "economy", Surge::NONE, None)
+            .unwrap();
+        assert_eq!(
+            fare.total,
+            crate::dispatch::Money::new(800, eur),
+            "minimum fare, in euros"
+        );
+    }
+}
