@@ -31,7 +31,7 @@ use crate::dispatch::{
 };
 use crate::geo::{LatLng, NearbyHit, NearbyQuery};
 use crate::market::{Market, QuoteError};
-use crate::metrics::TRIP_REQUESTS;
+use crate::metrics::{TRIP_REQUESTS, TRIP_TRANSITIONS};
 use crate::trips::{IdempotentRequest, TripStore};
 
 /// Why a driver actor could not be found or started.
@@ -357,6 +357,9 @@ impl Core {
             now,
         );
         self.trips.insert(trip.clone(), events);
+        for status in ["REQUESTED", "MATCHING"] {
+            counter!(TRIP_TRANSITIONS, "status" => status).increment(1);
+        }
         let actor = TripActor::new(self.clone(), trip.clone(), vehicle).start();
         self.trip_actors.insert(trip_id, actor);
         tracing::info!(%trip_id, %rider_id, "trip requested");
