@@ -544,16 +544,10 @@ impl Handler<Location> for DriverActor {
                 self.sync_availability();
             }
         }
-        if let Some((_, trip)) = &self.trip {
+        if let (Some((_, trip)), Some(position)) = (&self.trip, self.position) {
             let _ = trip.try_send(DriverMoved {
                 driver_id: self.driver_id,
-                position: Position {
-                    point: update.point,
-                    heading: update.heading,
-                    speed_mps: update.speed_mps,
-                    ts_ms: update.ts_ms.unwrap_or(now),
-                    received_ms: now,
-                },
+                position,
             });
         }
     }
