@@ -139,11 +139,28 @@ impl AuthSettings {
 }
 
 /// `[database]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// `postgres://…` or `sqlite://…`; unset means the SQLite file `data/hexdispatch.db`.
     pub url: Option<String>,
+    /// Writes queued for the database beyond which new trip requests are refused (503).
+    pub max_pending: usize,
+    /// How long `POST /api/trips` waits for its first event to be durable before answering 503.
+    pub ack_timeout_s: f64,
+    /// Least time between two stored position samples of one driver, seconds.
+    pub location_sample_s: f64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_pending: 100_000,
+            ack_timeout_s: 5.0,
+            location_sample_s: 30.0,
+        }
+    }
 }
 
 /// `[amqp]`
@@ -175,6 +192,9 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Lifetime of a driver's snapshot entry, seconds.
     pub ttl_s: u64,
+    /// Least time between two snapshot writes of one driver's position, milliseconds (status
+    /// changes are written at once).
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for RedisSettings {
@@ -183,6 +203,7 @@ impl Default for RedisSettings {
             url: None,
             key_prefix: "hexdispatch:".into(),
             ttl_s: 300,
+            snapshot_interval_ms: 1_000,
         }
     }
 }
@@ -598,6 +619,17 @@ impl Settings {
                 "database.url",
                 "must start with postgres://, postgresql:// or sqlite:",
             ));
+        }
+        if self.database.max_pending == 0 {
+            return Err(invalid("database.max_pending", "must be positive"));
+        }
+        positive("database.ack_timeout_s", self.database.ack_timeout_s)?;
+        positive(
+            "database.location_sample_s",
+            self.database.location_sample_s,
+        )?;
+        if self.redis.ttl_s == 0 {
+            return Err(invalid("redis.ttl_s", "must be positive"));
         }
         if let Some(url) = &self.amqp.url
             && !(url.starts_with("amqp://") || url.starts_with("amqps://"))

@@ -5,11 +5,12 @@
 use std::net::TcpListener;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Arbiter};
 use actix_web::dev::{Server, ServerHandle};
+use anyhow::Context as _;
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
@@ -25,6 +26,7 @@ use crate::auth::JwtKeys;
 use crate::clock::now_ms;
 use crate::config::{ConfigError, Settings};
 use crate::directory::DriverDirectory;
+use crate::dispatch::EventRecord;
 use crate::dispatch::{
     InvalidVehicleType, MatchingPolicy, Money, NewTrip, PromoError, Quote, TooManyVehicleTypes,
     Trip, VehicleType, VehicleTypes, pin_from,
@@ -32,6 +34,7 @@ use crate::dispatch::{
 use crate::geo::{LatLng, NearbyHit, NearbyQuery};
 use crate::market::{Market, QuoteError};
 use crate::metrics::{TRIP_REQUESTS, TRIP_TRANSITIONS};
+use crate::persistence::{Persistence, Snapshot, Store, TripWrite, Write};
 use crate::trips::{IdempotentRequest, TripStore};
 
 /// Why a driver actor could not be found or started.
@@ -78,6 +81,18 @@ pub enum RequestError {
     /// The first request with this idempotency key is still being handled.
     #[error("a request with this idempotency_key is still being handled; retry shortly")]
     InProgress,
+    /// Too many writes are waiting for the database.
+    #[error("the database is behind; new trips are refused until it catches up")]
+    Backlog,
+    /// The trip's first event did not become durable in time (the trip is kept).
+    #[error(
+        "the trip could not be stored in time; it is kept and will be stored when the database \
+         answers: retry with the same idempotency_key to see it"
+    )]
+    NotDurable,
+    /// The durable store failed to answer a read.
+    #[error("the trip store failed: {0}")]
+    Store(String),
 }
 
 impl From<PromoError> for RequestError {
@@ -125,6 +140,11 @@ pub struct CoreInner {
     pub market: Market,
     /// Radius steps, batch size, offer life.
     pub policy: Arc<MatchingPolicy>,
+    /// The durable store's writer, once attached (the engine always has one; bare cores in unit
+    /// tests and benchmarks do not).
+    persistence: OnceLock<Persistence>,
+    /// The Redis snapshot, when `redis.url` is set.
+    snapshot: OnceLock<Snapshot>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Vehicle type of drivers whose token names none.
@@ -194,6 +214,8 @@ impl Core {
             riders: RiderHub::default(),
             market,
             policy,
+            persistence: OnceLock::new(),
+            snapshot: OnceLock::new(),
             settings,
             shards,
             drivers: DriverRegistry::default(),
@@ -209,6 +231,181 @@ impl Core {
         // Nothing to recover yet: the engine is ready as soon as its actors run.
         core.ready.store(true, Ordering::Release);
         Ok(core)
+    }
+
+    /// Attaches the durable store's writer (once).
+    pub fn attach_persistence(&self, persistence: Persistence) {
+        let _ = self.persistence.set(persistence);
+    }
+
+    /// Attaches the Redis snapshot (once).
+    pub fn attach_snapshot(&self, snapshot: Snapshot) {
+        let _ = self.snapshot.set(snapshot);
+    }
+
+    /// The durable store's writer.
+    #[must_use]
+    pub fn persistence(&self) -> Option<&Persistence> {
+        self.persistence.get()
+    }
+
+    /// The Redis snapshot.
+    #[must_use]
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.get()
+    }
+
+    /// Marks start-up done (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Records a trip's new events: in memory at once, in the durable store behind.
+    pub fn save_trip(&self, trip: &Trip, records: Vec<EventRecord>) {
+        self.trips.append(trip, &records);
+        if let Some(p) = self.persistence()
+            && p.write(Write::Trip(Box::new(TripWrite {
+                trip: trip.clone(),
+                records,
+                idempotency: None,
+            })))
+            .is_err()
+        {
+            tracing::error!(trip_id = %trip.trip_id, "trip events not queued: the writer has stopped");
+        }
+    }
+
+    /// A trip: from memory, or read back from the durable store (and then kept in memory).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Store`] when the store fails.
+    pub async fn load_trip(&self, trip_id: Uuid) -> Result<Option<Trip>, RequestError> {
+        if let Some(trip) = self.trips.get(trip_id) {
+            return Ok(Some(trip));
+        }
+        let Some(p) = self.persistence() else {
+            return Ok(None);
+        };
+        match p.store().trip(trip_id).await {
+            Ok(Some((trip, events))) => {
+                if self.trips.get(trip_id).is_none() {
+                    self.trips.insert(trip.clone(), events);
+                }
+                Ok(Some(trip))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(RequestError::Store(e.to_string())),
+        }
+    }
+
+    /// A trip's events, oldest first (memory, else the durable store).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Store`] when the store fails.
+    pub async fn load_events(
+        &self,
+        trip_id: Uuid,
+    ) -> Result<Option<Vec<EventRecord>>, RequestError> {
+        if self.load_trip(trip_id).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.trips.events(trip_id))
+    }
+
+    /// A rider's trips, newest first, older than `before`, at most `limit`: the durable store's
+    /// list merged with trips not written yet.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Store`] when the store fails.
+    pub async fn rider_trips(
+        &self,
+        rider_id: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Trip>, RequestError> {
+        let mut ids: Vec<Uuid> = self
+            .trips
+            .rider_trips(rider_id, before, limit)
+            .iter()
+            .map(|t| t.trip_id)
+            .collect();
+        if let Some(p) = self.persistence() {
+            let stored = p
+                .store()
+                .rider_trip_ids(rider_id, before, limit)
+                .await
+                .map_err(|e| RequestError::Store(e.to_string()))?;
+            ids.extend(stored);
+        }
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        ids.truncate(limit);
+        let mut trips = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(trip) = self.load_trip(id).await? {
+                trips.push(trip);
+            }
+        }
+        Ok(trips)
+    }
+
+    /// Start-up recovery: resumes every trip the durable store holds as live (MATCHING ones match
+    /// again from their step; assigned ones wait for their driver) and puts the drivers of the
+    /// Redis snapshot back into the index. Returns (trips resumed, drivers restored).
+    ///
+    /// # Errors
+    ///
+    /// The store's or Redis's error.
+    pub async fn recover(&self) -> anyhow::Result<(usize, usize)> {
+        let mut trips = 0;
+        if let Some(p) = self.persistence() {
+            for trip_id in p.store().live_trip_ids().await? {
+                let Some((trip, events)) = p.store().trip(trip_id).await? else {
+                    continue;
+                };
+                if !trip.status.is_live() {
+                    continue;
+                }
+                let vehicle = self
+                    .vehicles
+                    .intern(&VehicleType::parse(&trip.vehicle_type)?)?;
+                self.trips.insert(trip.clone(), events);
+                let actor = TripActor::new(self.clone(), trip, vehicle).start();
+                self.trip_actors.insert(trip_id, actor);
+                trips += 1;
+            }
+        }
+        let mut drivers = 0;
+        if let Some(snapshot) = self.snapshot() {
+            let fresh_since = now_ms().saturating_sub(
+                i64::try_from(self.settings.location.ttl().as_millis()).unwrap_or(i64::MAX),
+            );
+            for entry in snapshot.load().await? {
+                if entry.status != "online" || entry.received_ms < fresh_since {
+                    continue;
+                }
+                let Ok(actor) = self.driver(entry.driver_id, Some(&entry.vehicle_type)) else {
+                    continue;
+                };
+                let Ok(point) = LatLng::new(entry.lat, entry.lng) else {
+                    continue;
+                };
+                actor
+                    .send(crate::actors::driver::Restore(crate::directory::Position {
+                        point,
+                        heading: entry.heading,
+                        speed_mps: entry.speed_mps,
+                        ts_ms: entry.ts_ms,
+                        received_ms: entry.received_ms,
+                    }))
+                    .await?;
+                drivers += 1;
+            }
+        }
+        Ok((trips, drivers))
     }
 
     /// Whether start-up has finished.
@@ -286,7 +483,39 @@ impl Core {
                 trip_id,
                 fingerprint: fingerprint.clone(),
             };
-            if let Some(prior) = self.trips.claim_key(rider_id, key, claim) {
+            if let Some(p) = self.persistence()
+                && self.trips.claim_key(rider_id, key, claim.clone()).is_none()
+            {
+                // New to this process: the key may still be in the durable store.
+                let stored = p
+                    .store()
+                    .idempotent(rider_id, key)
+                    .await
+                    .map_err(|e| RequestError::Store(e.to_string()));
+                match stored {
+                    Ok(None) => {}
+                    Ok(Some((trip_id, stored_fingerprint))) => {
+                        let prior = IdempotentRequest {
+                            trip_id,
+                            fingerprint: stored_fingerprint,
+                        };
+                        self.trips.bind_key(rider_id, key, prior.clone());
+                        counter!(TRIP_REQUESTS, "outcome" => "replayed").increment(1);
+                        if prior.fingerprint != fingerprint {
+                            return Err(RequestError::KeyReused);
+                        }
+                        return self
+                            .load_trip(trip_id)
+                            .await?
+                            .map(|t| Requested::Replayed(Box::new(t)))
+                            .ok_or(RequestError::InProgress);
+                    }
+                    Err(e) => {
+                        self.trips.release_key(rider_id, key);
+                        return Err(e);
+                    }
+                }
+            } else if let Some(prior) = self.trips.claim_key(rider_id, key, claim) {
                 counter!(TRIP_REQUESTS, "outcome" => "replayed").increment(1);
                 if prior.fingerprint != fingerprint {
                     return Err(RequestError::KeyReused);
@@ -298,11 +527,20 @@ impl Core {
                     .ok_or(RequestError::InProgress);
             }
         }
+        if self.persistence().is_some_and(Persistence::is_full) {
+            if let Some(key) = &request.idempotency_key {
+                self.trips.release_key(rider_id, key);
+            }
+            counter!(TRIP_REQUESTS, "outcome" => "refused").increment(1);
+            return Err(RequestError::Backlog);
+        }
         let opened = self
             .open_trip(trip_id, rider_id, &request, vehicle_type)
             .await;
         match &opened {
-            Ok(_) => counter!(TRIP_REQUESTS, "outcome" => "created").increment(1),
+            Ok(_) | Err(RequestError::NotDurable) => {
+                counter!(TRIP_REQUESTS, "outcome" => "created").increment(1);
+            }
             Err(_) => {
                 counter!(TRIP_REQUESTS, "outcome" => "refused").increment(1);
                 if let Some(key) = &request.idempotency_key {
@@ -356,13 +594,39 @@ impl Core {
             },
             now,
         );
-        self.trips.insert(trip.clone(), events);
+        self.trips.insert(trip.clone(), events.clone());
         for status in ["REQUESTED", "MATCHING"] {
             counter!(TRIP_TRANSITIONS, "status" => status).increment(1);
         }
+        let durable = self.persistence().map(|p| {
+            p.write_durable(Write::Trip(Box::new(TripWrite {
+                trip: trip.clone(),
+                records: events,
+                idempotency: request.idempotency_key.clone().map(|key| {
+                    (
+                        key,
+                        self.trips
+                            .claimed(rider_id, request.idempotency_key.as_deref().unwrap_or(""))
+                            .map(|c| c.fingerprint)
+                            .unwrap_or_default(),
+                    )
+                }),
+            })))
+        });
+        // Matching starts at once; the answer waits for durability.
         let actor = TripActor::new(self.clone(), trip.clone(), vehicle).start();
         self.trip_actors.insert(trip_id, actor);
         tracing::info!(%trip_id, %rider_id, "trip requested");
+        if let Some(durable) = durable {
+            let limit = Duration::from_secs_f64(self.settings.database.ack_timeout_s);
+            match durable {
+                Ok(rx) => match tokio::time::timeout(limit, rx).await {
+                    Ok(Ok(())) => {}
+                    _ => return Err(RequestError::NotDurable),
+                },
+                Err(_) => return Err(RequestError::NotDurable),
+            }
+        }
         Ok(trip)
     }
 
@@ -397,28 +661,62 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Graceful stop: sessions get a close frame, the server stops accepting and drains, then the
-    /// cell actors stop.
+    /// Graceful stop: sessions get a close frame, the server stops accepting and drains, queued
+    /// writes are flushed to the database (up to `http.shutdown_timeout_s`), then the actors stop.
     pub async fn stop(&self) {
         let _ = self.core.shutdown.send(true);
         self.server.stop(true).await;
+        if let Some(p) = self.core.persistence()
+            && !p.flush(shutdown_timeout(&self.core.settings)).await
+        {
+            tracing::error!(
+                pending = p.pending(),
+                "stopping with writes the database did not take"
+            );
+        }
         self.core.shutdown();
     }
 }
 
 impl Engine {
-    /// Binds the listener (port 0 picks a free one), starts the core and builds the server. Must
-    /// run inside an actix system.
+    /// Binds the listener (port 0 picks a free one), starts the core, opens the durable store
+    /// (running its migrations) and the Redis snapshot when configured, starts the server, then
+    /// recovers live trips and snapshot drivers; `/ready` answers 200 only after that. Must run
+    /// inside an actix system.
     ///
     /// # Errors
     ///
-    /// Invalid settings or a port that cannot be bound.
-    pub fn start(settings: Settings) -> anyhow::Result<Self> {
+    /// Invalid settings, a port that cannot be bound, a database or Redis that cannot be reached,
+    /// or a recovery that fails.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))?;
         let port = listener.local_addr()?.port();
         let core = Core::start(settings)?;
+        core.set_ready(false);
+        let store = Store::connect(core.settings.database.url.as_deref())
+            .await
+            .context("cannot open the database (database.url)")?;
+        store
+            .migrate()
+            .await
+            .context("database migrations failed")?;
+        tracing::info!(backend = store.backend().as_str(), "database ready");
+        core.attach_persistence(Persistence::start(
+            store,
+            core.settings.database.max_pending,
+        ));
+        if let Some(url) = &core.settings.redis.url {
+            let redis = &core.settings.redis;
+            let snapshot = Snapshot::connect(url, &redis.key_prefix, redis.ttl_s)
+                .await
+                .context("cannot reach Redis (redis.url)")?;
+            core.attach_snapshot(snapshot);
+        }
         let server = crate::http::server(core.clone(), listener)?;
         tracing::info!(port, "hexdispatch listening");
+        let (trips, drivers) = core.recover().await.context("recovery failed")?;
+        tracing::info!(trips, drivers, "recovery done; ready");
+        core.set_ready(true);
         Ok(Self { core, server, port })
     }
 

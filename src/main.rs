@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use hexdispatch::auth::{JwtKeys, Role};
 use hexdispatch::config::Settings;
 use hexdispatch::dispatch::VehicleType;
+use hexdispatch::persistence::Store;
 use hexdispatch::{Engine, telemetry};
 use uuid::Uuid;
 
@@ -36,6 +37,8 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Apply the database migrations not applied yet, then exit.
+    Migrate,
     /// Print a signed access token, and nothing else, on stdout.
     Token {
         /// Role of the bearer.
@@ -79,11 +82,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             settings.validate()?;
             telemetry::init(&settings.log);
             actix_web::rt::System::new().block_on(async move {
-                let engine = Engine::start(settings).context("could not start the engine")?;
+                let engine = Engine::start(settings)
+                    .await
+                    .context("could not start the engine")?;
                 engine
                     .run_until_signalled()
                     .await
                     .context("the server failed")
+            })
+        }
+        Command::Migrate => {
+            telemetry::init(&settings.log);
+            actix_web::rt::System::new().block_on(async move {
+                let store = Store::connect(settings.database.url.as_deref())
+                    .await
+                    .context("could not connect to the database")?;
+                store.migrate().await.context("migrations failed")?;
+                println!("migrations applied ({})", store.backend().as_str());
+                Ok(())
             })
         }
         Command::Token {

@@ -46,7 +46,53 @@ pub const TRIP_TIME_TO_ACCEPT: &str = "hexdispatch_trip_time_to_accept_seconds";
 /// WebSocket frames dropped because a socket's queue was full, by `role`.
 pub const WS_FRAMES_DROPPED: &str = "hexdispatch_ws_frames_dropped_total";
 
+/// Writes queued for the database and not yet committed.
+pub const DB_PENDING: &str = "hexdispatch_db_pending_writes";
+/// Database commit latency (one batch), seconds.
+pub const DB_COMMIT_DURATION: &str = "hexdispatch_db_commit_duration_seconds";
+/// Writes per committed batch.
+pub const DB_BATCH_SIZE: &str = "hexdispatch_db_batch_writes";
+/// Failed batch commits (each retried).
+pub const DB_WRITE_ERRORS: &str = "hexdispatch_db_write_errors_total";
+/// Sampled positions not written because the database queue was over its bound.
+pub const POSITIONS_SKIPPED: &str = "hexdispatch_position_samples_skipped_total";
+/// Driver snapshots written to Redis.
+pub const SNAPSHOT_WRITES: &str = "hexdispatch_snapshot_writes_total";
+/// Failed Redis snapshot batches.
+pub const SNAPSHOT_ERRORS: &str = "hexdispatch_snapshot_errors_total";
+
 fn describe() {
+    describe_gauge!(
+        DB_PENDING,
+        Unit::Count,
+        "Writes queued for the database, not yet committed."
+    );
+    describe_histogram!(
+        DB_COMMIT_DURATION,
+        Unit::Seconds,
+        "Database commit latency of one batch."
+    );
+    describe_histogram!(DB_BATCH_SIZE, Unit::Count, "Writes per committed batch.");
+    describe_counter!(
+        DB_WRITE_ERRORS,
+        Unit::Count,
+        "Failed batch commits, each retried."
+    );
+    describe_counter!(
+        POSITIONS_SKIPPED,
+        Unit::Count,
+        "Sampled positions skipped while the database queue was over its bound."
+    );
+    describe_counter!(
+        SNAPSHOT_WRITES,
+        Unit::Count,
+        "Driver snapshots written to Redis."
+    );
+    describe_counter!(
+        SNAPSHOT_ERRORS,
+        Unit::Count,
+        "Failed Redis snapshot batches."
+    );
     describe_counter!(
         TRIP_TRANSITIONS,
         Unit::Count,

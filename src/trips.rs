@@ -34,6 +34,8 @@ pub struct TripStore {
     /// Trip ids per rider; v7 ids sort by creation time.
     by_rider: DashMap<Uuid, BTreeSet<Uuid>>,
     keys: DashMap<(Uuid, String), IdempotentRequest>,
+    /// Driver → the live trip it serves.
+    assignments: DashMap<Uuid, Uuid>,
 }
 
 impl TripStore {
@@ -54,26 +56,62 @@ impl TripStore {
         }
     }
 
+    /// Binds `key` to `request` whatever it was bound to (a key found in the durable store).
+    pub fn bind_key(&self, rider: Uuid, key: &str, request: IdempotentRequest) {
+        self.keys.insert((rider, key.to_owned()), request);
+    }
+
+    /// What `key` is bound to.
+    #[must_use]
+    pub fn claimed(&self, rider: Uuid, key: &str) -> Option<IdempotentRequest> {
+        self.keys.get(&(rider, key.to_owned())).map(|r| r.clone())
+    }
+
     /// Frees a key whose request failed before creating its trip.
     pub fn release_key(&self, rider: Uuid, key: &str) {
         self.keys.remove(&(rider, key.to_owned()));
     }
 
-    /// Stores a new trip and its first events.
+    /// Stores a trip and its events (a new trip, or one read back from the durable store).
     pub fn insert(&self, trip: Trip, events: Vec<EventRecord>) {
         self.by_rider
             .entry(trip.rider_id)
             .or_default()
             .insert(trip.trip_id);
+        self.assign(&trip);
         self.trips.insert(trip.trip_id, Stored { trip, events });
     }
 
     /// Appends events to a trip and replaces its state.
     pub fn append(&self, trip: &Trip, records: &[EventRecord]) {
         if let Some(mut stored) = self.trips.get_mut(&trip.trip_id) {
+            if let Some(previous) = stored.trip.driver_id
+                && trip.driver_id != Some(previous)
+            {
+                self.assignments
+                    .remove_if(&previous, |_, t| *t == trip.trip_id);
+            }
             stored.events.extend_from_slice(records);
             stored.trip = trip.clone();
         }
+        self.assign(trip);
+    }
+
+    fn assign(&self, trip: &Trip) {
+        if let Some(driver) = trip.driver_id {
+            if trip.status.is_live() {
+                self.assignments.insert(driver, trip.trip_id);
+            } else {
+                self.assignments
+                    .remove_if(&driver, |_, t| *t == trip.trip_id);
+            }
+        }
+    }
+
+    /// The live trip `driver` serves, if any.
+    #[must_use]
+    pub fn assignment(&self, driver: Uuid) -> Option<Uuid> {
+        self.assignments.get(&driver).map(|t| *t)
     }
 
     /// A trip's current state.

@@ -109,6 +109,12 @@ pub struct Detach {
 #[rtype(result = "DriverSnapshot")]
 pub struct GetSnapshot;
 
+/// Start-up recovery: the driver was online at this position (from the Redis snapshot). The
+/// position keeps its original receive time, so it goes stale when it would have.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore(pub Position);
+
 /// A trip offers itself to the driver.
 #[derive(Message)]
 #[rtype(result = "OfferReply")]
@@ -294,6 +300,9 @@ pub struct DriverActor {
     recent: VecDeque<(Uuid, OfferEnd)>,
     /// Whether the index entry says available, so changes are sent once.
     listed_available: bool,
+    /// When a position was last stored as a history sample / written to the snapshot, epoch ms.
+    last_sample_ms: i64,
+    last_snapshot_ms: i64,
     ttl_ms: i64,
     drops: Counter,
 }
@@ -317,6 +326,8 @@ impl DriverActor {
             trip: None,
             recent: VecDeque::with_capacity(RECENT_OFFERS),
             listed_available: false,
+            last_sample_ms: 0,
+            last_snapshot_ms: 0,
             ttl_ms,
             drops: counter!(LOCATION_UPDATES_DROPPED, "reason" => "cell_mailbox_full"),
         }
@@ -348,6 +359,70 @@ impl DriverActor {
                 .offer
                 .as_ref()
                 .is_none_or(|o| !o.accepting && now > o.expires_ms + OFFER_GRACE_MS)
+    }
+
+    /// Writes the driver's state to the Redis snapshot (status changes at once, positions at most
+    /// once per `redis.snapshot_interval_ms`).
+    fn snapshot_state(&mut self, force: bool) {
+        let (Some(snapshot), Some(position)) = (self.core.snapshot(), self.position) else {
+            return;
+        };
+        let interval =
+            i64::try_from(self.core.settings.redis.snapshot_interval_ms).unwrap_or(i64::MAX);
+        if !force && position.received_ms - self.last_snapshot_ms < interval {
+            return;
+        }
+        self.last_snapshot_ms = position.received_ms;
+        snapshot.record(crate::persistence::SnapshotEntry {
+            driver_id: self.driver_id,
+            vehicle_type: self.vehicle_type.to_string(),
+            status: self.status.as_str().to_owned(),
+            lat: position.point.lat(),
+            lng: position.point.lng(),
+            heading: position.heading,
+            speed_mps: position.speed_mps,
+            ts_ms: position.ts_ms,
+            received_ms: position.received_ms,
+        });
+    }
+
+    /// Stores a history sample at most once per `database.location_sample_s`.
+    fn sample_position(&mut self) {
+        let (Some(persistence), Some(position)) = (self.core.persistence(), self.position) else {
+            return;
+        };
+        let every = (self.core.settings.database.location_sample_s * 1_000.0) as i64;
+        if position.received_ms - self.last_sample_ms < every {
+            return;
+        }
+        self.last_sample_ms = position.received_ms;
+        persistence.sample(crate::persistence::Write::Position(
+            crate::persistence::PositionRow {
+                driver_id: self.driver_id,
+                ts_ms: position.ts_ms,
+                lat: position.point.lat(),
+                lng: position.point.lng(),
+                heading: position.heading.map(f64::from),
+                speed_mps: position.speed_mps.map(f64::from),
+            },
+        ));
+    }
+
+    /// The driver's profile as stored.
+    fn profile_row(&self) -> crate::persistence::DriverRow {
+        crate::persistence::DriverRow {
+            driver_id: self.driver_id,
+            vehicle_type: self.vehicle_type.to_string(),
+            status: self.status.as_str().to_owned(),
+            position: self
+                .position
+                .map(|p| (p.point.lat(), p.point.lng(), p.received_ms)),
+            created_ms: self
+                .core
+                .directory
+                .get(self.driver_id)
+                .map_or_else(now_ms, |p| p.created_ms),
+        }
     }
 
     fn send_frame(&self, frame: String) {
@@ -488,12 +563,27 @@ impl Actor for DriverActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.core.settings.driver.mailbox);
         gauge!(DRIVER_ACTORS).increment(1.0);
+        // A driver whose actor (re)starts while a trip holds it — after an engine restart —
+        // serves that trip again.
+        if let Some(trip_id) = self.core.trips.assignment(self.driver_id)
+            && let Some(trip) = self.core.trip_actors.get(trip_id)
+        {
+            self.trip = Some((trip_id, trip));
+        }
+        if let Some(p) = self.core.persistence() {
+            let _ = p.write(crate::persistence::Write::Driver(self.profile_row()));
+        }
         self.review(ctx);
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
         self.drop_offer();
         self.unplace();
+        if let Some(p) = self.core.persistence() {
+            let mut row = self.profile_row();
+            row.status = DriverStatus::Offline.as_str().to_owned();
+            let _ = p.write(crate::persistence::Write::Driver(row));
+        }
         if self.status == DriverStatus::Online {
             gauge!(DRIVERS_ONLINE).decrement(1.0);
         }
@@ -544,6 +634,10 @@ impl Handler<Location> for DriverActor {
                 self.sync_availability();
             }
         }
+        self.sample_position();
+        if self.status == DriverStatus::Online {
+            self.snapshot_state(false);
+        }
         if let (Some((_, trip)), Some(position)) = (&self.trip, self.position) {
             let _ = trip.try_send(DriverMoved {
                 driver_id: self.driver_id,
@@ -575,6 +669,7 @@ impl Handler<SetStatus> for DriverActor {
                     self.listed_available = false;
                 }
             }
+            self.snapshot_state(true);
             tracing::info!(driver_id = %self.driver_id, status = status.as_str(), "driver status changed");
             self.review(ctx);
         }
@@ -617,6 +712,22 @@ impl Handler<GetSnapshot> for DriverActor {
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.snapshot())
+    }
+}
+
+impl Handler<Restore> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, Restore(position): Restore, ctx: &mut Self::Context) {
+        self.position = Some(position);
+        if self.status != DriverStatus::Online {
+            self.status = DriverStatus::Online;
+            gauge!(DRIVERS_ONLINE).increment(1.0);
+        }
+        self.place();
+        self.listed_available = false;
+        self.sync_availability();
+        self.review(ctx);
     }
 }
 

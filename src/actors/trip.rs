@@ -173,7 +173,7 @@ impl TripActor {
             fare_estimate: trip.quote.estimate.total,
             vehicle_type: trip.vehicle_type.clone(),
         });
-        let mut search = Search::new(now_ms());
+        let mut search = Search::at_step(trip.step, now_ms());
         for &driver in &trip.excluded {
             search.exclude(driver);
         }
@@ -222,7 +222,7 @@ impl TripActor {
                 changes.push((before, self.trip.status, record.event.clone()));
             }
         }
-        self.core.trips.append(&self.trip, &records);
+        self.core.save_trip(&self.trip, records);
         for (before, after, event) in changes {
             self.announce(before, after, &event, quiet_driver);
         }
@@ -278,7 +278,13 @@ impl TripActor {
                 | TripStatus::TripCompleted
                 | TripStatus::Cancelled
         ) && !matches!(event, TripEvent::DriverCancelled { .. });
-        if to_driver && let (Some(addr), Some(_)) = (&self.driver, self.trip.driver_id) {
+        // After a restart the trip knows its driver's id but not yet its actor.
+        let addr = self.driver.clone().or_else(|| {
+            self.trip
+                .driver_id
+                .and_then(|driver| self.core.drivers.get(driver))
+        });
+        if to_driver && let Some(addr) = addr {
             let release = !after.is_live();
             addr.do_send(TripNotice {
                 trip_id: self.trip.trip_id,

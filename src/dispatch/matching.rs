@@ -75,6 +75,15 @@ impl Search {
         }
     }
 
+    /// A search resuming at step `step` (a trip read back after a restart).
+    #[must_use]
+    pub fn at_step(step: usize, now_ms: i64) -> Self {
+        Self {
+            step,
+            ..Self::new(now_ms)
+        }
+    }
+
     /// How many more offers the trip may send now.
     #[must_use]
     pub fn room(&self, policy: &MatchingPolicy) -> usize {

@@ -15,16 +15,50 @@ pub async fn health(core: web::Data<Core>) -> HttpResponse {
     }))
 }
 
-/// `GET /ready`: start-up (recovery) is done and configured dependencies answer.
+/// `GET /ready`: start-up (recovery) is done and configured dependencies answer; otherwise 503
+/// naming what is down.
 #[get("/ready")]
 pub async fn ready(core: web::Data<Core>) -> HttpResponse {
-    if core.is_ready() {
-        HttpResponse::Ok().json(json!({"status": "ready", "checks": {"engine": "up"}}))
+    let mut checks = serde_json::Map::new();
+    let mut down = Vec::new();
+    let engine = if core.is_ready() {
+        "up"
+    } else {
+        down.push("engine");
+        "starting or stopping"
+    };
+    checks.insert("engine".into(), json!(engine));
+    if let Some(p) = core.persistence() {
+        let up = p.is_healthy();
+        if !up {
+            down.push("database");
+        }
+        checks.insert(
+            "database".into(),
+            json!({
+                "status": if up { "up" } else { "down" },
+                "backend": p.store().backend().as_str(),
+                "pending_writes": p.pending(),
+            }),
+        );
+    }
+    if let Some(s) = core.snapshot() {
+        let up = s.is_healthy();
+        if !up {
+            down.push("redis");
+        }
+        checks.insert("redis".into(), json!(if up { "up" } else { "down" }));
+    }
+    if down.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
     } else {
         HttpResponse::ServiceUnavailable().json(json!({
             "status": "not_ready",
-            "checks": {"engine": "starting or stopping"},
-            "error": {"code": "not_ready", "message": "the engine is starting or stopping"},
+            "checks": checks,
+            "error": {
+                "code": "not_ready",
+                "message": format!("not ready: {} down", down.join(", ")),
+            },
         }))
     }
 }

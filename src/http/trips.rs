@@ -125,11 +125,20 @@ fn trip_not_found(trip_id: Uuid) -> ApiError {
     ApiError::not_found("trip_not_found", format!("no trip {trip_id}"))
 }
 
+fn store_error(e: &RequestError) -> ApiError {
+    ApiError::unavailable("database_unavailable", e.to_string())
+}
+
 /// The trip, if the caller may see it, and how.
-fn visible(core: &Core, identity: &Identity, trip_id: Uuid) -> Result<(Trip, Viewer), ApiError> {
+async fn visible(
+    core: &Core,
+    identity: &Identity,
+    trip_id: Uuid,
+) -> Result<(Trip, Viewer), ApiError> {
     let trip = core
-        .trips
-        .get(trip_id)
+        .load_trip(trip_id)
+        .await
+        .map_err(|e| store_error(&e))?
         .ok_or_else(|| trip_not_found(trip_id))?;
     let viewer = match identity.role() {
         Role::Operator => Viewer::Operator,
@@ -175,6 +184,11 @@ pub async fn create(
                 ApiError::unprocessable("idempotency_key_reused", e.to_string())
             }
             RequestError::InProgress => ApiError::conflict("request_in_progress", e.to_string()),
+            RequestError::Backlog => ApiError::unavailable("database_backlog", e.to_string()),
+            RequestError::NotDurable => {
+                ApiError::unavailable("database_unavailable", e.to_string())
+            }
+            RequestError::Store(_) => ApiError::unavailable("database_unavailable", e.to_string()),
         })?;
     let (trip, replayed) = match answer {
         Requested::Created(t) => (t, false),
@@ -195,7 +209,7 @@ pub async fn get(
     core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
-    let (trip, viewer) = visible(&core, &identity, trip_id)?;
+    let (trip, viewer) = visible(&core, &identity, trip_id).await?;
     Ok(HttpResponse::Ok().json(TripView::of(&trip, viewer)))
 }
 
@@ -208,8 +222,12 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
     identity.require(&[Role::Rider, Role::Operator])?;
-    visible(&core, &identity, trip_id)?;
-    let events = core.trips.events(trip_id).unwrap_or_default();
+    visible(&core, &identity, trip_id).await?;
+    let events = core
+        .load_events(trip_id)
+        .await
+        .map_err(|e| store_error(&e))?
+        .unwrap_or_default();
     let rendered: Vec<serde_json::Value> = events
         .iter()
         .map(|record| {
@@ -231,7 +249,7 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
     identity.require(&[Role::Rider, Role::Driver])?;
-    let (trip, viewer) = visible(&core, &identity, trip_id)?;
+    let (trip, viewer) = visible(&core, &identity, trip_id).await?;
     let Some(actor) = core.trip_actors.get(trip_id) else {
         return Err(trip_error(&TripError::InvalidTransition {
             status: trip.status,
@@ -462,7 +480,10 @@ pub async fn rider_history(
             Uuid::parse_str(raw).map_err(|_| FieldError::invalid("before", "a trip id (UUID)"))?,
         ),
     };
-    let trips = core.trips.rider_trips(rider_id, before, limit);
+    let trips = core
+        .rider_trips(rider_id, before, limit)
+        .await
+        .map_err(|e| store_error(&e))?;
     let next_before = (trips.len() == limit)
         .then(|| trips.last().map(|t| t.trip_id))
         .flatten();

@@ -22,6 +22,7 @@ pub struct TestApp {
     pub core: Core,
     pub handle: EngineHandle,
     keys: JwtKeys,
+    db_file: std::path::PathBuf,
     client: awc::Client,
 }
 
@@ -34,8 +35,11 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
     settings.http.shutdown_timeout_s = 1;
     settings.geo.cell_arbiters = 2;
     settings.auth.jwt_secret = SecretString::from(SECRET);
+    // Each engine gets its own SQLite file unless the test chose a database.
+    let db_file = std::env::temp_dir().join(format!("hexdispatch-test-{}.db", Uuid::now_v7()));
+    settings.database.url = Some(format!("sqlite://{}?mode=rwc", db_file.display()));
     tune(&mut settings);
-    let engine = Engine::start(settings).expect("engine starts");
+    let engine = Engine::start(settings).await.expect("engine starts");
     let port = engine.port();
     let core = engine.core().clone();
     let handle = engine.handle();
@@ -46,6 +50,7 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
         core,
         handle,
         keys: JwtKeys::new(&SecretString::from(SECRET)),
+        db_file,
         client: awc::Client::builder()
             .connector(awc::Connector::new().limit(0))
             .timeout(Duration::from_secs(10))
@@ -60,6 +65,11 @@ pub async fn spawn_app() -> TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.core.shutdown();
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.db_file.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
