@@ -6,9 +6,11 @@
 
 mod driver_socket;
 mod drivers;
+mod durability;
 mod health;
 mod helpers;
 mod nearby;
 mod pricing;
+mod services;
 mod trip_input;
 mod trips;
