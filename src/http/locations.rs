@@ -1,10 +1,11 @@
-//! `GET /api/locations/nearby`: the nearest online, available, fresh drivers.
+//! `GET /api/locations/nearby`: the nearest online, available, fresh drivers; and a driver's
+//! sampled position history.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::auth::Identity;
+use super::auth::{Identity, parse_id};
 use super::error::ApiError;
 use super::input::{FieldError, MAX_LIMIT, MAX_RADIUS_M, Query};
 use crate::auth::Role;
@@ -90,4 +91,67 @@ pub async fn nearby(
         })
         .collect();
     Ok(HttpResponse::Ok().json(NearbyAnswer { drivers }))
+}
+
+/// Most positions one history answer holds.
+const MAX_HISTORY: usize = 10_000;
+
+/// `GET /api/locations/drivers/{id}/history?from=&to=&limit=`: the driver's sampled positions
+/// (one per `database.location_sample_s`), oldest first. `from`/`to` are RFC 3339 or epoch ms;
+/// the default window is the last 24 hours; `limit` defaults to 1 000 (at most 10 000).
+pub async fn history(
+    req: HttpRequest,
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let driver_id = parse_id(&path, "driver id")?;
+    identity.require_driver_or_operator(driver_id)?;
+    let q = Query::parse(&req)?;
+    let time = |key: &str, default: i64| -> Result<i64, FieldError> {
+        match q.string(key) {
+            None | Some("") => Ok(default),
+            Some(raw) => crate::clock::parse_time_ms(raw)
+                .ok_or_else(|| FieldError::invalid(key, "an RFC 3339 time or epoch milliseconds")),
+        }
+    };
+    let now = now_ms();
+    let to_ms = time("to", now)?;
+    let from_ms = time("from", to_ms.saturating_sub(24 * 3_600 * 1_000))?;
+    if from_ms > to_ms {
+        return Err(FieldError::out_of_range("from must not be after to").into());
+    }
+    let limit = q.usize("limit")?.unwrap_or(1_000);
+    if !(1..=MAX_HISTORY).contains(&limit) {
+        return Err(
+            FieldError::out_of_range(format!("limit must be within [1, {MAX_HISTORY}]")).into(),
+        );
+    }
+    let Some(persistence) = core.persistence() else {
+        return Ok(
+            HttpResponse::Ok().json(serde_json::json!({"driver_id": driver_id, "positions": []}))
+        );
+    };
+    let rows = persistence
+        .store()
+        .positions(driver_id, from_ms, to_ms, limit)
+        .await
+        .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
+    let positions: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "lat": p.lat,
+                "lng": p.lng,
+                "heading": p.heading,
+                "speed_mps": p.speed_mps,
+                "ts_ms": p.ts_ms,
+                "at": crate::clock::rfc3339(p.ts_ms),
+            })
+        })
+        .collect();
+    Ok(
+        HttpResponse::Ok()
+            .json(serde_json::json!({"driver_id": driver_id, "positions": positions})),
+    )
 }

@@ -33,6 +33,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/drivers/{id}/location").route(web::put().to(drivers::put_location)))
         .service(resource("/api/drivers/{id}").route(web::get().to(drivers::get_driver)))
         .service(resource("/api/locations/nearby").route(web::get().to(locations::nearby)))
+        .service(
+            resource("/api/locations/drivers/{id}/history")
+                .route(web::get().to(locations::history)),
+        )
         .service(resource("/api/pricing/estimate").route(web::post().to(pricing::estimate)))
         .service(resource("/api/pricing/surge").route(web::get().to(pricing::surge)))
         .service(resource("/api/trips").route(web::post().to(trips::create)))

@@ -439,3 +439,84 @@ async fn nearby_answers_right_after_a_restart_from_the_redis_snapshot() {
         .unwrap();
     assert!((1..=300).contains(&ttl), "entries expire: TTL {ttl}");
 }
+
+#[actix_rt::test]
+async fn sampled_positions_form_the_driver_history() {
+    let app = spawn_app_with(|s| s.database.location_sample_s = 0.001).await;
+    let driver = Uuid::now_v7();
+    let token = app.driver_token(driver, "economy");
+    let t0 = hexdispatch::clock::now_ms() - 60_000;
+    for i in 0..3 {
+        let body = json!({"lat": 52.5 + f64::from(i) * 0.001, "lng": 13.4, "ts_ms": t0 + i64::from(i) * 1_000});
+        let r = app
+            .put(
+                &format!("/api/drivers/{driver}/location"),
+                Some(&token),
+                &body.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        app.core
+            .persistence()
+            .unwrap()
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    let path = format!("/api/locations/drivers/{driver}/history");
+    let r = app.get(&path, Some(&token)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let positions = r.body["positions"].as_array().unwrap();
+    assert_eq!(positions.len(), 3, "{}", r.body);
+    assert_eq!(positions[0]["ts_ms"], t0);
+    assert_eq!(positions[2]["lat"], 52.502);
+    let window = app
+        .get(
+            &format!("{path}?from={}&to={}", t0 + 500, t0 + 1_500),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(window.body["positions"].as_array().unwrap().len(), 1);
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    assert_eq!(app.get(&path, Some(&operator)).await.status, 200);
+    let cases = [
+        (
+            format!("{path}?from=yesterday"),
+            token.clone(),
+            400,
+            "a bad time",
+        ),
+        (
+            format!("{path}?from={}&to={}", t0 + 10, t0),
+            token.clone(),
+            400,
+            "from after to",
+        ),
+        (format!("{path}?limit=0"), token.clone(), 400, "limit 0"),
+        (
+            path.clone(),
+            app.token(Role::Rider, Uuid::now_v7()),
+            403,
+            "a rider",
+        ),
+        (
+            path.clone(),
+            app.driver_token(Uuid::now_v7(), "economy"),
+            403,
+            "another driver",
+        ),
+        (
+            "/api/locations/drivers/x/history".to_string(),
+            token.clone(),
+            400,
+            "a bad id",
+        ),
+    ];
+    for (url, token, status, what) in cases {
+        let r = app.get(&url, Some(&token)).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+    }
+    assert_eq!(app.get(&path, None).await.status, 401);
+}
