@@ -3,6 +3,7 @@
 //! connection. Without a server the test is skipped with a message, unless
 //! `HEXDISPATCH_REQUIRE_SERVICES` is set (CI), where it fails.
 
+use std::io::Write as _;
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -25,9 +26,18 @@ fn skip(what: &str, why: impl std::fmt::Display) -> Option<String> {
         !required(),
         "{what} is required here (HEXDISPATCH_REQUIRE_SERVICES) but {why}"
     );
-    eprintln!(
+    let line = format!(
         "SKIPPED: {what} unavailable ({why}); set HEXDISPATCH_TEST_{what}_URL to run this test"
     );
+    // Straight to the process's stderr, which the harness does not capture, so a passing run
+    // still says what it skipped.
+    match std::fs::OpenOptions::new().append(true).open("/dev/stderr") {
+        Ok(mut stderr) => {
+            // One write, so lines of tests running in parallel do not interleave.
+            let _ = stderr.write_all(format!("{line}\n").as_bytes());
+        }
+        Err(_) => eprintln!("{line}"),
+    }
     None
 }
 
