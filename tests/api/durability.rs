@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{SECRET, spawn_app_with};
-use crate::services::{EngineProcess, Proxy, postgres_database, redis_url};
+use crate::services::{EngineProcess, Proxy, drop_database, postgres_database, redis_url};
 
 /// Minimal HTTP client for an engine at `address`.
 struct Http {
@@ -252,7 +252,8 @@ async fn acknowledged_trips_survive_kill_9_on_postgres() {
     let Some(url) = postgres_database().await else {
         return;
     };
-    trips_survive_kill_9(url).await;
+    trips_survive_kill_9(url.clone()).await;
+    drop_database(&url).await;
 }
 
 #[actix_rt::test]
@@ -377,6 +378,9 @@ async fn a_database_outage_loses_nothing_and_dispatch_goes_on() {
         "nothing more, nothing less"
     );
     let _ = driver;
+    app.handle.stop().await;
+    store.close().await;
+    drop_database(&url).await;
 }
 
 #[actix_rt::test]

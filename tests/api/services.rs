@@ -58,6 +58,23 @@ pub async fn postgres_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// Drops a database made by [`postgres_database`] (its connections are cut).
+pub async fn drop_database(url: &str) {
+    let admin = std::env::var("HEXDISPATCH_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+        {
+            eprintln!("could not drop test database {name}: {e}");
+        }
+    }
+}
+
 /// The test Redis URL, or `None` (skipped).
 pub async fn redis_url() -> Option<String> {
     let url = std::env::var("HEXDISPATCH_TEST_REDIS_URL")
