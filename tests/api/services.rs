@@ -65,13 +65,14 @@ pub async fn drop_database(url: &str) {
     let Some((_, name)) = url.rsplit_once('/') else {
         return;
     };
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-        {
-            eprintln!("could not drop test database {name}: {e}");
-        }
+    let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
+        return;
+    };
+    if let Err(e) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+    {
+        eprintln!("could not drop test database {name}: {e}");
     }
 }
 
