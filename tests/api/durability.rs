@@ -524,3 +524,61 @@ async fn sampled_positions_form_the_driver_history() {
     }
     assert_eq!(app.get(&path, None).await.status, 401);
 }
+
+#[actix_rt::test]
+async fn migrate_applies_the_schema_and_is_idempotent() {
+    let dir = std::env::temp_dir().join(format!("hexdispatch-migrate-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for run in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
+            .arg("migrate")
+            .current_dir(&dir)
+            .env("HEXDISPATCH__LOG__LEVEL", "warn")
+            .output()
+            .expect("the binary runs");
+        assert!(
+            out.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "migrations applied (sqlite)"
+        );
+    }
+    let store = hexdispatch::persistence::Store::connect(Some(&format!(
+        "sqlite://{}?mode=rw",
+        dir.join("data/hexdispatch.db").display()
+    )))
+    .await
+    .unwrap();
+    for table in [
+        "trips",
+        "trip_events",
+        "outbox",
+        "drivers",
+        "location_history",
+    ] {
+        assert_eq!(
+            store.count(table).await.unwrap(),
+            0,
+            "{table} exists and is empty"
+        );
+    }
+    store.close().await;
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
+        .arg("migrate")
+        .current_dir(&dir)
+        .env(
+            "HEXDISPATCH__DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )
+        .output()
+        .expect("the binary runs");
+    assert!(
+        !bad.status.success(),
+        "an unreachable database fails the command"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("could not connect to the database"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
