@@ -62,6 +62,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Event broker.
     pub amqp: AmqpSettings,
+    /// Charging trips.
+    pub payments: PaymentSettings,
     /// Driver position snapshot.
     pub redis: RedisSettings,
     /// H3 resolutions and cell actor placement.
@@ -169,8 +171,16 @@ impl Default for DatabaseSettings {
 pub struct AmqpSettings {
     /// `amqp://…`; unset means the in-process bus.
     pub url: Option<String>,
-    /// Topic exchange domain events are published to.
+    /// Topic exchange domain events are published to. The payment queue, the dead-letter exchange
+    /// and queue are named after it (`{exchange}.payments`, `{exchange}.dlx`,
+    /// `{exchange}.payments.dead`).
     pub exchange: String,
+    /// Unacknowledged deliveries the payment consumer holds at once.
+    pub prefetch: u16,
+    /// Deliveries of one message before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Outbox rows published per round.
+    pub publish_batch: usize,
 }
 
 impl Default for AmqpSettings {
@@ -178,6 +188,25 @@ impl Default for AmqpSettings {
         Self {
             url: None,
             exchange: "hexdispatch.events".into(),
+            prefetch: 16,
+            max_attempts: 5,
+            publish_batch: 500,
+        }
+    }
+}
+
+/// `[payments]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// The platform's commission on each fare, basis points (2000 = 20 %).
+    pub commission_bps: u32,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        Self {
+            commission_bps: 2_000,
         }
     }
 }
@@ -618,6 +647,24 @@ impl Settings {
             return Err(invalid(
                 "database.url",
                 "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        if self.amqp.exchange.is_empty() || self.amqp.exchange.len() > 200 {
+            return Err(invalid("amqp.exchange", "must be 1–200 characters"));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(invalid("amqp.prefetch", "must be positive"));
+        }
+        if self.amqp.max_attempts == 0 {
+            return Err(invalid("amqp.max_attempts", "must be positive"));
+        }
+        if self.amqp.publish_batch == 0 {
+            return Err(invalid("amqp.publish_batch", "must be positive"));
+        }
+        if self.payments.commission_bps > 10_000 {
+            return Err(invalid(
+                "payments.commission_bps",
+                "must be within [0, 10000]",
             ));
         }
         if self.database.max_pending == 0 {

@@ -34,6 +34,7 @@ use crate::dispatch::{
 use crate::geo::{LatLng, NearbyHit, NearbyQuery};
 use crate::market::{Market, QuoteError};
 use crate::metrics::{TRIP_REQUESTS, TRIP_TRANSITIONS};
+use crate::persistence::bus::{Amqp, Sink, run_outbox};
 use crate::persistence::{Persistence, Snapshot, Store, TripWrite, Write};
 use crate::trips::{IdempotentRequest, TripStore};
 
@@ -145,6 +146,12 @@ pub struct CoreInner {
     persistence: OnceLock<Persistence>,
     /// The Redis snapshot, when `redis.url` is set.
     snapshot: OnceLock<Snapshot>,
+    /// Settles completed trips.
+    pub payments: crate::payments::PaymentDesk,
+    /// The in-process bus: every published event when `amqp.url` is unset.
+    pub bus: tokio::sync::broadcast::Sender<Arc<crate::persistence::bus::BusMessage>>,
+    /// Whether the last publish to the broker succeeded.
+    pub broker_healthy: Arc<AtomicBool>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Vehicle type of drivers whose token names none.
@@ -216,6 +223,9 @@ impl Core {
             policy,
             persistence: OnceLock::new(),
             snapshot: OnceLock::new(),
+            payments: crate::payments::PaymentDesk::default(),
+            bus: tokio::sync::broadcast::channel(4_096).0,
+            broker_healthy: Arc::new(AtomicBool::new(true)),
             settings,
             shards,
             drivers: DriverRegistry::default(),
@@ -377,6 +387,18 @@ impl Core {
                 self.trip_actors.insert(trip_id, actor);
                 trips += 1;
             }
+        }
+        if let Some(p) = self.persistence() {
+            // Completed but not settled (the engine stopped in between): settle now, once.
+            let unsettled = p.store().trips_with_status("TRIP_COMPLETED").await?;
+            let core = self.clone();
+            actix_rt::spawn(async move {
+                for trip_id in unsettled {
+                    if let Err(e) = core.payments.settle(&core, trip_id).await {
+                        tracing::warn!(%trip_id, error = %e, "settling after restart failed");
+                    }
+                }
+            });
         }
         let mut drivers = 0;
         if let Some(snapshot) = self.snapshot() {
@@ -701,9 +723,33 @@ impl Engine {
             .await
             .context("database migrations failed")?;
         tracing::info!(backend = store.backend().as_str(), "database ready");
-        core.attach_persistence(Persistence::start(
+        let persistence = Persistence::start(store.clone(), core.settings.database.max_pending);
+        let committed = persistence.committed();
+        core.attach_persistence(persistence);
+        let sink = match &core.settings.amqp.url {
+            Some(url) => {
+                actix_rt::spawn(crate::payments::consume_amqp(
+                    core.clone(),
+                    url.clone(),
+                    core.shutdown_signal(),
+                ));
+                Sink::Amqp(Box::new(Amqp::new(url, &core.settings.amqp.exchange)))
+            }
+            None => {
+                actix_rt::spawn(crate::payments::consume_local(
+                    core.clone(),
+                    core.bus.subscribe(),
+                ));
+                Sink::Local(core.bus.clone())
+            }
+        };
+        actix_rt::spawn(run_outbox(
             store,
-            core.settings.database.max_pending,
+            sink,
+            core.settings.amqp.publish_batch,
+            committed,
+            Arc::clone(&core.broker_healthy),
+            core.shutdown_signal(),
         ));
         if let Some(url) = &core.settings.redis.url {
             let redis = &core.settings.redis;

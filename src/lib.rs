@@ -21,6 +21,7 @@ pub mod geo;
 pub mod http;
 pub mod market;
 pub mod metrics;
+pub mod payments;
 pub mod persistence;
 pub mod protocol;
 pub mod telemetry;

@@ -61,7 +61,32 @@ pub const SNAPSHOT_WRITES: &str = "hexdispatch_snapshot_writes_total";
 /// Failed Redis snapshot batches.
 pub const SNAPSHOT_ERRORS: &str = "hexdispatch_snapshot_errors_total";
 
+/// Outbox rows published to the bus.
+pub const OUTBOX_PUBLISHED: &str = "hexdispatch_outbox_published_total";
+/// Failed publishes (each retried with backoff).
+pub const OUTBOX_PUBLISH_ERRORS: &str = "hexdispatch_outbox_publish_errors_total";
+/// Trip charges, by `outcome` (`charged` | `already_charged` | `insufficient_funds` | `error`).
+pub const PAYMENTS: &str = "hexdispatch_payments_total";
+/// Payment messages dead-lettered, by `reason` (`malformed` | `attempts`).
+pub const PAYMENTS_DEAD_LETTERED: &str = "hexdispatch_payment_messages_dead_lettered_total";
+
 fn describe() {
+    describe_counter!(
+        OUTBOX_PUBLISHED,
+        Unit::Count,
+        "Outbox rows published to the bus."
+    );
+    describe_counter!(
+        OUTBOX_PUBLISH_ERRORS,
+        Unit::Count,
+        "Failed publishes, each retried with backoff."
+    );
+    describe_counter!(PAYMENTS, Unit::Count, "Trip charges, by outcome.");
+    describe_counter!(
+        PAYMENTS_DEAD_LETTERED,
+        Unit::Count,
+        "Payment messages dead-lettered, by reason."
+    );
     describe_gauge!(
         DB_PENDING,
         Unit::Count,

@@ -2,6 +2,7 @@
 //! policy, pricing, surge and promotions. No actors, no I/O: actors call these, never the reverse.
 
 mod driver;
+pub mod ledger;
 mod matching;
 mod money;
 mod pricing;

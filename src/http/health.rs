@@ -42,6 +42,15 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
             }),
         );
     }
+    if core.settings.amqp.url.is_some() {
+        let up = core
+            .broker_healthy
+            .load(std::sync::atomic::Ordering::Acquire);
+        if !up {
+            down.push("broker");
+        }
+        checks.insert("broker".into(), json!(if up { "up" } else { "down" }));
+    }
     if let Some(s) = core.snapshot() {
         let up = s.is_healthy();
         if !up {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod health;
 pub mod input;
 pub mod locations;
+pub mod money;
 pub mod pricing;
 pub mod trips;
 pub mod ws;
@@ -52,6 +53,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/trips/{id}/start").route(web::put().to(trips::start)))
         .service(resource("/api/trips/{id}/complete").route(web::put().to(trips::complete)))
         .service(resource("/api/riders/{id}/trips").route(web::get().to(trips::rider_history)))
+        .service(resource("/api/riders/{id}/wallet").route(web::get().to(money::wallet)))
+        .service(resource("/api/riders/{id}/wallet/topup").route(web::post().to(money::top_up)))
+        .service(resource("/api/trips/{id}/receipt").route(web::get().to(money::receipt)))
+        .service(resource("/api/drivers/{id}/earnings").route(web::get().to(money::earnings)))
         .service(resource("/ws/driver").route(web::get().to(ws::driver::driver_socket)))
         .service(resource("/ws/rider").route(web::get().to(ws::rider::rider_socket)));
 }

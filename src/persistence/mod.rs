@@ -1,10 +1,13 @@
 //! Adapters to the outside: the sqlx store (PostgreSQL, or the embedded SQLite default), the
 //! writer that commits to it in batches, and the Redis snapshot of driver positions.
 
+pub mod bus;
+pub mod money;
 pub mod snapshot;
 pub mod store;
 pub mod writer;
 
+pub use money::{ChargeOutcome, Earning, PaymentRow};
 pub use snapshot::{Snapshot, SnapshotEntry};
 pub use store::{Backend, DriverRow, PositionRow, Store, StoreError, TripWrite, Write};
 pub use writer::{Persistence, WriterGone};

@@ -100,7 +100,7 @@ pub enum Write {
 /// The connection pool and its backend.
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(super) pool: AnyPool,
     backend: Backend,
 }
 
@@ -271,6 +271,19 @@ impl Store {
         rows.iter().map(|r| uuid_of(r, "trip_id")).collect()
     }
 
+    /// Ids of the trips in `status`.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub async fn trips_with_status(&self, status: &str) -> Result<Vec<Uuid>, StoreError> {
+        let rows = sqlx::query("SELECT trip_id FROM trips WHERE status = $1 ORDER BY trip_id")
+            .bind(status)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| uuid_of(r, "trip_id")).collect()
+    }
+
     /// A trip's events, oldest first.
     ///
     /// # Errors
@@ -426,6 +439,9 @@ impl Store {
             "outbox",
             "drivers",
             "location_history",
+            "ledger",
+            "payments",
+            "topups",
         ];
         if !known.contains(&table) {
             return Err(StoreError::Corrupt(format!("no table {table}")));

@@ -41,6 +41,7 @@ pub struct Persistence {
     max_pending: usize,
     idle: watch::Receiver<bool>,
     store: Store,
+    committed: Arc<tokio::sync::Notify>,
 }
 
 /// The write was not taken: the engine is stopping.
@@ -56,12 +57,14 @@ impl Persistence {
         let pending = Arc::new(AtomicUsize::new(0));
         let healthy = Arc::new(AtomicBool::new(true));
         let (idle_tx, idle) = watch::channel(true);
+        let committed = Arc::new(tokio::sync::Notify::new());
         actix_rt::spawn(run(
             store.clone(),
             rx,
             Arc::clone(&pending),
             Arc::clone(&healthy),
             idle_tx,
+            Arc::clone(&committed),
         ));
         Self {
             tx,
@@ -70,7 +73,14 @@ impl Persistence {
             max_pending,
             idle,
             store,
+            committed,
         }
+    }
+
+    /// Notified after every commit (the outbox publisher waits on it).
+    #[must_use]
+    pub fn committed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.committed)
     }
 
     /// The store behind the writer (for reads).
@@ -161,6 +171,7 @@ async fn run(
     pending: Arc<AtomicUsize>,
     healthy: Arc<AtomicBool>,
     idle: watch::Sender<bool>,
+    committed: Arc<tokio::sync::Notify>,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut writes: Vec<Write> = Vec::with_capacity(MAX_BATCH);
@@ -177,6 +188,7 @@ async fn run(
                 Ok(()) => {
                     histogram!(DB_COMMIT_DURATION).record(started.elapsed().as_secs_f64());
                     histogram!(DB_BATCH_SIZE).record(writes.len() as f64);
+                    committed.notify_one();
                     if !healthy.swap(true, Ordering::AcqRel) {
                         tracing::info!("database is back; draining the queue");
                     }

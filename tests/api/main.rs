@@ -10,6 +10,7 @@ mod durability;
 mod health;
 mod helpers;
 mod nearby;
+mod payments;
 mod pricing;
 mod services;
 mod trip_input;

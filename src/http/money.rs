@@ -1,0 +1,255 @@
+//! Wallets, receipts and earnings (SPEC §4, §7). Money is `{amount, currency}` in minor units.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{Identity, parse_id};
+use super::error::ApiError;
+use super::input::{FieldError, Query, json_body};
+use super::trips::short_text;
+use crate::auth::Role;
+use crate::clock::{now_ms, parse_time_ms, rfc3339};
+use crate::dispatch::ledger::rider_account;
+use crate::dispatch::{Currency, Money, TripStatus};
+use crate::engine::Core;
+use crate::payments::{InHouseWallet, PaymentGateway};
+use crate::persistence::Persistence;
+use crate::trips::{TripView, Viewer};
+
+/// Largest single top-up, minor units.
+const MAX_TOPUP: i64 = 100_000_000;
+
+fn store_down(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable("database_unavailable", format!("the store failed: {e}"))
+}
+
+fn persistence(core: &Core) -> Result<&Persistence, ApiError> {
+    core.persistence()
+        .ok_or_else(|| ApiError::unavailable("database_unavailable", "no store is attached"))
+}
+
+fn default_currency(core: &Core) -> Currency {
+    Currency::parse(&core.settings.pricing.currency).unwrap_or(Currency::USD)
+}
+
+/// `GET /api/riders/{id}/wallet` → `{rider_id, balance: Money}` (that rider, operator).
+pub async fn wallet(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let rider = parse_id(&path, "rider id")?;
+    match identity.role() {
+        Role::Operator => {}
+        Role::Rider if identity.id() == rider => {}
+        Role::Rider => return Err(ApiError::forbidden("a rider sees only its own wallet")),
+        Role::Driver => identity.require(&[Role::Rider, Role::Operator])?,
+    }
+    let balance = persistence(&core)?
+        .store()
+        .balance(&rider_account(rider))
+        .await
+        .map_err(store_down)?
+        .unwrap_or_else(|| Money::zero(default_currency(&core)));
+    Ok(HttpResponse::Ok().json(json!({"rider_id": rider, "balance": balance})))
+}
+
+#[derive(Deserialize)]
+struct MoneyBody {
+    amount: Option<i64>,
+    currency: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TopUpBody {
+    amount: Option<MoneyBody>,
+    reference: Option<String>,
+}
+
+/// `POST /api/riders/{id}/wallet/topup` `{amount: Money, reference}` → `{balance: Money}`
+/// (operators). The same reference twice credits once. Failed payments of the rider are retried
+/// right after.
+pub async fn top_up(
+    req: HttpRequest,
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let rider = parse_id(&path, "rider id")?;
+    identity.require(&[Role::Operator])?;
+    let body: TopUpBody = json_body(&req, payload).await?;
+    let amount = body.amount.ok_or_else(|| FieldError::missing("amount"))?;
+    let minor = amount
+        .amount
+        .ok_or_else(|| FieldError::missing("amount.amount"))?;
+    if !(1..=MAX_TOPUP).contains(&minor) {
+        return Err(FieldError::out_of_range(format!(
+            "amount.amount must be within [1, {MAX_TOPUP}] minor units"
+        ))
+        .into());
+    }
+    let currency = Currency::parse(
+        &amount
+            .currency
+            .ok_or_else(|| FieldError::missing("amount.currency"))?,
+    )
+    .map_err(|e| FieldError::invalid("amount.currency", e))?;
+    let reference = short_text(body.reference, "reference", 128)?
+        .ok_or_else(|| FieldError::missing("reference"))?;
+    let store = persistence(&core)?.store();
+    let (balance, applied) = InHouseWallet(store)
+        .credit(
+            &rider_account(rider),
+            Money::new(minor, currency),
+            &reference,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::persistence::StoreError::Corrupt(m) => {
+                ApiError::unprocessable("currency_mismatch", m)
+            }
+            other => store_down(other),
+        })?;
+    let retried = if applied {
+        core.payments
+            .retry_failed(&core, rider)
+            .await
+            .map_err(store_down)?
+    } else {
+        0
+    };
+    let balance = if retried > 0 {
+        store
+            .balance(&rider_account(rider))
+            .await
+            .map_err(store_down)?
+            .unwrap_or(balance)
+    } else {
+        balance
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "rider_id": rider,
+        "balance": balance,
+        "applied": applied,
+        "payments_retried": retried,
+    })))
+}
+
+/// `GET /api/trips/{id}/receipt`: fare, breakdown, surge, discount and payment status (its rider,
+/// its driver, operators).
+pub async fn receipt(
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(&path, "trip id")?;
+    let trip = core
+        .load_trip(trip_id)
+        .await
+        .map_err(store_down)?
+        .ok_or_else(|| ApiError::not_found("trip_not_found", format!("no trip {trip_id}")))?;
+    let viewer = match identity.role() {
+        Role::Operator => Viewer::Operator,
+        Role::Rider if trip.rider_id == identity.id() => Viewer::Rider,
+        Role::Driver if trip.driver_id == Some(identity.id()) => Viewer::Driver,
+        _ => {
+            return Err(ApiError::forbidden_as(
+                "not_your_trip",
+                "this trip belongs to another rider or driver",
+            ));
+        }
+    };
+    let charge = persistence(&core)?
+        .store()
+        .payment(trip_id)
+        .await
+        .map_err(store_down)?;
+    let status = match (trip.status, &charge) {
+        (_, Some(_)) => "captured",
+        (TripStatus::PaymentFailed, None) => "failed",
+        (TripStatus::TripCompleted, None) => "pending",
+        _ => "not_applicable",
+    };
+    let mut payment = json!({"status": status});
+    if let Some(c) = &charge {
+        payment["amount"] = json!(c.amount);
+        payment["captured_at"] = json!(rfc3339(c.created_ms));
+        if viewer != Viewer::Rider {
+            payment["commission"] = json!(Money::new(c.commission, c.amount.currency));
+            payment["driver_earnings"] = json!(Money::new(
+                c.amount.amount - c.commission,
+                c.amount.currency
+            ));
+        }
+    }
+    if status == "failed" {
+        payment["reason"] = json!("insufficient_funds");
+    }
+    let view = TripView::of(&trip, viewer);
+    Ok(HttpResponse::Ok().json(json!({
+        "trip_id": trip_id,
+        "status": trip.status,
+        "rider_id": trip.rider_id,
+        "driver_id": trip.driver_id,
+        "fare": view.fare,
+        "breakdown": view.fare_breakdown,
+        "fare_estimate": view.fare_estimate,
+        "surge": view.surge,
+        "discount": trip.fare.map(|f| f.discount),
+        "promo_code": trip.promo_code,
+        "cancellation_fee": trip.cancellation_fee,
+        "payment": payment,
+        "completed_at": trip.status_times.get(&TripStatus::TripCompleted).map(|t| rfc3339(*t)),
+    })))
+}
+
+/// `GET /api/drivers/{id}/earnings?from=&to=` → `{driver_id, total: Money, trips: [{trip_id,
+/// amount, at}]}` (that driver, operators). The default window is the last 30 days.
+pub async fn earnings(
+    req: HttpRequest,
+    path: web::Path<String>,
+    identity: Identity,
+    core: web::Data<Core>,
+) -> Result<HttpResponse, ApiError> {
+    let driver = parse_id(&path, "driver id")?;
+    identity.require_driver_or_operator(driver)?;
+    let q = Query::parse(&req)?;
+    let time = |key: &str, default: i64| -> Result<i64, FieldError> {
+        match q.string(key) {
+            None | Some("") => Ok(default),
+            Some(raw) => parse_time_ms(raw)
+                .ok_or_else(|| FieldError::invalid(key, "an RFC 3339 time or epoch milliseconds")),
+        }
+    };
+    let to_ms = time("to", now_ms())?;
+    let from_ms = time("from", to_ms.saturating_sub(30 * 24 * 3_600 * 1_000))?;
+    if from_ms > to_ms {
+        return Err(FieldError::out_of_range("from must not be after to").into());
+    }
+    let rows = persistence(&core)?
+        .store()
+        .earnings(driver, from_ms, to_ms)
+        .await
+        .map_err(store_down)?;
+    let currency = rows
+        .first()
+        .map_or_else(|| default_currency(&core), |r| r.amount.currency);
+    let total: i64 = rows
+        .iter()
+        .filter(|r| r.amount.currency == currency)
+        .map(|r| r.amount.amount)
+        .sum();
+    let trips: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| json!({"trip_id": r.trip_id, "amount": r.amount, "at": rfc3339(r.created_ms)}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "driver_id": driver,
+        "from": rfc3339(from_ms),
+        "to": rfc3339(to_ms),
+        "total": Money::new(total, currency),
+        "trips": trips,
+    })))
+}

@@ -1,0 +1,406 @@
+//! Charging trips. Completions arrive on the bus (`trip.completed`: from RabbitMQ through its own
+//! durable queue, or from the in-process bus); each is settled by the [`PaymentDesk`] one at a time:
+//! the rider's wallet is debited, the driver credited less the platform's commission, all in one
+//! ledger transaction keyed by the trip id (so a redelivered completion charges nothing twice), and
+//! the trip gets `payment.captured` (PAYMENT_PROCESSED) or `payment.failed` (PAYMENT_FAILED, on
+//! insufficient funds: retried when the rider's wallet is topped up).
+//!
+//! The RabbitMQ consumer uses manual acks and a prefetch limit. A message that cannot be read is
+//! dead-lettered at once; one whose settlement fails (the database is away) is retried with
+//! exponential backoff, republished with an attempt count, and dead-lettered after
+//! `amqp.max_attempts`. The dead-letter exchange `{exchange}.dlx` routes to
+//! `{exchange}.payments.dead`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::ExchangeKind;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use metrics::counter;
+use serde::Deserialize;
+use tokio::sync::{Mutex, broadcast, watch};
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::dispatch::{Money, TripCommand, TripStatus, decide};
+use crate::engine::Core;
+use crate::metrics::{PAYMENTS, PAYMENTS_DEAD_LETTERED};
+use crate::persistence::bus::{Amqp, BusMessage};
+use crate::persistence::{ChargeOutcome, StoreError};
+
+/// What settling a trip did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Charged (now or before) and recorded.
+    Paid,
+    /// The wallet was short; the trip is PAYMENT_FAILED.
+    Failed,
+    /// Nothing to do: the trip is not completed (or not known).
+    Skipped,
+}
+
+/// Why a settlement could not run; worth retrying.
+#[derive(Debug, thiserror::Error)]
+#[error("payment could not be settled: {0}")]
+pub struct SettleError(String);
+
+impl From<StoreError> for SettleError {
+    fn from(e: StoreError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Tops wallets up. The engine's own implementation is the in-house wallet (the ledger);
+/// an external payment gateway would implement the same.
+pub trait PaymentGateway {
+    /// Credits `amount` to `account` once per `reference`; the balance after, and whether this
+    /// call applied it.
+    fn credit(
+        &self,
+        account: &str,
+        amount: Money,
+        reference: &str,
+    ) -> impl std::future::Future<Output = Result<(Money, bool), StoreError>> + Send;
+}
+
+/// The in-house wallet: top-ups are ledger transactions in the engine's own store.
+pub struct InHouseWallet<'a>(pub &'a crate::persistence::Store);
+
+impl PaymentGateway for InHouseWallet<'_> {
+    async fn credit(
+        &self,
+        account: &str,
+        amount: Money,
+        reference: &str,
+    ) -> Result<(Money, bool), StoreError> {
+        self.0.top_up(account, amount, reference, now_ms()).await
+    }
+}
+
+/// Settles trips, one at a time.
+pub struct PaymentDesk {
+    /// Serialises settlements, so two deliveries of one completion never append events at once.
+    turn: Mutex<()>,
+}
+
+impl Default for PaymentDesk {
+    fn default() -> Self {
+        Self {
+            turn: Mutex::new(()),
+        }
+    }
+}
+
+impl PaymentDesk {
+    /// Settles `trip_id`: charges it once and records the outcome on the trip.
+    ///
+    /// # Errors
+    ///
+    /// [`SettleError`] when the store fails (retry later).
+    pub async fn settle(&self, core: &Core, trip_id: Uuid) -> Result<Settlement, SettleError> {
+        let _turn = self.turn.lock().await;
+        let Some(persistence) = core.persistence() else {
+            return Ok(Settlement::Skipped);
+        };
+        let Some(mut trip) = core
+            .load_trip(trip_id)
+            .await
+            .map_err(|e| SettleError(e.to_string()))?
+        else {
+            return Ok(Settlement::Skipped);
+        };
+        if !matches!(
+            trip.status,
+            TripStatus::TripCompleted | TripStatus::PaymentFailed | TripStatus::PaymentProcessed
+        ) {
+            return Ok(Settlement::Skipped);
+        }
+        let (Some(fare), Some(driver)) = (trip.fare, trip.driver_id) else {
+            return Ok(Settlement::Skipped);
+        };
+        let outcome = persistence
+            .store()
+            .charge_trip(
+                trip_id,
+                trip.rider_id,
+                driver,
+                fare.total,
+                core.settings.payments.commission_bps,
+                now_ms(),
+            )
+            .await?;
+        let (label, command, settlement) = match outcome {
+            ChargeOutcome::Charged => (
+                "charged",
+                TripCommand::RecordPayment { amount: fare.total },
+                Settlement::Paid,
+            ),
+            ChargeOutcome::AlreadyCharged => (
+                "already_charged",
+                TripCommand::RecordPayment { amount: fare.total },
+                Settlement::Paid,
+            ),
+            ChargeOutcome::InsufficientFunds { .. } => (
+                "insufficient_funds",
+                TripCommand::RecordPaymentFailure {
+                    reason: "insufficient_funds".into(),
+                },
+                Settlement::Failed,
+            ),
+        };
+        counter!(PAYMENTS, "outcome" => label).increment(1);
+        // Already recorded (a redelivery, or a failure recorded before): nothing to append.
+        if let Ok(events) = decide(&trip, &command, now_ms()) {
+            let records = trip.records(events, now_ms());
+            for record in &records {
+                trip.apply(record);
+            }
+            core.save_trip(&trip, records);
+            core.riders.send(
+                trip.rider_id,
+                &crate::protocol::rider_trip_update(&trip, trip.status, None, None),
+            );
+        }
+        Ok(settlement)
+    }
+
+    /// Retries the rider's failed payments (after a top-up).
+    ///
+    /// # Errors
+    ///
+    /// [`SettleError`] when the store fails.
+    pub async fn retry_failed(&self, core: &Core, rider: Uuid) -> Result<usize, SettleError> {
+        let Some(persistence) = core.persistence() else {
+            return Ok(0);
+        };
+        let mut paid = 0;
+        for trip_id in persistence.store().failed_payments(rider).await? {
+            if self.settle(core, trip_id).await? == Settlement::Paid {
+                paid += 1;
+            }
+        }
+        Ok(paid)
+    }
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    trip_id: Uuid,
+}
+
+/// Reads a `trip.completed` payload.
+fn completion(payload: &[u8]) -> Option<Uuid> {
+    serde_json::from_slice::<Completion>(payload)
+        .ok()
+        .map(|c| c.trip_id)
+}
+
+/// Settles completions from the in-process bus until it closes.
+pub async fn consume_local(core: Core, mut rx: broadcast::Receiver<Arc<BusMessage>>) {
+    loop {
+        let message = match rx.recv().await {
+            Ok(m) => m,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "payment consumer lagged behind the in-process bus"
+                );
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if message.routing_key != "trip.completed" {
+            continue;
+        }
+        let Some(trip_id) = completion(&message.payload) else {
+            counter!(PAYMENTS_DEAD_LETTERED, "reason" => "malformed").increment(1);
+            tracing::warn!(message_id = %message.message_id, "unreadable trip.completed message dropped");
+            continue;
+        };
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = core.payments.settle(&core, trip_id).await {
+            tracing::warn!(%trip_id, error = %e, "payment failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Queue and exchange names derived from the events exchange.
+#[must_use]
+pub fn topology(exchange: &str) -> (String, String, String) {
+    (
+        format!("{exchange}.payments"),
+        format!("{exchange}.dlx"),
+        format!("{exchange}.payments.dead"),
+    )
+}
+
+async fn declare(channel: &lapin::Channel, exchange: &str, prefetch: u16) -> lapin::Result<()> {
+    let (queue, dlx, dead) = topology(exchange);
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            dlx.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(dead.as_str().into(), durable_queue, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            dead.as_str().into(),
+            dlx.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(dlx.as_str().into()),
+    );
+    channel
+        .queue_declare(queue.as_str().into(), durable_queue, args)
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.into(),
+            "trip.completed".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+}
+
+fn attempts(delivery: &Delivery) -> u32 {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-attempts"))
+        .and_then(|v| match v {
+            AMQPValue::LongUInt(n) => Some(*n),
+            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// Handles one delivery; errors are the broker's (the caller reconnects).
+async fn handle(
+    core: &Core,
+    channel: &lapin::Channel,
+    exchange: &str,
+    delivery: Delivery,
+) -> lapin::Result<()> {
+    let Some(trip_id) = completion(&delivery.data) else {
+        counter!(PAYMENTS_DEAD_LETTERED, "reason" => "malformed").increment(1);
+        tracing::warn!("unreadable trip.completed message dead-lettered");
+        return delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .map(drop);
+    };
+    let attempt = attempts(&delivery) + 1;
+    match core.payments.settle(core, trip_id).await {
+        Ok(_) => delivery.ack(BasicAckOptions::default()).await.map(drop),
+        Err(e) if attempt >= core.settings.amqp.max_attempts => {
+            counter!(PAYMENTS_DEAD_LETTERED, "reason" => "attempts").increment(1);
+            tracing::error!(%trip_id, error = %e, attempt, "payment dead-lettered after its last attempt");
+            delivery
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+                .map(drop)
+        }
+        Err(e) => {
+            let backoff = Duration::from_millis(100 * 2u64.saturating_pow(attempt.min(10)));
+            tracing::warn!(%trip_id, error = %e, attempt, "payment failed; retrying after {backoff:?}");
+            tokio::time::sleep(backoff).await;
+            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            headers.insert("x-attempts".into(), AMQPValue::LongUInt(attempt));
+            let properties = delivery.properties.clone().with_headers(headers);
+            channel
+                .basic_publish(
+                    ShortString::from(exchange),
+                    delivery.routing_key.clone(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await?;
+            delivery.ack(BasicAckOptions::default()).await.map(drop)
+        }
+    }
+}
+
+/// Consumes `{exchange}.payments` until `shutdown`, reconnecting with backoff.
+pub async fn consume_amqp(core: Core, url: String, mut shutdown: watch::Receiver<bool>) {
+    let exchange = core.settings.amqp.exchange.clone();
+    let (queue, _, _) = topology(&exchange);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let session = async {
+            let (connection, channel) = Amqp::connect(&url, &exchange).await?;
+            declare(&channel, &exchange, core.settings.amqp.prefetch).await?;
+            let mut consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "hexdispatch-payments".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            tracing::info!(%queue, "payment consumer running");
+            while let Some(delivery) = consumer.next().await {
+                handle(&core, &channel, &exchange, delivery?).await?;
+            }
+            drop(connection);
+            Ok::<(), lapin::Error>(())
+        };
+        tokio::select! {
+            result = session => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "payment consumer lost the broker; reconnecting");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}

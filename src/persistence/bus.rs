@@ -1,0 +1,321 @@
+//! The event bus: RabbitMQ (lapin) when `amqp.url` is set, an in-process broadcast otherwise, and
+//! the outbox publisher that feeds it.
+//!
+//! The outbox rows are written in the same transaction as the events they announce (see the store);
+//! the publisher reads unpublished rows in id order, publishes each to the topic exchange with a
+//! publisher confirm, then marks them published. A broker that goes away is reconnected with
+//! backoff (100 ms doubling to 5 s) and the rows wait in the outbox meanwhile: an event is published
+//! at least once, and consumers deduplicate by message id (payments by trip id).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use metrics::counter;
+use sqlx::Row;
+use tokio::sync::{Notify, broadcast, watch};
+
+use super::store::{Store, StoreError};
+use crate::metrics::{OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED};
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the publisher looks at the outbox when nobody wakes it.
+const POLL: Duration = Duration::from_millis(250);
+
+/// One message on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusMessage {
+    /// Unique per event (`{trip_id}:{seq}`): consumers deduplicate by it.
+    pub message_id: String,
+    /// Routing key: the event type (`trip.completed`, …).
+    pub routing_key: String,
+    /// JSON body.
+    pub payload: Vec<u8>,
+    /// Headers: `x-event-type`, `traceparent`.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// W3C trace context for a trip's events: the trace id is the trip id, so every event of a trip
+/// belongs to one trace.
+#[must_use]
+pub fn traceparent(trip_id: &str, seq: u64) -> String {
+    let trace: String = trip_id.chars().filter(char::is_ascii_hexdigit).collect();
+    let trace = format!("{trace:0>32}");
+    format!("00-{}-{seq:016x}-01", &trace[trace.len() - 32..])
+}
+
+/// A connection to the broker with a confirming channel, made on demand.
+pub struct Amqp {
+    url: String,
+    exchange: String,
+    link: Option<(Connection, Channel)>,
+}
+
+impl Amqp {
+    /// A publisher for `exchange` on the broker at `url` (not connected yet).
+    #[must_use]
+    pub fn new(url: &str, exchange: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            exchange: exchange.to_owned(),
+            link: None,
+        }
+    }
+
+    /// Connects, opens a channel in confirm mode and declares the topic exchange.
+    ///
+    /// # Errors
+    ///
+    /// The broker's error.
+    pub async fn connect(url: &str, exchange: &str) -> lapin::Result<(Connection, Channel)> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .exchange_declare(
+                ShortString::from(exchange),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((connection, channel))
+    }
+
+    async fn channel(&mut self) -> lapin::Result<&Channel> {
+        let alive = self
+            .link
+            .as_ref()
+            .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected());
+        if !alive {
+            self.link = Some(Self::connect(&self.url, &self.exchange).await?);
+        }
+        match &self.link {
+            Some((_, channel)) => Ok(channel),
+            None => unreachable!("connected just above"),
+        }
+    }
+
+    /// Publishes a message persistently and waits for the broker's confirm.
+    ///
+    /// # Errors
+    ///
+    /// The broker's error, or a negative confirm; the link is dropped and remade on the next call.
+    pub async fn publish(&mut self, message: &BusMessage) -> Result<(), String> {
+        let result = async {
+            let exchange = self.exchange.clone();
+            let channel = self.channel().await.map_err(|e| e.to_string())?;
+            let mut headers = FieldTable::default();
+            for (k, v) in &message.headers {
+                headers.insert(
+                    ShortString::from(k.as_str()),
+                    AMQPValue::LongString(v.as_str().into()),
+                );
+            }
+            let properties = BasicProperties::default()
+                .with_message_id(ShortString::from(message.message_id.as_str()))
+                .with_type(ShortString::from(message.routing_key.as_str()))
+                .with_content_type(ShortString::from("application/json"))
+                .with_delivery_mode(2)
+                .with_headers(headers);
+            let confirm = channel
+                .basic_publish(
+                    ShortString::from(exchange.as_str()),
+                    ShortString::from(message.routing_key.as_str()),
+                    BasicPublishOptions::default(),
+                    &message.payload,
+                    properties,
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            if confirm.is_ack() {
+                Ok(())
+            } else {
+                Err("the broker refused the message".to_owned())
+            }
+        }
+        .await;
+        if result.is_err() {
+            self.link = None;
+        }
+        result
+    }
+}
+
+/// Where the outbox goes.
+pub enum Sink {
+    /// RabbitMQ.
+    Amqp(Box<Amqp>),
+    /// In process.
+    Local(broadcast::Sender<Arc<BusMessage>>),
+}
+
+impl Sink {
+    async fn publish(&mut self, message: BusMessage) -> Result<(), String> {
+        match self {
+            Self::Amqp(amqp) => amqp.publish(&message).await,
+            Self::Local(tx) => {
+                // Nobody listening is not a failure: the in-process bus keeps nothing.
+                let _ = tx.send(Arc::new(message));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Unpublished outbox rows, oldest first.
+///
+/// # Errors
+///
+/// The database's error.
+pub async fn unpublished(
+    store: &Store,
+    limit: usize,
+) -> Result<Vec<(i64, BusMessage)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, message_id, routing_key, payload FROM outbox WHERE published_ms IS NULL \
+         ORDER BY id LIMIT $1",
+    )
+    .bind(i64::try_from(limit).unwrap_or(500))
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let message_id: String = r.try_get("message_id")?;
+            let routing_key: String = r.try_get("routing_key")?;
+            let (trip, seq) = message_id.split_once(':').unwrap_or((&message_id, "0"));
+            let headers = BTreeMap::from([
+                ("x-event-type".to_owned(), routing_key.clone()),
+                (
+                    "traceparent".to_owned(),
+                    traceparent(trip, seq.parse().unwrap_or(0)),
+                ),
+            ]);
+            Ok((
+                r.try_get("id")?,
+                BusMessage {
+                    message_id,
+                    routing_key,
+                    payload: r.try_get::<String, _>("payload")?.into_bytes(),
+                    headers,
+                },
+            ))
+        })
+        .collect()
+}
+
+async fn mark_published(store: &Store, ids: &[i64], now: i64) -> Result<(), StoreError> {
+    for chunk in ids.chunks(1_000) {
+        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        // Ids are integers from the database itself, never client input.
+        sqlx::query(&format!(
+            "UPDATE outbox SET published_ms = $1 WHERE id IN ({})",
+            list.join(", ")
+        ))
+        .bind(now)
+        .execute(&store.pool)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves outbox rows to `sink` until `shutdown` turns true. `wake` is notified after each commit.
+pub async fn run_outbox(
+    store: Store,
+    mut sink: Sink,
+    batch: usize,
+    wake: Arc<Notify>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let rows = match unpublished(&store, batch).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox read failed");
+                Vec::new()
+            }
+        };
+        if rows.is_empty() {
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let mut done = Vec::with_capacity(rows.len());
+        let mut failed = false;
+        for (id, message) in rows {
+            match sink.publish(message).await {
+                Ok(()) => done.push(id),
+                Err(e) => {
+                    counter!(OUTBOX_PUBLISH_ERRORS).increment(1);
+                    if healthy.swap(false, Ordering::AcqRel) {
+                        tracing::error!(error = %e, "publishing to the broker failed; retrying with backoff");
+                    }
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() {
+            counter!(OUTBOX_PUBLISHED).increment(done.len() as u64);
+            if let Err(e) = mark_published(&store, &done, crate::clock::now_ms()).await {
+                // Published but not marked: they will be published again (at least once).
+                tracing::warn!(error = %e, "could not mark outbox rows published");
+            }
+        }
+        if failed {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => {}
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            if !healthy.swap(true, Ordering::AcqRel) {
+                tracing::info!("broker is back; outbox draining");
+            }
+            backoff = FIRST_BACKOFF;
+        }
+    }
+}
+
+/// Unpublished outbox rows (tests, readiness).
+///
+/// # Errors
+///
+/// The database's error.
+pub async fn backlog(store: &Store) -> Result<i64, StoreError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE published_ms IS NULL")
+        .fetch_one(&store.pool)
+        .await?;
+    Ok(row.try_get("n")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_uses_the_trip_as_trace() {
+        let t = traceparent("01a2008a-f2de-76ec-af28-5f773b373f68", 3);
+        assert_eq!(t, "00-01a2008af2de76ecaf285f773b373f68-0000000000000003-01");
+    }
+}

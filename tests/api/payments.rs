@@ -1,0 +1,532 @@
+//! Money: charging completed trips once, failed payments retried after a top-up, receipts,
+//! earnings, the ledger summing to zero, and the events on the in-process bus.
+
+use std::time::Duration;
+
+use hexdispatch::auth::Role;
+use hexdispatch::dispatch::{Currency, Money};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, spawn_app};
+
+pub const PICKUP: (f64, f64) = (48.8566, 2.3522);
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap().to_owned()
+}
+
+/// Runs a trip to TRIP_COMPLETED over REST with a fresh driver; returns (trip id, driver id).
+pub async fn completed_trip(app: &TestApp, rider: &str) -> (String, Uuid) {
+    let driver = Uuid::now_v7();
+    let token = app.driver_token(driver, "economy");
+    let at = json!({"lat": PICKUP.0 + 0.001, "lng": PICKUP.1}).to_string();
+    assert_eq!(
+        app.put(
+            &format!("/api/drivers/{driver}/location"),
+            Some(&token),
+            &at
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(app.set_status(driver, &token, "online").await.status, 200);
+    let r = app.request_trip(rider, PICKUP, (48.87, 2.30)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let trip_id = s(&r.body["trip_id"]);
+    for _ in 0..100 {
+        let me = app
+            .get(&format!("/api/drivers/{driver}"), Some(&token))
+            .await;
+        if me.body["offer"]["trip_id"] == trip_id.as_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let base = format!("/api/trips/{trip_id}");
+    assert_eq!(
+        app.put(&format!("{base}/accept"), Some(&token), "")
+            .await
+            .status,
+        200
+    );
+    let pin = s(&app.get(&base, Some(rider)).await.body["start_pin"]);
+    let started = app
+        .put(
+            &format!("{base}/start"),
+            Some(&token),
+            &json!({"pin": pin}).to_string(),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let done = app.put(&format!("{base}/complete"), Some(&token), "").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    (trip_id, driver)
+}
+
+async fn status_becomes(app: &TestApp, token: &str, trip_id: &str, status: &str) -> Value {
+    for _ in 0..200 {
+        let t = app.get(&format!("/api/trips/{trip_id}"), Some(token)).await;
+        if t.body["status"] == status {
+            return t.body;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("trip {trip_id} never reached {status}");
+}
+
+async fn top_up(
+    app: &TestApp,
+    rider: Uuid,
+    amount: i64,
+    reference: &str,
+) -> crate::helpers::Response {
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    app.post(
+        &format!("/api/riders/{rider}/wallet/topup"),
+        Some(&operator),
+        &json!({"amount": {"amount": amount, "currency": "USD"}, "reference": reference})
+            .to_string(),
+    )
+    .await
+}
+
+#[actix_rt::test]
+async fn a_completed_trip_is_charged_once_and_split_in_the_ledger() {
+    let app = spawn_app().await;
+    let rider_id = Uuid::now_v7();
+    let rider = app.token(Role::Rider, rider_id);
+    let r = top_up(&app, rider_id, 10_000, "card-1").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["balance"],
+        json!({"amount": 10_000, "currency": "USD"})
+    );
+    let again = top_up(&app, rider_id, 10_000, "card-1").await;
+    assert_eq!(
+        (
+            again.body["balance"]["amount"].as_i64(),
+            again.body["applied"].as_bool()
+        ),
+        (Some(10_000), Some(false)),
+        "the same reference credits once"
+    );
+
+    let mut bus = app.core.bus.subscribe();
+    let (trip_id, driver) = completed_trip(&app, &rider).await;
+    let paid = status_becomes(&app, &rider, &trip_id, "PAYMENT_PROCESSED").await;
+    let fare = paid["fare"]["amount"].as_i64().unwrap();
+    assert_eq!(fare, 700, "a trip not driven costs the minimum fare");
+    let wallet = app
+        .get(&format!("/api/riders/{rider_id}/wallet"), Some(&rider))
+        .await;
+    assert_eq!(wallet.body["balance"]["amount"], 10_000 - fare);
+
+    let receipt = app
+        .get(&format!("/api/trips/{trip_id}/receipt"), Some(&rider))
+        .await;
+    assert_eq!(receipt.status, 200, "{}", receipt.body);
+    assert_eq!(receipt.body["payment"]["status"], "captured");
+    assert_eq!(receipt.body["fare"]["amount"], fare);
+    assert!(
+        receipt.body["payment"].get("commission").is_none(),
+        "riders do not see the split"
+    );
+    let driver_token = app.driver_token(driver, "economy");
+    let theirs = app
+        .get(
+            &format!("/api/trips/{trip_id}/receipt"),
+            Some(&driver_token),
+        )
+        .await;
+    assert_eq!(
+        theirs.body["payment"]["commission"]["amount"], 140,
+        "20 % of 700"
+    );
+    let earnings = app
+        .get(
+            &format!("/api/drivers/{driver}/earnings"),
+            Some(&driver_token),
+        )
+        .await;
+    assert_eq!(earnings.status, 200, "{}", earnings.body);
+    assert_eq!(
+        earnings.body["total"],
+        json!({"amount": 560, "currency": "USD"})
+    );
+    assert_eq!(earnings.body["trips"][0]["trip_id"], trip_id.as_str());
+
+    // Redelivered completions charge nothing more.
+    let id: Uuid = trip_id.parse().unwrap();
+    for _ in 0..3 {
+        app.core.payments.settle(&app.core, id).await.unwrap();
+    }
+    let store = app.core.persistence().unwrap().store();
+    assert_eq!(store.count("payments").await.unwrap(), 1);
+    assert_eq!(
+        store.count("ledger").await.unwrap(),
+        2 + 3,
+        "one top-up and one charge"
+    );
+    assert!(
+        store
+            .ledger_totals()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, t)| *t == 0)
+    );
+
+    // The in-process bus carried every event of the trip, in order.
+    let events = app
+        .get(&format!("/api/trips/{trip_id}/events"), Some(&rider))
+        .await;
+    let expected: Vec<String> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| s(&e["type"]))
+        .collect();
+    let mut seen = Vec::new();
+    while seen.len() < expected.len() {
+        let message = tokio::time::timeout(Duration::from_secs(5), bus.recv())
+            .await
+            .expect("bus message")
+            .unwrap();
+        if message.message_id.starts_with(&trip_id) {
+            assert_eq!(message.headers["x-event-type"], message.routing_key);
+            assert!(message.headers["traceparent"].starts_with("00-"));
+            seen.push(message.routing_key.clone());
+        }
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(
+        expected.last().map(String::as_str),
+        Some("payment.captured")
+    );
+}
+
+#[actix_rt::test]
+async fn a_short_wallet_fails_the_payment_until_a_top_up_retries_it() {
+    let app = spawn_app().await;
+    let rider_id = Uuid::now_v7();
+    let rider = app.token(Role::Rider, rider_id);
+    top_up(&app, rider_id, 300, "small").await;
+    let (trip_id, _) = completed_trip(&app, &rider).await;
+    status_becomes(&app, &rider, &trip_id, "PAYMENT_FAILED").await;
+    let receipt = app
+        .get(&format!("/api/trips/{trip_id}/receipt"), Some(&rider))
+        .await;
+    assert_eq!(
+        (
+            receipt.body["payment"]["status"].as_str(),
+            receipt.body["payment"]["reason"].as_str()
+        ),
+        (Some("failed"), Some("insufficient_funds"))
+    );
+    let r = top_up(&app, rider_id, 1_000, "more").await;
+    assert_eq!(r.body["payments_retried"], 1, "{}", r.body);
+    assert_eq!(r.body["balance"]["amount"], 300 + 1_000 - 700);
+    status_becomes(&app, &rider, &trip_id, "PAYMENT_PROCESSED").await;
+    let events = app
+        .get(&format!("/api/trips/{trip_id}/events"), Some(&rider))
+        .await;
+    let kinds: Vec<String> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| s(&e["type"]))
+        .collect();
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        ["payment.failed", "payment.captured"]
+    );
+}
+
+#[actix_rt::test]
+async fn the_ledger_sums_to_zero_after_a_thousand_random_trips() {
+    let app = spawn_app().await;
+    let store = app.core.persistence().unwrap().store();
+    let mut rng = StdRng::seed_from_u64(1_000);
+    let riders: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+    let drivers: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
+    for (i, rider) in riders.iter().enumerate() {
+        let amount = Money::new(rng.random_range(0..200_000), Currency::USD);
+        if amount.amount > 0 {
+            store
+                .top_up(&format!("rider:{rider}"), amount, &format!("seed-{i}"), 1)
+                .await
+                .unwrap();
+        }
+    }
+    let (mut charged, mut short) = (0, 0);
+    for i in 0..1_000u32 {
+        let trip = Uuid::now_v7();
+        let rider = riders[rng.random_range(0..riders.len())];
+        let driver = drivers[rng.random_range(0..drivers.len())];
+        let fare = Money::new(rng.random_range(700..20_000), Currency::USD);
+        let bps = rng.random_range(0..=3_000);
+        let outcome = store
+            .charge_trip(trip, rider, driver, fare, bps, i64::from(i))
+            .await
+            .unwrap();
+        match outcome {
+            hexdispatch::persistence::ChargeOutcome::Charged => charged += 1,
+            hexdispatch::persistence::ChargeOutcome::InsufficientFunds { .. } => short += 1,
+            other => panic!("{other:?}"),
+        }
+        if rng.random_bool(0.1) {
+            // A redelivery changes nothing.
+            let again = store
+                .charge_trip(trip, rider, driver, fare, bps, 0)
+                .await
+                .unwrap();
+            assert_ne!(again, hexdispatch::persistence::ChargeOutcome::Charged);
+        }
+    }
+    assert!(
+        charged > 100 && short > 100,
+        "both paths exercised: {charged} charged, {short} short"
+    );
+    assert_eq!(store.count("payments").await.unwrap(), charged);
+    assert_eq!(
+        store.ledger_totals().await.unwrap(),
+        vec![("USD".to_owned(), 0)]
+    );
+    for rider in &riders {
+        let balance = store.balance(&format!("rider:{rider}")).await.unwrap();
+        assert!(
+            balance.is_none_or(|b| b.amount >= 0),
+            "no wallet goes negative"
+        );
+    }
+}
+
+/// (method, path, token, body, expected status, what the case is)
+type Case = (
+    &'static str,
+    String,
+    String,
+    Option<String>,
+    u16,
+    &'static str,
+);
+
+#[actix_rt::test]
+async fn money_routes_refuse_bad_and_unauthorized_input() {
+    let app = spawn_app().await;
+    let rider_id = Uuid::now_v7();
+    let rider = app.token(Role::Rider, rider_id);
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    let driver = Uuid::now_v7();
+    let driver_token = app.driver_token(driver, "economy");
+    let wallet = format!("/api/riders/{rider_id}/wallet");
+    let topup = format!("{wallet}/topup");
+    let body = |v: Value| v.to_string();
+    let cases: Vec<Case> = vec![
+        (
+            "GET",
+            wallet.clone(),
+            rider.clone(),
+            None,
+            200,
+            "own wallet",
+        ),
+        (
+            "GET",
+            wallet.clone(),
+            operator.clone(),
+            None,
+            200,
+            "operator reads a wallet",
+        ),
+        (
+            "GET",
+            wallet.clone(),
+            app.token(Role::Rider, Uuid::now_v7()),
+            None,
+            403,
+            "another rider's wallet",
+        ),
+        (
+            "GET",
+            wallet.clone(),
+            driver_token.clone(),
+            None,
+            403,
+            "a driver reads a wallet",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            rider.clone(),
+            Some(body(
+                json!({"amount": {"amount": 100, "currency": "USD"}, "reference": "r"}),
+            )),
+            403,
+            "a rider tops itself up",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            operator.clone(),
+            Some(body(
+                json!({"amount": {"amount": 0, "currency": "USD"}, "reference": "r"}),
+            )),
+            400,
+            "zero amount",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            operator.clone(),
+            Some(body(
+                json!({"amount": {"amount": -5, "currency": "USD"}, "reference": "r"}),
+            )),
+            400,
+            "negative amount",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            operator.clone(),
+            Some(body(
+                json!({"amount": {"amount": 1.5, "currency": "USD"}, "reference": "r"}),
+            )),
+            400,
+            "fractional amount",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            operator.clone(),
+            Some(body(
+                json!({"amount": {"amount": 100, "currency": "DOLLARS"}, "reference": "r"}),
+            )),
+            400,
+            "bad currency",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            operator.clone(),
+            Some(body(json!({"amount": {"amount": 100}, "reference": "r"}))),
+            400,
+            "no currency",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            operator.clone(),
+            Some(body(json!({"amount": {"amount": 100, "currency": "USD"}}))),
+            400,
+            "no reference",
+        ),
+        (
+            "POST",
+            topup.clone(),
+            operator.clone(),
+            Some("[]".into()),
+            400,
+            "an array",
+        ),
+        (
+            "POST",
+            "/api/riders/nope/wallet/topup".into(),
+            operator.clone(),
+            Some(body(json!({}))),
+            400,
+            "bad rider id",
+        ),
+        (
+            "GET",
+            format!("/api/trips/{}/receipt", Uuid::now_v7()),
+            rider.clone(),
+            None,
+            404,
+            "receipt of an unknown trip",
+        ),
+        (
+            "GET",
+            "/api/trips/x/receipt".into(),
+            rider.clone(),
+            None,
+            400,
+            "receipt with a bad id",
+        ),
+        (
+            "GET",
+            format!("/api/drivers/{driver}/earnings"),
+            driver_token.clone(),
+            None,
+            200,
+            "own earnings",
+        ),
+        (
+            "GET",
+            format!("/api/drivers/{driver}/earnings"),
+            operator.clone(),
+            None,
+            200,
+            "operator reads earnings",
+        ),
+        (
+            "GET",
+            format!("/api/drivers/{driver}/earnings"),
+            rider.clone(),
+            None,
+            403,
+            "a rider reads earnings",
+        ),
+        (
+            "GET",
+            format!("/api/drivers/{driver}/earnings"),
+            app.driver_token(Uuid::now_v7(), "economy"),
+            None,
+            403,
+            "another driver's earnings",
+        ),
+        (
+            "GET",
+            format!("/api/drivers/{driver}/earnings?from=soon"),
+            driver_token.clone(),
+            None,
+            400,
+            "a bad from",
+        ),
+        (
+            "GET",
+            format!(
+                "/api/drivers/{driver}/earnings?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z"
+            ),
+            driver_token.clone(),
+            None,
+            400,
+            "from after to",
+        ),
+    ];
+    for (method, path, token, body, status, what) in cases {
+        let r = app.request(method, &path, Some(&token), body).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+    }
+    let r = app.get(&wallet, Some(&rider)).await;
+    assert_eq!(
+        r.body["balance"],
+        json!({"amount": 0, "currency": "USD"}),
+        "nothing was credited"
+    );
+    // Someone else's receipt.
+    let (trip_id, _) = completed_trip(&app, &rider).await;
+    let r = app
+        .get(
+            &format!("/api/trips/{trip_id}/receipt"),
+            Some(&app.token(Role::Rider, Uuid::now_v7())),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    for token in [None, Some("garbage")] {
+        assert_eq!(app.request("GET", &wallet, token, None).await.status, 401);
+    }
+}
