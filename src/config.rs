@@ -201,12 +201,15 @@ impl Default for AmqpSettings {
 pub struct PaymentSettings {
     /// The platform's commission on each fare, basis points (2000 = 20 %).
     pub commission_bps: u32,
+    /// Seconds between reconciliation sweeps that settle completed trips no message settled.
+    pub reconcile_interval_s: f64,
 }
 
 impl Default for PaymentSettings {
     fn default() -> Self {
         Self {
             commission_bps: 2_000,
+            reconcile_interval_s: 30.0,
         }
     }
 }
@@ -661,6 +664,10 @@ impl Settings {
         if self.amqp.publish_batch == 0 {
             return Err(invalid("amqp.publish_batch", "must be positive"));
         }
+        positive(
+            "payments.reconcile_interval_s",
+            self.payments.reconcile_interval_s,
+        )?;
         if self.payments.commission_bps > 10_000 {
             return Err(invalid(
                 "payments.commission_bps",

@@ -743,6 +743,10 @@ impl Engine {
                 Sink::Local(core.bus.clone())
             }
         };
+        actix_rt::spawn(crate::payments::reconcile(
+            core.clone(),
+            core.shutdown_signal(),
+        ));
         actix_rt::spawn(run_outbox(
             store,
             sink,

@@ -189,6 +189,41 @@ impl PaymentDesk {
     }
 }
 
+/// Settles, every `payments.reconcile_interval_s`, the completed trips no completion message has
+/// settled (a message lost with a broker, a consumer that was away): the queue is the fast path,
+/// this is the guarantee.
+pub async fn reconcile(core: Core, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_secs_f64(core.settings.payments.reconcile_interval_s);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let Some(persistence) = core.persistence() else {
+            return;
+        };
+        let Ok(unsettled) = persistence
+            .store()
+            .trips_with_status("TRIP_COMPLETED")
+            .await
+        else {
+            continue;
+        };
+        for trip_id in unsettled {
+            // Completed just now: leave it to its message.
+            let fresh = core.trips.get(trip_id).is_some_and(|t| {
+                now_ms() - t.updated_ms < i64::try_from(every.as_millis()).unwrap_or(i64::MAX)
+            });
+            if fresh {
+                continue;
+            }
+            if let Err(e) = core.payments.settle(&core, trip_id).await {
+                tracing::warn!(%trip_id, error = %e, "reconciliation could not settle the trip");
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Completion {
     trip_id: Uuid,
@@ -333,6 +368,7 @@ async fn handle(
             .map(drop);
     };
     let attempt = attempts(&delivery) + 1;
+    tracing::debug!(%trip_id, attempt, redelivered = delivery.redelivered, "settling a completion");
     match core.payments.settle(core, trip_id).await {
         Ok(_) => delivery.ack(BasicAckOptions::default()).await.map(drop),
         Err(e) if attempt >= core.settings.amqp.max_attempts => {
@@ -350,10 +386,13 @@ async fn handle(
             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
             headers.insert("x-attempts".into(), AMQPValue::LongUInt(attempt));
             let properties = delivery.properties.clone().with_headers(headers);
+            // Straight back to the payment queue (default exchange), not through the topic
+            // exchange, so other subscribers do not see the retry.
+            let (queue, _, _) = topology(exchange);
             channel
                 .basic_publish(
-                    ShortString::from(exchange),
-                    delivery.routing_key.clone(),
+                    ShortString::from(""),
+                    ShortString::from(queue.as_str()),
                     BasicPublishOptions::default(),
                     &delivery.data,
                     properties,

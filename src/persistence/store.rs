@@ -157,7 +157,10 @@ impl Store {
             Backend::Postgres
         };
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            // SQLite has one writer at a time, and a transaction that starts reading and then writes
+            // fails at once ("database is locked") when another one writes: one connection makes
+            // every transaction wait its turn instead.
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
             .acquire_timeout(Duration::from_secs(5))
             .after_connect(move |conn, _| {
                 Box::pin(async move {

@@ -206,3 +206,16 @@ impl Proxy {
         self.up.store(true, Ordering::Release);
     }
 }
+
+/// The test RabbitMQ URL, or `None` (skipped).
+pub async fn amqp_url() -> Option<String> {
+    let url = std::env::var("HEXDISPATCH_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    match lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await {
+        Ok(c) => {
+            let _ = c.close(200, "probe".into()).await;
+            Some(url)
+        }
+        Err(e) => skip("AMQP", e),
+    }
+}
