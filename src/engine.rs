@@ -152,6 +152,8 @@ pub struct CoreInner {
     pub bus: tokio::sync::broadcast::Sender<Arc<crate::persistence::bus::BusMessage>>,
     /// Whether the last publish to the broker succeeded.
     pub broker_healthy: Arc<AtomicBool>,
+    /// Turns trip events into push, SMS and e-mail messages, once started.
+    notifications: OnceLock<Addr<crate::actors::notification::NotificationActor>>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Vehicle type of drivers whose token names none.
@@ -226,6 +228,7 @@ impl Core {
             payments: crate::payments::PaymentDesk::default(),
             bus: tokio::sync::broadcast::channel(4_096).0,
             broker_healthy: Arc::new(AtomicBool::new(true)),
+            notifications: OnceLock::new(),
             settings,
             shards,
             drivers: DriverRegistry::default(),
@@ -270,9 +273,22 @@ impl Core {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Records a trip's new events: in memory at once, in the durable store behind.
+    /// Records a trip's new events: in memory at once, in the durable store behind, and tells the
+    /// notification actor.
     pub fn save_trip(&self, trip: &Trip, records: Vec<EventRecord>) {
         self.trips.append(trip, &records);
+        if let Some(notifications) = self.notifications.get() {
+            for record in &records {
+                notifications.do_send(crate::actors::notification::TripEventNotice {
+                    trip_id: trip.trip_id,
+                    rider_id: trip.rider_id,
+                    driver_id: trip.driver_id,
+                    seq: record.seq,
+                    kind: record.event.kind(),
+                    fare: trip.fare.map(|f| f.total),
+                });
+            }
+        }
         if let Some(p) = self.persistence()
             && p.write(Write::Trip(Box::new(TripWrite {
                 trip: trip.clone(),
@@ -743,6 +759,9 @@ impl Engine {
                 Sink::Local(core.bus.clone())
             }
         };
+        let _ = core
+            .notifications
+            .set(crate::actors::notification::NotificationActor::new(core.clone()).start());
         actix_rt::spawn(crate::payments::reconcile(
             core.clone(),
             core.shutdown_signal(),

@@ -9,6 +9,7 @@
 pub mod board;
 pub mod cell;
 pub mod driver;
+pub mod notification;
 pub mod registry;
 pub mod riders;
 pub mod shards;

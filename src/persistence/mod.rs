@@ -9,5 +9,5 @@ pub mod writer;
 
 pub use money::{ChargeOutcome, Earning, PaymentRow};
 pub use snapshot::{Snapshot, SnapshotEntry};
-pub use store::{Backend, DriverRow, PositionRow, Store, StoreError, TripWrite, Write};
+pub use store::{Backend, DriverRow, OutboxRow, PositionRow, Store, StoreError, TripWrite, Write};
 pub use writer::{Persistence, WriterGone};

@@ -95,6 +95,21 @@ pub enum Write {
     Driver(DriverRow),
     /// A sampled position.
     Position(PositionRow),
+    /// A message for the bus that announces no trip event (a notification).
+    Message(OutboxRow),
+}
+
+/// A message to publish through the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Unique: a second row with the same id is ignored.
+    pub message_id: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// JSON body.
+    pub payload: String,
+    /// When, epoch ms.
+    pub created_ms: i64,
 }
 
 /// The connection pool and its backend.
@@ -221,6 +236,7 @@ impl Store {
         let mut latest: HashMap<Uuid, TripRowRef<'_>> = HashMap::new();
         let mut drivers: HashMap<Uuid, &DriverRow> = HashMap::new();
         let mut positions: Vec<&PositionRow> = Vec::new();
+        let mut messages: Vec<&OutboxRow> = Vec::new();
         for write in batch {
             match write {
                 Write::Trip(w) => {
@@ -237,6 +253,7 @@ impl Store {
                     drivers.insert(d.driver_id, d);
                 }
                 Write::Position(p) => positions.push(p),
+                Write::Message(m) => messages.push(m),
             }
         }
         let mut tx = self.pool.begin().await?;
@@ -254,6 +271,9 @@ impl Store {
         }
         for chunk in positions.chunks(MAX_PARAMS / 6) {
             insert_positions(&mut tx, chunk).await?;
+        }
+        for chunk in messages.chunks(MAX_PARAMS / 4) {
+            insert_messages(&mut tx, chunk).await?;
         }
         tx.commit().await
     }
@@ -606,6 +626,26 @@ async fn upsert_drivers(tx: &mut Tx<'_>, rows: &[&DriverRow]) -> Result<(), sqlx
             .bind(d.position.map(|p| p.2))
             .bind(d.created_ms)
             .bind(now);
+    }
+    query.execute(&mut **tx).await.map(|_| ())
+}
+
+async fn insert_messages(tx: &mut Tx<'_>, rows: &[&OutboxRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO outbox (message_id, routing_key, payload, created_ms) VALUES {} \
+         ON CONFLICT (message_id) DO NOTHING",
+        placeholders(rows.len(), 4)
+    );
+    let mut query = sqlx::query(&sql);
+    for m in rows {
+        query = query
+            .bind(m.message_id.clone())
+            .bind(m.routing_key.clone())
+            .bind(m.payload.clone())
+            .bind(m.created_ms);
     }
     query.execute(&mut **tx).await.map(|_| ())
 }

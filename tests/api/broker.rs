@@ -124,7 +124,8 @@ impl Broker {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            if !id.starts_with(trip_id) {
+            // Notifications about the trip share its id prefix; only its events count here.
+            if !id.starts_with(trip_id) || delivery.routing_key.as_str().starts_with("notify.") {
                 continue;
             }
             let headers = delivery.properties.headers().clone().unwrap_or_default();

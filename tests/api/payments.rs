@@ -190,18 +190,37 @@ async fn a_completed_trip_is_charged_once_and_split_in_the_ledger() {
         .map(|e| s(&e["type"]))
         .collect();
     let mut seen = Vec::new();
-    while seen.len() < expected.len() {
+    let mut notified = Vec::new();
+    while seen.len() < expected.len() || notified.len() < 2 {
         let message = tokio::time::timeout(Duration::from_secs(5), bus.recv())
             .await
             .expect("bus message")
             .unwrap();
-        if message.message_id.starts_with(&trip_id) {
-            assert_eq!(message.headers["x-event-type"], message.routing_key);
-            assert!(message.headers["traceparent"].starts_with("00-"));
+        if !message.message_id.starts_with(&trip_id) {
+            continue;
+        }
+        assert_eq!(message.headers["x-event-type"], message.routing_key);
+        assert!(message.headers["traceparent"].starts_with("00-"));
+        if message.routing_key.starts_with("notify.") {
+            let body: Value = serde_json::from_slice(&message.payload).unwrap();
+            assert_eq!(
+                body["user_id"],
+                rider_id.to_string(),
+                "notifications go to the rider"
+            );
+            notified.push(message.routing_key.clone());
+        } else {
             seen.push(message.routing_key.clone());
         }
     }
     assert_eq!(seen, expected);
+    // A push when the driver accepted (and on arrival), the receipt by e-mail on completion.
+    for channel in ["notify.push", "notify.email"] {
+        assert!(
+            notified.iter().any(|n| n == channel),
+            "{channel} in {notified:?}"
+        );
+    }
     assert_eq!(
         expected.last().map(String::as_str),
         Some("payment.captured")
