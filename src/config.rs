@@ -64,6 +64,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// Charging trips.
     pub payments: PaymentSettings,
+    /// Rate limits and CORS.
+    pub limits: LimitSettings,
     /// Driver position snapshot.
     pub redis: RedisSettings,
     /// H3 resolutions and cell actor placement.
@@ -119,8 +121,18 @@ impl Default for HttpSettings {
 pub struct AuthSettings {
     /// HS256 key signing access tokens.
     pub jwt_secret: SecretString,
-    /// Lifetime of tokens minted by `hexdispatch token` when `--ttl-s` is not given, seconds.
+    /// Lifetime of access tokens (login, refresh, and `hexdispatch token` without `--ttl-s`), seconds.
     pub token_ttl_s: u64,
+    /// Lifetime of refresh tokens, seconds.
+    pub refresh_ttl_s: u64,
+    /// Failed logins in a row that lock an account.
+    pub max_login_failures: u32,
+    /// How long a locked account stays locked, seconds.
+    pub lockout_s: u64,
+    /// Argon2id memory cost, KiB.
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_iterations: u32,
 }
 
 impl Default for AuthSettings {
@@ -128,6 +140,39 @@ impl Default for AuthSettings {
         Self {
             jwt_secret: SecretString::from(DEV_JWT_SECRET),
             token_ttl_s: 3_600,
+            refresh_ttl_s: 30 * 24 * 3_600,
+            max_login_failures: 5,
+            lockout_s: 300,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Requests to `/api/auth/*` per minute from one IP address.
+    pub auth_per_ip_per_minute: u32,
+    /// Trip requests per minute from one rider.
+    pub trips_per_rider_per_minute: u32,
+    /// Trip requests per minute from one IP address.
+    pub trips_per_ip_per_minute: u32,
+    /// Location frames per second one driver may send; more are dropped (and counted).
+    pub locations_per_driver_per_s: u32,
+    /// Origins allowed to call the API from a browser (CORS); empty allows none.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            auth_per_ip_per_minute: 60,
+            trips_per_rider_per_minute: 30,
+            trips_per_ip_per_minute: 600,
+            locations_per_driver_per_s: 10,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -641,6 +686,47 @@ impl Settings {
         }
         if self.auth.token_ttl_s == 0 {
             return Err(invalid("auth.token_ttl_s", "must be positive"));
+        }
+        if self.auth.refresh_ttl_s == 0 {
+            return Err(invalid("auth.refresh_ttl_s", "must be positive"));
+        }
+        if self.auth.max_login_failures == 0 {
+            return Err(invalid("auth.max_login_failures", "must be positive"));
+        }
+        if argon2::Params::new(
+            self.auth.argon2_memory_kib,
+            self.auth.argon2_iterations,
+            1,
+            None,
+        )
+        .is_err()
+        {
+            return Err(invalid(
+                "auth.argon2_memory_kib",
+                "argon2 needs at least 8 KiB of memory and 1 iteration",
+            ));
+        }
+        for (key, value) in [
+            (
+                "limits.auth_per_ip_per_minute",
+                self.limits.auth_per_ip_per_minute,
+            ),
+            (
+                "limits.trips_per_rider_per_minute",
+                self.limits.trips_per_rider_per_minute,
+            ),
+            (
+                "limits.trips_per_ip_per_minute",
+                self.limits.trips_per_ip_per_minute,
+            ),
+            (
+                "limits.locations_per_driver_per_s",
+                self.limits.locations_per_driver_per_s,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
         }
         if let Some(url) = &self.database.url
             && !(url.starts_with("postgres://")

@@ -129,6 +129,10 @@ pub struct CoreInner {
     pub vehicles: VehicleTypes,
     /// Token keys.
     pub keys: JwtKeys,
+    /// Password hashing.
+    pub passwords: crate::identity::Passwords,
+    /// Rate limiters and login lockout.
+    pub limits: Arc<crate::identity::Limits>,
     /// Trip states and event logs.
     pub trips: TripStore,
     /// Trip actors by trip id.
@@ -217,6 +221,13 @@ impl Core {
         });
         let core = Self(Arc::new(CoreInner {
             keys: JwtKeys::new(&settings.auth.jwt_secret),
+            passwords: crate::identity::Passwords::new(&settings.auth).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "auth.argon2_memory_kib",
+                    reason: e.to_string(),
+                }
+            })?,
+            limits: crate::identity::Limits::new(&settings.limits, &settings.auth),
             trips: TripStore::default(),
             trip_actors: TripRegistry::default(),
             board: MatchingBoard::new(grid.shard_res(), policy.max_radius_m()),

@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod geo;
 pub mod http;
+pub mod identity;
 pub mod market;
 pub mod metrics;
 pub mod payments;

@@ -1,6 +1,7 @@
 //! The HTTP and WebSocket edge (actix-web): routes per resource, the auth extractor, input
 //! parsing and the error envelope. Handlers parse, authorise, then talk to the core's actors.
 
+pub mod accounts;
 pub mod auth;
 pub mod drivers;
 pub mod error;
@@ -30,6 +31,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(health::ready)
         .service(health::version)
         .service(health::metrics)
+        .service(resource("/api/auth/register").route(web::post().to(accounts::register)))
+        .service(resource("/api/auth/login").route(web::post().to(accounts::login)))
+        .service(resource("/api/auth/refresh").route(web::post().to(accounts::refresh)))
         .service(resource("/api/drivers/{id}/status").route(web::put().to(drivers::put_status)))
         .service(resource("/api/drivers/{id}/location").route(web::put().to(drivers::put_location)))
         .service(resource("/api/drivers/{id}").route(web::get().to(drivers::get_driver)))
@@ -106,11 +110,34 @@ pub fn server(core: Core, listener: TcpListener) -> std::io::Result<Server> {
         n => n,
     };
     let timeout = shutdown_timeout(&core.settings);
+    let origins = core.settings.limits.cors_origins.clone();
     let data = web::Data::new(core);
     let server = HttpServer::new(move || {
+        let mut cors = actix_cors::Cors::default()
+            .allowed_methods(["GET", "POST", "PUT", "DELETE"])
+            .allowed_headers([
+                actix_web::http::header::AUTHORIZATION,
+                actix_web::http::header::CONTENT_TYPE,
+            ])
+            .max_age(600);
+        for origin in &origins {
+            cors = cors.allowed_origin(origin);
+        }
         App::new()
             .app_data(data.clone())
             .wrap(from_fn(count_responses))
+            .wrap(cors)
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add(("X-Content-Type-Options", "nosniff"))
+                    .add(("X-Frame-Options", "DENY"))
+                    .add(("Referrer-Policy", "no-referrer"))
+                    .add(("Cache-Control", "no-store"))
+                    .add((
+                        "Content-Security-Policy",
+                        "default-src 'self'; frame-ancestors 'none'",
+                    )),
+            )
             .configure(routes)
             .default_service(web::to(not_found))
     })

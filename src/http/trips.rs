@@ -163,6 +163,20 @@ pub async fn create(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     identity.require(&[Role::Rider])?;
+    let ip = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    core.limits
+        .trips_by_rider
+        .check(&identity.id())
+        .and_then(|()| core.limits.trips_by_ip.check(&ip))
+        .map_err(|wait| {
+            ApiError::too_many(
+                "rate_limited",
+                format!("too many trip requests; retry in {wait} s"),
+                wait,
+            )
+        })?;
     let body: TripBody = json_body(&req, payload).await?;
     let request = TripRequest {
         origin: point(body.origin, "origin")?,

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod money;
 pub mod snapshot;
 pub mod store;
+pub mod users;
 pub mod writer;
 
 pub use money::{ChargeOutcome, Earning, PaymentRow};

@@ -35,6 +35,9 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut Settings)) -> TestApp {
     settings.http.shutdown_timeout_s = 1;
     settings.geo.cell_arbiters = 2;
     settings.auth.jwt_secret = SecretString::from(SECRET);
+    // Cheap password hashes keep the tests fast; production uses config.toml's cost.
+    settings.auth.argon2_memory_kib = 1_024;
+    settings.auth.argon2_iterations = 1;
     // Each engine gets its own SQLite file unless the test chose a database.
     let db_file = std::env::temp_dir().join(format!("hexdispatch-test-{}.db", Uuid::now_v7()));
     settings.database.url = Some(format!("sqlite://{}?mode=rwc", db_file.display()));
@@ -120,6 +123,7 @@ pub fn bad_tokens(sub: Uuid, role: Role) -> Vec<(&'static str, Option<String>)> 
 pub struct Response {
     pub status: u16,
     pub body: Value,
+    pub headers: awc::http::header::HeaderMap,
 }
 
 impl TestApp {
@@ -166,6 +170,7 @@ impl TestApp {
         Response {
             status: res.status().as_u16(),
             body,
+            headers: res.headers().clone(),
         }
     }
 

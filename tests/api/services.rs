@@ -104,6 +104,20 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts `hexdispatch serve` with `env` overrides and waits for `/ready`.
     pub async fn start(dir: &std::path::Path, env: &[(&str, String)]) -> Self {
+        Self::spawn(dir, env, Stdio::inherit()).await
+    }
+
+    /// As [`EngineProcess::start`], with the engine's log written to `log`.
+    pub async fn start_logging(
+        dir: &std::path::Path,
+        env: &[(&str, String)],
+        log: &std::path::Path,
+    ) -> Self {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::spawn(dir, env, Stdio::from(file)).await
+    }
+
+    async fn spawn(dir: &std::path::Path, env: &[(&str, String)], stderr: Stdio) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -112,7 +126,7 @@ impl EngineProcess {
             .env("HEXDISPATCH__LOG__LEVEL", "warn")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("engine binary starts");
         let engine = Self {

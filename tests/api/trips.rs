@@ -78,7 +78,12 @@ async fn assigned_trip(app: &TestApp, rider: &str, ws: &mut Socket) -> String {
 
 #[actix_rt::test]
 async fn a_trip_runs_from_request_to_completion_over_real_sockets() {
-    let app = spawn_app_with(|s| s.trip.rider_location_interval_ms = 0).await;
+    let app = spawn_app_with(|s| {
+        s.trip.rider_location_interval_ms = 0;
+        // The trail below is replayed in one burst, faster than a phone would send it.
+        s.limits.locations_per_driver_per_s = 1_000;
+    })
+    .await;
     let (driver, mut dws) = app.online_driver(east(800.0)).await;
     let rider_id = Uuid::now_v7();
     let rider = app.token(Role::Rider, rider_id);

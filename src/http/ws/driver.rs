@@ -116,6 +116,10 @@ async fn run(
     open.increment(1.0);
     let accepted = counter!(LOCATION_UPDATES, "source" => "ws");
     let dropped = counter!(LOCATION_UPDATES_DROPPED, "reason" => "driver_mailbox_full");
+    let limited = counter!(LOCATION_UPDATES_DROPPED, "reason" => "rate_limited");
+    // Frames above the driver's rate are dropped: the next one carries a newer position anyway.
+    let mut budget =
+        crate::identity::FrameBudget::new(core.settings.limits.locations_per_driver_per_s);
     let ping_every = Duration::from_secs_f64(ws.ping_interval_s);
     let idle_limit = Duration::from_secs_f64(ws.idle_timeout_s);
     let mut heartbeat =
@@ -142,6 +146,10 @@ async fn run(
                         let reference = parsed.reference.as_deref();
                         let reply = match parsed.command {
                             Err(e) => Some(reject(e.code, &e.message, reference)),
+                            Ok(DriverCommand::Location(_)) if !budget.take() => {
+                                limited.increment(1);
+                                None
+                            }
                             Ok(DriverCommand::Location(update)) => {
                                 match actor.try_send(Location(update)) {
                                     Ok(()) => accepted.increment(1),

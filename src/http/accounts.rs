@@ -1,0 +1,310 @@
+//! `/api/auth/*`: registration, login and refresh-token rotation (SPEC §3). Passwords are argon2id
+//! hashes, hashed on the blocking pool; refresh tokens are random, stored as SHA-256 hashes, in
+//! families: each refresh uses its token up, and a used token presented again revokes its family.
+//! Repeated failed logins lock the account (429 with `Retry-After`); each client IP is rate limited.
+
+use std::net::IpAddr;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::input::{FieldError, json_body};
+use crate::auth::Role;
+use crate::clock::now_ms;
+use crate::dispatch::VehicleType;
+use crate::engine::Core;
+use crate::identity::{FAILED_LOGIN_DELAY, refresh_token, token_hash};
+use crate::persistence::users::{CreateUserError, NewUser, RefreshUse};
+
+fn store_down(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable("database_unavailable", format!("the store failed: {e}"))
+}
+
+/// The client's address (the TCP peer: forwarded-for headers are not trusted).
+fn client_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+}
+
+/// Applies the per-IP limit on `/api/auth/*`.
+fn limit(core: &Core, req: &HttpRequest) -> Result<(), ApiError> {
+    core.limits
+        .auth_by_ip
+        .check(&client_ip(req))
+        .map_err(|wait| {
+            ApiError::too_many(
+                "rate_limited",
+                format!("too many requests; retry in {wait} s"),
+                wait,
+            )
+        })
+}
+
+#[derive(Deserialize)]
+struct VehicleBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    plate: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    role: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    password: Option<String>,
+    phone: Option<String>,
+    vehicle: Option<VehicleBody>,
+}
+
+fn text(value: Option<String>, field: &str, min: usize, max: usize) -> Result<String, FieldError> {
+    let value = value.ok_or_else(|| FieldError::missing(field))?;
+    let n = value.chars().count();
+    if n < min || n > max {
+        return Err(FieldError::invalid(
+            field,
+            format_args!("{min}–{max} characters"),
+        ));
+    }
+    Ok(value)
+}
+
+fn email(value: Option<String>) -> Result<String, FieldError> {
+    let value = text(value, "email", 3, 254)?.trim().to_ascii_lowercase();
+    let valid = value.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    }) && !value.chars().any(char::is_whitespace);
+    if valid {
+        Ok(value)
+    } else {
+        Err(FieldError::invalid("email", "an e-mail address"))
+    }
+}
+
+/// `POST /api/auth/register` `{role: "rider"|"driver", name, email, password, phone?, vehicle?:
+/// {type, plate}}` → 201 `{id, role}`. Operators are created with `hexdispatch create-operator`.
+pub async fn register(
+    req: HttpRequest,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    limit(&core, &req)?;
+    let body: RegisterBody = json_body(&req, payload).await?;
+    let role = match body.role.as_deref() {
+        Some("rider") => Role::Rider,
+        Some("driver") => Role::Driver,
+        Some(other) => {
+            return Err(FieldError::invalid(
+                "role",
+                format_args!(
+                    "\"rider\" or \"driver\" (operators are not self-registered), got {other:?}"
+                ),
+            )
+            .into());
+        }
+        None => return Err(FieldError::missing("role").into()),
+    };
+    let name = text(body.name, "name", 1, 100)?;
+    let email = email(body.email)?;
+    let password = text(body.password, "password", 8, 128)?;
+    let phone = match body.phone {
+        None => None,
+        Some(p) => Some(text(Some(p), "phone", 4, 32)?),
+    };
+    let vehicle = match (role, body.vehicle) {
+        (Role::Driver, Some(v)) => {
+            let kind = match v.kind {
+                Some(k) => {
+                    VehicleType::parse(&k).map_err(|e| FieldError::invalid("vehicle.type", e))?
+                }
+                None => core.default_vehicle.clone(),
+            };
+            let plate = match v.plate {
+                None => None,
+                Some(p) => Some(text(Some(p), "vehicle.plate", 1, 16)?),
+            };
+            Some((kind.to_string(), plate))
+        }
+        (Role::Driver, None) => Some((core.default_vehicle.to_string(), None)),
+        (_, Some(_)) => {
+            return Err(FieldError::invalid("vehicle", "absent for a rider").into());
+        }
+        (_, None) => None,
+    };
+    let passwords = core.passwords.clone();
+    let password_hash = web::block(move || passwords.hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let store = core
+        .persistence()
+        .ok_or_else(|| store_down("no store"))?
+        .store();
+    let user_id = Uuid::now_v7();
+    let user = NewUser {
+        user_id,
+        role,
+        name,
+        email,
+        password_hash,
+        phone,
+        vehicle,
+    };
+    match store.create_user(&user, now_ms()).await {
+        Ok(()) => {}
+        Err(CreateUserError::EmailTaken) => {
+            return Err(ApiError::conflict(
+                "email_taken",
+                "this e-mail is registered already; log in instead",
+            ));
+        }
+        Err(CreateUserError::Store(e)) => return Err(store_down(e)),
+    }
+    tracing::info!(%user_id, role = role.as_str(), "user registered");
+    Ok(HttpResponse::Created().json(json!({"id": user_id, "role": role})))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: Option<String>,
+    password: Option<String>,
+}
+
+/// Issues an access token and a refresh token in `family`.
+async fn token_pair(
+    core: &Core,
+    user_id: Uuid,
+    role: Role,
+    vehicle_type: Option<String>,
+    family: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let ttl = core.settings.auth.token_ttl_s;
+    let access = core
+        .keys
+        .issue(user_id, role, vehicle_type, ttl)
+        .map_err(ApiError::internal)?;
+    let (refresh, hash) = refresh_token();
+    let now = now_ms();
+    let expires = now.saturating_add(
+        i64::try_from(core.settings.auth.refresh_ttl_s.saturating_mul(1_000)).unwrap_or(i64::MAX),
+    );
+    core.persistence()
+        .ok_or_else(|| store_down("no store"))?
+        .store()
+        .add_refresh_token(&hash, family, user_id, now, expires)
+        .await
+        .map_err(store_down)?;
+    Ok(json!({
+        "access_token": access,
+        "refresh_token": refresh,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+    }))
+}
+
+/// `POST /api/auth/login` `{email, password}` → `{access_token, refresh_token, token_type,
+/// expires_in}`; 401 on a wrong e-mail or password (the same answer for both); 429 with
+/// `Retry-After` while the account is locked.
+pub async fn login(
+    req: HttpRequest,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    limit(&core, &req)?;
+    let body: LoginBody = json_body(&req, payload).await?;
+    let email = email(body.email)?;
+    let password = text(body.password, "password", 1, 128)?;
+    let now = now_ms();
+    let locked = |wait: u64| {
+        ApiError::too_many(
+            "account_locked",
+            format!("too many failed logins; try again in {wait} s"),
+            wait,
+        )
+    };
+    if let Some(wait) = core.limits.lockout.locked(&email, now) {
+        return Err(locked(wait));
+    }
+    let store = core
+        .persistence()
+        .ok_or_else(|| store_down("no store"))?
+        .store();
+    let user = store.user_by_email(&email).await.map_err(store_down)?;
+    let verified = match &user {
+        Some(u) => {
+            let (passwords, phc) = (core.passwords.clone(), u.password_hash.clone());
+            web::block(move || passwords.verify(&password, &phc))
+                .await
+                .map_err(ApiError::internal)?
+        }
+        None => false,
+    };
+    let Some(user) = user.filter(|_| verified) else {
+        tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+        if let Some(wait) = core.limits.lockout.failed(&email, now) {
+            tracing::warn!("account locked after repeated failed logins");
+            return Err(locked(wait));
+        }
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "the e-mail or the password is wrong",
+        ));
+    };
+    core.limits.lockout.succeeded(&email);
+    let family = Uuid::now_v7().to_string();
+    let pair = token_pair(&core, user.user_id, user.role, user.vehicle_type, &family).await?;
+    Ok(HttpResponse::Ok().json(pair))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+/// `POST /api/auth/refresh` `{refresh_token}` → a new pair; the presented token is used up. A
+/// token presented a second time revokes its whole family (401 `refresh_token_reused`).
+pub async fn refresh(
+    req: HttpRequest,
+    core: web::Data<Core>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    limit(&core, &req)?;
+    let body: RefreshBody = json_body(&req, payload).await?;
+    let token = text(body.refresh_token, "refresh_token", 1, 256)?;
+    let store = core
+        .persistence()
+        .ok_or_else(|| store_down("no store"))?
+        .store();
+    match store
+        .use_refresh_token(&token_hash(&token), now_ms())
+        .await
+        .map_err(store_down)?
+    {
+        RefreshUse::Fresh { user_id, family_id } => {
+            let (role, vehicle_type) = store
+                .user(user_id)
+                .await
+                .map_err(store_down)?
+                .ok_or_else(|| ApiError::unauthorized("invalid_token", "the account is gone"))?;
+            let pair = token_pair(&core, user_id, role, vehicle_type, &family_id).await?;
+            Ok(HttpResponse::Ok().json(pair))
+        }
+        RefreshUse::Reused => {
+            tracing::warn!("a used refresh token was presented again; its family is revoked");
+            Err(ApiError::unauthorized(
+                "refresh_token_reused",
+                "this refresh token was used before; every token of its login is now revoked: log in again",
+            ))
+        }
+        RefreshUse::Invalid => Err(ApiError::unauthorized(
+            "invalid_token",
+            "the refresh token is unknown or expired; log in again",
+        )),
+    }
+}

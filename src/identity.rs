@@ -1,0 +1,283 @@
+//! Identity: argon2id password hashes, refresh tokens (random, stored hashed, in families), account
+//! lockout after repeated failed logins, and rate limiters keyed by IP address or user.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use dashmap::DashMap;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::config::{AuthSettings, LimitSettings};
+
+/// Hashes and checks passwords with argon2id.
+#[derive(Clone)]
+pub struct Passwords {
+    params: Params,
+}
+
+impl Passwords {
+    /// Hashing with the configured cost.
+    ///
+    /// # Errors
+    ///
+    /// Invalid parameters (caught by config validation first).
+    pub fn new(settings: &AuthSettings) -> Result<Self, argon2::Error> {
+        Ok(Self {
+            params: Params::new(
+                settings.argon2_memory_kib,
+                settings.argon2_iterations,
+                1,
+                None,
+            )?,
+        })
+    }
+
+    fn argon(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    /// A PHC string for `password` with a fresh salt.
+    ///
+    /// # Errors
+    ///
+    /// Argon2's error (not expected for valid parameters).
+    pub fn hash(&self, password: &str) -> Result<String, argon2::password_hash::Error> {
+        let salt = SaltString::generate(&mut OsRng);
+        Ok(self
+            .argon()
+            .hash_password(password.as_bytes(), &salt)?
+            .to_string())
+    }
+
+    /// Whether `password` matches `phc`.
+    #[must_use]
+    pub fn verify(&self, password: &str, phc: &str) -> bool {
+        PasswordHash::new(phc).is_ok_and(|hash| {
+            self.argon()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        })
+    }
+}
+
+/// A new random refresh token (256 bits as hex) and the hash it is stored under.
+#[must_use]
+pub fn refresh_token() -> (String, String) {
+    let token = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+/// The stored form of a refresh token.
+#[must_use]
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Failed logins per account, and locks.
+pub struct Lockout {
+    max_failures: u32,
+    lock_ms: i64,
+    accounts: DashMap<String, (u32, i64)>,
+}
+
+impl Lockout {
+    /// Locks after `max_failures` failures in a row, for `lock_s`.
+    #[must_use]
+    pub fn new(max_failures: u32, lock_s: u64) -> Self {
+        Self {
+            max_failures,
+            lock_ms: i64::try_from(lock_s.saturating_mul(1_000)).unwrap_or(i64::MAX),
+            accounts: DashMap::new(),
+        }
+    }
+
+    /// Seconds until `account` may try again, if it is locked at `now_ms`.
+    #[must_use]
+    pub fn locked(&self, account: &str, now_ms: i64) -> Option<u64> {
+        self.accounts.get(account).and_then(|entry| {
+            let until = entry.1;
+            (until > now_ms).then(|| u64::try_from((until - now_ms + 999) / 1_000).unwrap_or(1))
+        })
+    }
+
+    /// Records a failure; returns the lock's length in seconds if this one locked the account.
+    pub fn failed(&self, account: &str, now_ms: i64) -> Option<u64> {
+        let mut entry = self.accounts.entry(account.to_owned()).or_insert((0, 0));
+        if entry.1 <= now_ms && entry.1 != 0 {
+            // The previous lock ran out: count afresh.
+            *entry = (0, 0);
+        }
+        entry.0 += 1;
+        if entry.0 >= self.max_failures {
+            entry.1 = now_ms.saturating_add(self.lock_ms);
+            entry.0 = 0;
+            return Some(u64::try_from(self.lock_ms / 1_000).unwrap_or(1).max(1));
+        }
+        None
+    }
+
+    /// A successful login clears the account's failures.
+    pub fn succeeded(&self, account: &str) {
+        self.accounts.remove(account);
+    }
+}
+
+/// A per-key limiter (a token bucket per key).
+pub struct Limiter<K: std::hash::Hash + Eq + Clone> {
+    inner: DefaultKeyedRateLimiter<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
+    /// `per_minute` requests a minute per key, in bursts of up to that many.
+    #[must_use]
+    pub fn per_minute(per_minute: u32) -> Self {
+        let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            inner: RateLimiter::keyed(Quota::per_minute(n)),
+        }
+    }
+
+    /// `Ok` if `key` may go now, else the seconds to wait.
+    ///
+    /// # Errors
+    ///
+    /// The wait, in whole seconds (at least 1).
+    pub fn check(&self, key: &K) -> Result<(), u64> {
+        self.inner.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs().max(1)
+        })
+    }
+}
+
+/// The engine's limiters.
+pub struct Limits {
+    /// `/api/auth/*` by client IP.
+    pub auth_by_ip: Limiter<IpAddr>,
+    /// `POST /api/trips` by rider.
+    pub trips_by_rider: Limiter<Uuid>,
+    /// `POST /api/trips` by client IP.
+    pub trips_by_ip: Limiter<IpAddr>,
+    /// Failed logins per account.
+    pub lockout: Lockout,
+}
+
+impl Limits {
+    /// Limiters from settings.
+    #[must_use]
+    pub fn new(limits: &LimitSettings, auth: &AuthSettings) -> Arc<Self> {
+        Arc::new(Self {
+            auth_by_ip: Limiter::per_minute(limits.auth_per_ip_per_minute),
+            trips_by_rider: Limiter::per_minute(limits.trips_per_rider_per_minute),
+            trips_by_ip: Limiter::per_minute(limits.trips_per_ip_per_minute),
+            lockout: Lockout::new(auth.max_login_failures, auth.lockout_s),
+        })
+    }
+}
+
+/// A token bucket for one driver's location frames: `per_s` a second, bursts of `per_s`.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    per_s: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl FrameBudget {
+    /// `per_s` frames a second.
+    #[must_use]
+    pub fn new(per_s: u32) -> Self {
+        Self {
+            per_s: f64::from(per_s),
+            tokens: f64::from(per_s),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether one more frame fits now.
+    pub fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.per_s;
+        self.tokens = (self.tokens + refill).min(self.per_s);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Time a login failure costs before answering, so guessing is slow even below the lockout.
+pub const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passwords() -> Passwords {
+        Passwords::new(&AuthSettings {
+            argon2_memory_kib: 1_024,
+            argon2_iterations: 1,
+            ..AuthSettings::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn hashes_are_argon2id_salted_and_verify() {
+        let p = passwords();
+        let a = p.hash("correct horse battery staple").unwrap();
+        let b = p.hash("correct horse battery staple").unwrap();
+        assert!(a.starts_with("$argon2id$"));
+        assert_ne!(a, b, "each hash has its own salt");
+        assert!(p.verify("correct horse battery staple", &a));
+        assert!(!p.verify("correct horse battery stapler", &a));
+        assert!(!p.verify("x", "not a phc string"));
+    }
+
+    #[test]
+    fn lockout_locks_after_the_limit_and_expires() {
+        let l = Lockout::new(3, 60);
+        assert_eq!(l.failed("a", 0), None);
+        assert_eq!(l.failed("a", 1), None);
+        assert_eq!(l.failed("a", 2), Some(60));
+        assert_eq!(l.locked("a", 3), Some(60));
+        assert_eq!(l.locked("b", 3), None, "accounts are separate");
+        assert_eq!(l.locked("a", 60_002), None, "the lock runs out");
+        assert_eq!(l.failed("a", 60_003), None, "and counting starts again");
+        l.succeeded("a");
+        assert_eq!(l.failed("a", 60_004), None);
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_stored_hashed() {
+        let (t1, h1) = refresh_token();
+        let (t2, _) = refresh_token();
+        assert_ne!(t1, t2);
+        assert_eq!(t1.len(), 64);
+        assert_eq!(h1, token_hash(&t1));
+        assert_ne!(h1, t1);
+    }
+
+    #[test]
+    fn a_frame_budget_allows_its_rate() {
+        let mut b = FrameBudget::new(5);
+        let allowed = (0..20).filter(|_| b.take()).count();
+        assert_eq!(
+            allowed, 5,
+            "a burst of the rate, then nothing until it refills"
+        );
+    }
+}
