@@ -75,6 +75,45 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Requires the caller to be the rider `rider_id` or an operator.
+    ///
+    /// # Errors
+    ///
+    /// 403 otherwise.
+    pub fn require_rider_or_operator(&self, rider_id: Uuid) -> Result<(), ApiError> {
+        match self.0.role {
+            Role::Operator => Ok(()),
+            Role::Rider if self.0.sub == rider_id => Ok(()),
+            Role::Rider => Err(ApiError::forbidden(
+                "a rider sees only its own trips and wallet",
+            )),
+            Role::Driver => self.require(&[Role::Rider, Role::Operator]),
+        }
+    }
+
+    /// How the caller may see `trip`: as its rider, as its driver, or as an operator.
+    ///
+    /// # Errors
+    ///
+    /// 403 `not_your_trip` for anyone else.
+    pub fn trip_viewer(
+        &self,
+        trip: &crate::dispatch::Trip,
+    ) -> Result<crate::trips::Viewer, ApiError> {
+        use crate::trips::Viewer;
+        match self.0.role {
+            Role::Operator => Ok(Viewer::Operator),
+            Role::Rider if trip.rider_id == self.0.sub => Ok(Viewer::Rider),
+            Role::Driver if trip.driver_id == Some(self.0.sub) => Ok(Viewer::Driver),
+            _ => Err(ApiError::forbidden_as(
+                "not_your_trip",
+                "this trip belongs to another rider or driver",
+            )),
+        }
+    }
+}
+
 /// Reads the bearer token from the `Authorization` header or, where allowed (browsers opening a
 /// WebSocket cannot set headers), from the `token` query parameter.
 #[must_use]

@@ -40,12 +40,7 @@ pub async fn wallet(
     core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
     let rider = parse_id(&path, "rider id")?;
-    match identity.role() {
-        Role::Operator => {}
-        Role::Rider if identity.id() == rider => {}
-        Role::Rider => return Err(ApiError::forbidden("a rider sees only its own wallet")),
-        Role::Driver => identity.require(&[Role::Rider, Role::Operator])?,
-    }
+    identity.require_rider_or_operator(rider)?;
     let balance = persistence(&core)?
         .store()
         .balance(&rider_account(rider))
@@ -150,17 +145,7 @@ pub async fn receipt(
         .await
         .map_err(store_down)?
         .ok_or_else(|| ApiError::not_found("trip_not_found", format!("no trip {trip_id}")))?;
-    let viewer = match identity.role() {
-        Role::Operator => Viewer::Operator,
-        Role::Rider if trip.rider_id == identity.id() => Viewer::Rider,
-        Role::Driver if trip.driver_id == Some(identity.id()) => Viewer::Driver,
-        _ => {
-            return Err(ApiError::forbidden_as(
-                "not_your_trip",
-                "this trip belongs to another rider or driver",
-            ));
-        }
-    };
+    let viewer = identity.trip_viewer(&trip)?;
     let charge = persistence(&core)?
         .store()
         .payment(trip_id)

@@ -140,17 +140,7 @@ async fn visible(
         .await
         .map_err(|e| store_error(&e))?
         .ok_or_else(|| trip_not_found(trip_id))?;
-    let viewer = match identity.role() {
-        Role::Operator => Viewer::Operator,
-        Role::Rider if trip.rider_id == identity.id() => Viewer::Rider,
-        Role::Driver if trip.driver_id == Some(identity.id()) => Viewer::Driver,
-        _ => {
-            return Err(ApiError::forbidden_as(
-                "not_your_trip",
-                "this trip belongs to another rider or driver",
-            ));
-        }
-    };
+    let viewer = identity.trip_viewer(&trip)?;
     Ok((trip, viewer))
 }
 
@@ -475,12 +465,7 @@ pub async fn rider_history(
     core: web::Data<Core>,
 ) -> Result<HttpResponse, ApiError> {
     let rider_id = parse_id(&path, "rider id")?;
-    match identity.role() {
-        Role::Operator => {}
-        Role::Rider if identity.id() == rider_id => {}
-        Role::Rider => return Err(ApiError::forbidden("a rider sees only its own trips")),
-        Role::Driver => identity.require(&[Role::Rider, Role::Operator])?,
-    }
+    identity.require_rider_or_operator(rider_id)?;
     let q = Query::parse(&req)?;
     let limit = q.usize("limit")?.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {

@@ -9,6 +9,7 @@ mod broker;
 mod driver_socket;
 mod drivers;
 mod durability;
+mod fuzz;
 mod health;
 mod helpers;
 mod nearby;

@@ -231,6 +231,8 @@ pub fn with_ref(mut frame: serde_json::Value, reference: Option<&RawValue>) -> S
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -317,5 +319,93 @@ mod tests {
         assert_eq!(frame["type"], "error");
         assert_eq!(frame["code"], "out_of_range");
         assert_eq!(frame["ref"], serde_json::json!([1, "a"]));
+    }
+
+    /// Error codes a frame can get; anything else is a bug.
+    const CODES: [&str; 5] = [
+        "invalid_json",
+        "invalid_field",
+        "missing_field",
+        "out_of_range",
+        "unknown_type",
+    ];
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            ".{0,40}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn frame() -> impl Strategy<Value = String> {
+        let kinds = prop_oneof![
+            Just("location"),
+            Just("status"),
+            Just("accept"),
+            Just("decline"),
+            Just("arrived"),
+            Just("start"),
+            Just("complete"),
+            Just("cancel"),
+            Just("nope"),
+        ];
+        let fields = prop_oneof![
+            Just("lat"),
+            Just("lng"),
+            Just("heading"),
+            Just("speed_mps"),
+            Just("ts_ms"),
+            Just("status"),
+            Just("trip_id"),
+            Just("pin"),
+            Just("ref"),
+            Just("type"),
+        ];
+        (
+            kinds,
+            proptest::collection::vec((fields, json_value()), 0..6),
+        )
+            .prop_map(|(kind, fields)| {
+                let mut object = serde_json::Map::new();
+                object.insert("type".into(), serde_json::Value::from(kind));
+                for (k, v) in fields {
+                    object.insert(k.into(), v);
+                }
+                serde_json::Value::Object(object).to_string()
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_parses_or_is_refused_with_a_known_code(text in ".{0,300}") {
+            if let Err(e) = parse_driver_frame(&text).command {
+                prop_assert!(CODES.contains(&e.code), "{:?} for {:?}", e.code, text);
+            }
+        }
+
+        #[test]
+        fn frames_with_random_fields_parse_or_are_refused_with_a_known_code(text in frame()) {
+            let parsed = parse_driver_frame(&text);
+            match parsed.command {
+                Err(e) => prop_assert!(CODES.contains(&e.code), "{:?} for {}", e.code, text),
+                Ok(DriverCommand::Location(u)) => {
+                    prop_assert!((-90.0..=90.0).contains(&u.point.lat()));
+                    prop_assert!((-180.0..=180.0).contains(&u.point.lng()));
+                }
+                Ok(_) => {}
+            }
+        }
     }
 }
