@@ -102,7 +102,15 @@ fn trip_error(e: &TripError) -> ApiError {
 }
 
 /// Maps a refused offer answer; `trip` is the trip if it exists.
-pub(crate) fn answer_error(e: AnswerError, trip_id: Uuid, exists: bool, accept: bool) -> ApiError {
+/// Maps a refused offer answer from `driver` about `trip_id`.
+pub(crate) fn answer_error(
+    core: &Core,
+    e: AnswerError,
+    trip_id: Uuid,
+    driver: Uuid,
+    accept: bool,
+) -> ApiError {
+    let trip = core.trips.get(trip_id);
     match e {
         AnswerError::Gone(reason) if accept => ApiError::conflict(
             "accept_rejected",
@@ -113,7 +121,17 @@ pub(crate) fn answer_error(e: AnswerError, trip_id: Uuid, exists: bool, accept: 
             format!("the offer is no longer open: {}", reason.as_str()),
         ),
         AnswerError::Assigned => ApiError::conflict("already_assigned", e.to_string()),
-        AnswerError::NotOffered if exists => ApiError::forbidden_as(
+        // The driver's own trip, already over: refused by state, not by ownership.
+        AnswerError::NotOffered if trip.as_ref().is_some_and(|t| t.driver_id == Some(driver)) => {
+            ApiError::conflict(
+                "accept_rejected",
+                format!(
+                    "trip {trip_id} is {} and takes no more answers",
+                    trip.as_ref().map_or("over", |t| t.status.as_str())
+                ),
+            )
+        }
+        AnswerError::NotOffered if trip.is_some() => ApiError::forbidden_as(
             "not_offered",
             format!("trip {trip_id} is not offered to this driver"),
         ),
@@ -331,12 +349,7 @@ async fn answer(
                 .ok_or_else(|| trip_not_found(trip_id))?;
             Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
         }
-        Err(e) => Err(answer_error(
-            e,
-            trip_id,
-            core.trips.get(trip_id).is_some(),
-            accept,
-        )),
+        Err(e) => Err(answer_error(core, e, trip_id, identity.id(), accept)),
     }
 }
 

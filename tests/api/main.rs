@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod authz;
 mod broker;
 mod driver_socket;
 mod drivers;

@@ -168,8 +168,8 @@ async fn run(
                                 Ok(snapshot) => Some(session_frame(&snapshot, active_trip(&core, &snapshot).as_ref(), reference)),
                                 Err(_) => break End::Close(CloseCode::Away, "driver unavailable".into()),
                             },
-                            Ok(DriverCommand::Accept(trip)) => Some(answer(&core, &actor, trip, true, reference).await),
-                            Ok(DriverCommand::Decline(trip)) => Some(answer(&core, &actor, trip, false, reference).await),
+                            Ok(DriverCommand::Accept(trip)) => Some(answer(&core, driver_id, &actor, trip, true, reference).await),
+                            Ok(DriverCommand::Decline(trip)) => Some(answer(&core, driver_id, &actor, trip, false, reference).await),
                             Ok(DriverCommand::Arrived(trip)) => Some(act(&core, &actor, driver_id, trip, DriverAction::Arrive, reference).await),
                             Ok(DriverCommand::Start(trip, pin)) => Some(act(&core, &actor, driver_id, trip, DriverAction::Start(pin), reference).await),
                             Ok(DriverCommand::Complete(trip)) => Some(act(&core, &actor, driver_id, trip, DriverAction::Complete, reference).await),
@@ -235,6 +235,7 @@ fn active_trip(core: &Core, snapshot: &DriverSnapshot) -> Option<TripView> {
 /// reason `declined` (decline), or an error frame.
 async fn answer(
     core: &Core,
+    driver_id: Uuid,
     actor: &Addr<DriverActor>,
     trip_id: Uuid,
     accept: bool,
@@ -254,7 +255,7 @@ async fn answer(
             None => reject("trip_not_found", "the trip is gone", reference),
         },
         Ok(Err(e)) => {
-            let error = answer_error(e, trip_id, core.trips.get(trip_id).is_some(), accept);
+            let error = answer_error(core, e, trip_id, driver_id, accept);
             reject(error.code, &error.message, reference)
         }
         Err(_) => reject(
