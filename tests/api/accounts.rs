@@ -448,3 +448,81 @@ async fn no_password_token_or_secret_reaches_the_logs() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_rt::test]
+async fn create_operator_makes_an_account_that_logs_in_as_operator() {
+    let dir = std::env::temp_dir().join(format!("hexdispatch-operator-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
+        .args([
+            "create-operator",
+            "--email",
+            "Ops@Example.com",
+            "--name",
+            "Ops",
+        ])
+        .current_dir(&dir)
+        .env("HEXDISPATCH_OPERATOR_PASSWORD", "operator-pass-1")
+        .env("HEXDISPATCH__AUTH__ARGON2_MEMORY_KIB", "1024")
+        .env("HEXDISPATCH__AUTH__ARGON2_ITERATIONS", "1")
+        .env("HEXDISPATCH__AUTH__JWT_SECRET", crate::helpers::SECRET)
+        .env("HEXDISPATCH__LOG__LEVEL", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: Uuid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let short = std::process::Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
+        .args(["create-operator", "--email", "x@example.com"])
+        .current_dir(&dir)
+        .env("HEXDISPATCH_OPERATOR_PASSWORD", "short")
+        .output()
+        .unwrap();
+    assert!(!short.status.success(), "a short password is refused");
+
+    // Seed drivers into the same data folder, then serve it and log in.
+    let seeded = std::process::Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
+        .args(["seed-drivers", "--count", "50", "--vehicle-type", "xl"])
+        .current_dir(&dir)
+        .env("HEXDISPATCH__AUTH__JWT_SECRET", crate::helpers::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+    let lines = String::from_utf8_lossy(&seeded.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert_eq!(lines.len(), 50);
+    let (driver, token) = lines[0].split_once(',').unwrap();
+
+    let engine = crate::services::EngineProcess::start(&dir, &[]).await;
+    let client = awc::Client::default();
+    let mut res = client
+        .post(format!("{}/api/auth/login", engine.address))
+        .send_json(&json!({"email": "ops@example.com", "password": "operator-pass-1"}))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let pair: Value = res.json().await.unwrap();
+    let access = pair["access_token"].as_str().unwrap();
+    let keys =
+        hexdispatch::auth::JwtKeys::new(&secrecy::SecretString::from(crate::helpers::SECRET));
+    let claims = keys.verify(access).unwrap();
+    assert_eq!((claims.sub, claims.role), (id, Role::Operator));
+    let seen = client
+        .get(format!("{}/api/drivers/{driver}", engine.address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(seen.status().as_u16(), 200, "a seeded driver's token works");
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
