@@ -155,6 +155,8 @@ impl Default for AuthSettings {
 pub struct LimitSettings {
     /// Requests to `/api/auth/*` per minute from one IP address.
     pub auth_per_ip_per_minute: u32,
+    /// Login attempts per minute for one account (whatever their outcome).
+    pub logins_per_account_per_minute: u32,
     /// Trip requests per minute from one rider.
     pub trips_per_rider_per_minute: u32,
     /// Trip requests per minute from one IP address.
@@ -169,6 +171,7 @@ impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             auth_per_ip_per_minute: 60,
+            logins_per_account_per_minute: 20,
             trips_per_rider_per_minute: 30,
             trips_per_ip_per_minute: 600,
             locations_per_driver_per_s: 10,

@@ -164,6 +164,8 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
 pub struct Limits {
     /// `/api/auth/*` by client IP.
     pub auth_by_ip: Limiter<IpAddr>,
+    /// `/api/auth/login` by account (e-mail).
+    pub logins_by_account: Limiter<String>,
     /// `POST /api/trips` by rider.
     pub trips_by_rider: Limiter<Uuid>,
     /// `POST /api/trips` by client IP.
@@ -178,6 +180,7 @@ impl Limits {
     pub fn new(limits: &LimitSettings, auth: &AuthSettings) -> Arc<Self> {
         Arc::new(Self {
             auth_by_ip: Limiter::per_minute(limits.auth_per_ip_per_minute),
+            logins_by_account: Limiter::per_minute(limits.logins_per_account_per_minute),
             trips_by_rider: Limiter::per_minute(limits.trips_per_rider_per_minute),
             trips_by_ip: Limiter::per_minute(limits.trips_per_ip_per_minute),
             lockout: Lockout::new(auth.max_login_failures, auth.lockout_s),

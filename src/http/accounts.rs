@@ -231,6 +231,16 @@ pub async fn login(
     if let Some(wait) = core.limits.lockout.locked(&email, now) {
         return Err(locked(wait));
     }
+    core.limits
+        .logins_by_account
+        .check(&email)
+        .map_err(|wait| {
+            ApiError::too_many(
+                "rate_limited",
+                format!("too many logins for this account; retry in {wait} s"),
+                wait,
+            )
+        })?;
     let store = core
         .persistence()
         .ok_or_else(|| store_down("no store"))?

@@ -301,6 +301,34 @@ async fn auth_and_trip_requests_are_rate_limited() {
 }
 
 #[actix_rt::test]
+async fn logins_are_rate_limited_per_account() {
+    let app = spawn_app_with(|s| {
+        s.limits.logins_per_account_per_minute = 2;
+        s.auth.max_login_failures = 100;
+    })
+    .await;
+    register(&app, rider("busy@example.com")).await;
+    for _ in 0..2 {
+        assert_eq!(
+            login(&app, "busy@example.com", "correct horse")
+                .await
+                .status,
+            200
+        );
+    }
+    let third = login(&app, "busy@example.com", "correct horse").await;
+    assert_eq!(
+        (third.status, third.body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(
+        login(&app, "calm@example.com", "whatever1").await.status,
+        401,
+        "per account"
+    );
+}
+
+#[actix_rt::test]
 async fn responses_carry_security_headers_and_cors_follows_the_config() {
     let app =
         spawn_app_with(|s| s.limits.cors_origins = vec!["https://ops.example.com".into()]).await;
