@@ -64,6 +64,16 @@ pub struct CountAvailable {
     pub fresh_since_ms: i64,
 }
 
+/// Available, fresh drivers per H3 cell at a resolution (heatmaps).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "Vec<(CellIndex, u32)>")]
+pub struct Heat {
+    /// Resolution of the cells counted (no finer than the index's).
+    pub res: Resolution,
+    /// Only positions received at or after this time, epoch ms.
+    pub fresh_since_ms: i64,
+}
+
 /// How many drivers this shard holds. Also a barrier: it answers after every earlier message.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -177,6 +187,19 @@ impl Handler<CountAvailable> for CellActor {
 
     fn handle(&mut self, msg: CountAvailable, _: &mut Self::Context) -> u32 {
         self.index.count_available(msg.area, msg.fresh_since_ms)
+    }
+}
+
+impl Handler<Heat> for CellActor {
+    type Result = MessageResult<Heat>;
+
+    fn handle(&mut self, msg: Heat, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.index
+                .available_by_cell(msg.res, msg.fresh_since_ms)
+                .into_iter()
+                .collect(),
+        )
     }
 }
 

@@ -17,7 +17,7 @@ use h3o::CellIndex;
 use metrics::{Gauge, Histogram, gauge, histogram};
 use rustc_hash::FxHashMap;
 
-use super::cell::{CellActor, CountAvailable, Nearby};
+use super::cell::{CellActor, CountAvailable, Heat, Nearby};
 use crate::geo::{Grid, NearbyHit, NearbyQuery, UnitVec, cell_centre, metres_to_chord};
 use crate::metrics::{NEARBY_DURATION, SHARDS};
 
@@ -187,6 +187,31 @@ impl ShardMap {
         let mut total = 0u32;
         for count in counts {
             total = total.saturating_add(count?);
+        }
+        Ok(total)
+    }
+
+    /// Available, fresh drivers per H3 cell at `res` across every shard.
+    ///
+    /// # Errors
+    ///
+    /// [`MailboxError`] if a cell actor is gone.
+    pub async fn heat(
+        &self,
+        res: h3o::Resolution,
+        fresh_since_ms: i64,
+    ) -> Result<FxHashMap<CellIndex, u32>, MailboxError> {
+        let addrs: Vec<Addr<CellActor>> = self.shards().into_iter().map(|s| s.addr).collect();
+        let message = Heat {
+            res,
+            fresh_since_ms,
+        };
+        let answers = join_all(addrs.iter().map(|a| a.send(message))).await;
+        let mut total = FxHashMap::default();
+        for answer in answers {
+            for (cell, n) in answer? {
+                *total.entry(cell).or_insert(0u32) += n;
+            }
         }
         Ok(total)
     }

@@ -181,6 +181,31 @@ impl SpatialIndex {
         }
     }
 
+    /// Available drivers with a fresh position per H3 cell at `res` (no finer than the index
+    /// resolution), for heatmaps.
+    #[must_use]
+    pub fn available_by_cell(
+        &self,
+        res: Resolution,
+        fresh_since_ms: i64,
+    ) -> FxHashMap<CellIndex, u32> {
+        let mut counts = FxHashMap::default();
+        for bucket in &self.buckets {
+            let n = bucket
+                .entries
+                .iter()
+                .filter(|e| e.driver.available && e.driver.seen_ms >= fresh_since_ms)
+                .count();
+            if n == 0 {
+                continue;
+            }
+            if let Some(cell) = bucket.cell.parent(res) {
+                *counts.entry(cell).or_insert(0) += u32::try_from(n).unwrap_or(u32::MAX);
+            }
+        }
+        counts
+    }
+
     /// Available drivers with a position received at or after `fresh_since_ms` inside the H3 cell
     /// `area` (any resolution). Walks only the buckets under `area`.
     #[must_use]

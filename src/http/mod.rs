@@ -9,6 +9,7 @@ pub mod health;
 pub mod input;
 pub mod locations;
 pub mod money;
+pub mod ops;
 pub mod pricing;
 pub mod trips;
 pub mod ws;
@@ -62,7 +63,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/api/trips/{id}/receipt").route(web::get().to(money::receipt)))
         .service(resource("/api/drivers/{id}/earnings").route(web::get().to(money::earnings)))
         .service(resource("/ws/driver").route(web::get().to(ws::driver::driver_socket)))
-        .service(resource("/ws/rider").route(web::get().to(ws::rider::rider_socket)));
+        .service(resource("/ws/rider").route(web::get().to(ws::rider::rider_socket)))
+        .service(resource("/api/ops/heatmap").route(web::get().to(ops::get_heatmap)))
+        .service(resource("/ws/ops").route(web::get().to(ops::ops_socket)));
 }
 
 /// A resource that answers other methods with 405 in the error envelope.

@@ -315,6 +315,12 @@ pub struct Socket {
     framed: Framed<BoxedSocket, Codec>,
 }
 
+impl From<Framed<BoxedSocket, Codec>> for Socket {
+    fn from(framed: Framed<BoxedSocket, Codec>) -> Self {
+        Self { framed }
+    }
+}
+
 impl Socket {
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.framed

@@ -14,6 +14,7 @@ mod fuzz;
 mod health;
 mod helpers;
 mod nearby;
+mod ops;
 mod payments;
 mod pricing;
 mod services;
