@@ -230,3 +230,48 @@ pub fn install() -> PrometheusHandle {
         })
         .clone()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Metric names declared in this module.
+    fn declared() -> Vec<&'static str> {
+        include_str!("metrics.rs")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect()
+    }
+
+    fn mentioned(text: &str) -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("hexdispatch_"))
+            .map(|w| {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .fold(w.to_owned(), |w, s| {
+                        w.strip_suffix(s).map_or(w.clone(), str::to_owned)
+                    })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_dashboard_uses_only_declared_metrics_and_the_runbook_lists_them_all() {
+        let names = declared();
+        assert!(names.len() > 20);
+        for name in mentioned(include_str!("../deploy/grafana/hexdispatch.json")) {
+            assert!(
+                names.contains(&name.as_str()),
+                "the dashboard uses {name}, which is not declared"
+            );
+        }
+        let catalogue = include_str!("../docs/OPERATIONS.md");
+        for name in &names {
+            let short = name.trim_start_matches("hexdispatch_");
+            assert!(
+                catalogue.contains(short),
+                "OPERATIONS.md does not list {name}"
+            );
+        }
+    }
+}

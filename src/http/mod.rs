@@ -85,6 +85,39 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("not_found", "no such route"))
 }
 
+/// Gives every request an id (the client's `X-Request-Id` when it is a short token, else a new
+/// UUID), runs it inside a `request` span carrying that id, and returns it in `X-Request-Id`.
+async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use tracing::Instrument as _;
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path()
+    );
+    let mut response = next.call(req).instrument(span).await?;
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
+        response.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("x-request-id"),
+            value,
+        );
+    }
+    Ok(response)
+}
+
 /// Counts responses by status class.
 async fn count_responses(
     req: ServiceRequest,
@@ -129,6 +162,7 @@ pub fn server(core: Core, listener: TcpListener) -> std::io::Result<Server> {
         App::new()
             .app_data(data.clone())
             .wrap(from_fn(count_responses))
+            .wrap(from_fn(request_id))
             .wrap(cors)
             .wrap(
                 actix_web::middleware::DefaultHeaders::new()

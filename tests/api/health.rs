@@ -73,3 +73,24 @@ async fn unknown_routes_and_methods_get_the_error_envelope() {
     assert_eq!(r.status, 400, "a plain GET on a socket route is refused");
     assert!(r.body["error"]["code"].is_string());
 }
+
+#[actix_rt::test]
+async fn every_response_carries_a_request_id() {
+    let app = crate::helpers::spawn_app().await;
+    let r = app.get("/health", None).await;
+    let id = r
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "a fresh id: {id}");
+    let other = app.get("/nope", None).await;
+    assert_ne!(
+        other
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some(id.as_str())
+    );
+}
