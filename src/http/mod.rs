@@ -65,7 +65,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/ws/driver").route(web::get().to(ws::driver::driver_socket)))
         .service(resource("/ws/rider").route(web::get().to(ws::rider::rider_socket)))
         .service(resource("/api/ops/heatmap").route(web::get().to(ops::get_heatmap)))
-        .service(resource("/ws/ops").route(web::get().to(ops::ops_socket)));
+        .service(resource("/ws/ops").route(web::get().to(ops::ops_socket)))
+        .service(resource("/ops").route(web::get().to(ops::page)))
+        .service(resource("/ops/app.js").route(web::get().to(ops::script)))
+        .service(resource("/ops/app.css").route(web::get().to(ops::style)));
 }
 
 /// A resource that answers other methods with 405 in the error envelope.

@@ -35,6 +35,35 @@ pub struct HeatCell {
     pub demand: u32,
     /// The surge this supply and demand give.
     pub surge: crate::dispatch::Surge,
+    /// Centre, `[lat, lng]`.
+    pub centre: [f64; 2],
+    /// Distance from the centre to the farthest vertex, metres.
+    pub radius_m: f64,
+    /// Vertices, `[lat, lng]`, for drawing.
+    pub boundary: Vec<[f64; 2]>,
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+impl HeatCell {
+    fn new(cell: CellIndex, supply: u32, demand: u32, surge: crate::dispatch::Surge) -> Self {
+        let centre = h3o::LatLng::from(cell);
+        Self {
+            cell: cell.to_string(),
+            supply,
+            demand,
+            surge,
+            centre: [round6(centre.lat()), round6(centre.lng())],
+            radius_m: crate::geo::cell_radius_m(cell).round(),
+            boundary: cell
+                .boundary()
+                .iter()
+                .map(|v| [round6(v.lat()), round6(v.lng())])
+                .collect(),
+        }
+    }
 }
 
 /// Which number the cells are ordered by.
@@ -100,11 +129,8 @@ pub async fn heatmap(core: &Core, res: Resolution, by: Metric) -> Result<Vec<Hea
     }
     let mut out: Vec<HeatCell> = cells
         .into_iter()
-        .map(|(cell, (supply, demand))| HeatCell {
-            cell: cell.to_string(),
-            supply,
-            demand,
-            surge: core.market.surge_for(demand, supply),
+        .map(|(cell, (supply, demand))| {
+            HeatCell::new(cell, supply, demand, core.market.surge_for(demand, supply))
         })
         .collect();
     out.sort_by(|a, b| match by {
@@ -208,4 +234,30 @@ pub async fn ops_socket(
         });
     }
     Ok(response)
+}
+
+/// `GET /ops`: the live heatmap page. The page itself is public; everything it shows is fetched
+/// with the operator token given in its URL fragment (`/ops#token=…`).
+pub async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+        ))
+        .body(include_str!("ops_page/index.html"))
+}
+
+/// `GET /ops/app.js`.
+pub async fn script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .body(include_str!("ops_page/app.js"))
+}
+
+/// `GET /ops/app.css`.
+pub async fn style() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .body(include_str!("ops_page/app.css"))
 }

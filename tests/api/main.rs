@@ -7,6 +7,7 @@
 mod accounts;
 mod authz;
 mod broker;
+mod browser;
 mod driver_socket;
 mod drivers;
 mod durability;
