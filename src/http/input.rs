@@ -236,6 +236,26 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `from`/`to` window (RFC 3339 or epoch ms each): `to` defaults to now, `from` to
+    /// `default_span_ms` before `to`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_field` for an unreadable time, `out_of_range` when `from` is after `to`.
+    pub fn time_window(&self, default_span_ms: i64) -> Result<(i64, i64), FieldError> {
+        let time = |key: &str, default: i64| match self.raw(key) {
+            None | Some("") => Ok(default),
+            Some(raw) => crate::clock::parse_time_ms(raw)
+                .ok_or_else(|| FieldError::invalid(key, "an RFC 3339 time or epoch milliseconds")),
+        };
+        let to_ms = time("to", crate::clock::now_ms())?;
+        let from_ms = time("from", to_ms.saturating_sub(default_span_ms))?;
+        if from_ms > to_ms {
+            return Err(FieldError::out_of_range("from must not be after to"));
+        }
+        Ok((from_ms, to_ms))
+    }
+
     /// An optional text parameter, as sent.
     #[must_use]
     pub fn string(&self, key: &str) -> Option<&str> {

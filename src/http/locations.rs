@@ -108,19 +108,7 @@ pub async fn history(
     let driver_id = parse_id(&path, "driver id")?;
     identity.require_driver_or_operator(driver_id)?;
     let q = Query::parse(&req)?;
-    let time = |key: &str, default: i64| -> Result<i64, FieldError> {
-        match q.string(key) {
-            None | Some("") => Ok(default),
-            Some(raw) => crate::clock::parse_time_ms(raw)
-                .ok_or_else(|| FieldError::invalid(key, "an RFC 3339 time or epoch milliseconds")),
-        }
-    };
-    let now = now_ms();
-    let to_ms = time("to", now)?;
-    let from_ms = time("from", to_ms.saturating_sub(24 * 3_600 * 1_000))?;
-    if from_ms > to_ms {
-        return Err(FieldError::out_of_range("from must not be after to").into());
-    }
+    let (from_ms, to_ms) = q.time_window(24 * 3_600 * 1_000)?;
     let limit = q.usize("limit")?.unwrap_or(1_000);
     if !(1..=MAX_HISTORY).contains(&limit) {
         return Err(

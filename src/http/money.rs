@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::input::{FieldError, Query, json_body};
 use super::trips::short_text;
 use crate::auth::Role;
-use crate::clock::{now_ms, parse_time_ms, rfc3339};
+use crate::clock::rfc3339;
 use crate::dispatch::ledger::rider_account;
 use crate::dispatch::{Currency, Money, TripStatus};
 use crate::engine::Core;
@@ -201,18 +201,7 @@ pub async fn earnings(
     let driver = parse_id(&path, "driver id")?;
     identity.require_driver_or_operator(driver)?;
     let q = Query::parse(&req)?;
-    let time = |key: &str, default: i64| -> Result<i64, FieldError> {
-        match q.string(key) {
-            None | Some("") => Ok(default),
-            Some(raw) => parse_time_ms(raw)
-                .ok_or_else(|| FieldError::invalid(key, "an RFC 3339 time or epoch milliseconds")),
-        }
-    };
-    let to_ms = time("to", now_ms())?;
-    let from_ms = time("from", to_ms.saturating_sub(30 * 24 * 3_600 * 1_000))?;
-    if from_ms > to_ms {
-        return Err(FieldError::out_of_range("from must not be after to").into());
-    }
+    let (from_ms, to_ms) = q.time_window(30 * 24 * 3_600 * 1_000)?;
     let rows = persistence(&core)?
         .store()
         .earnings(driver, from_ms, to_ms)
