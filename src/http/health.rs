@@ -1,12 +1,12 @@
 //! Liveness, readiness, version and metrics.
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::engine::Core;
 
 /// `GET /health`: the process is alive.
-#[get("/health")]
+
 pub async fn health(core: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "healthy",
@@ -17,7 +17,7 @@ pub async fn health(core: web::Data<Core>) -> HttpResponse {
 
 /// `GET /ready`: start-up (recovery) is done and configured dependencies answer; otherwise 503
 /// naming what is down.
-#[get("/ready")]
+
 pub async fn ready(core: web::Data<Core>) -> HttpResponse {
     let mut checks = serde_json::Map::new();
     let mut down = Vec::new();
@@ -73,7 +73,7 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
 }
 
 /// `GET /version`.
-#[get("/version")]
+
 pub async fn version() -> HttpResponse {
     let mut body = json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")});
     if let Some(sha) = option_env!("HEXDISPATCH_GIT_SHA") {
@@ -83,7 +83,7 @@ pub async fn version() -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
-#[get("/metrics")]
+
 pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -9,6 +9,7 @@ pub mod health;
 pub mod input;
 pub mod locations;
 pub mod money;
+pub mod openapi;
 pub mod ops;
 pub mod pricing;
 pub mod trips;
@@ -26,49 +27,297 @@ use metrics::counter;
 use crate::engine::{Core, shutdown_timeout};
 use error::ApiError;
 
-/// Mounts every route on an app.
+/// One route: what it is, who may call it, and how it is mounted. The router and the OpenAPI
+/// document (`GET /api/openapi.json`) are both made from [`ENDPOINTS`], so they cannot disagree.
+pub struct Endpoint {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path, with `{id}` parameters.
+    pub path: &'static str,
+    /// Who may call it (SPEC §4's "who" column); `anyone` needs no token.
+    pub who: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    mount: fn(actix_web::Resource) -> actix_web::Resource,
+}
+
+macro_rules! endpoint {
+    ($method:ident, $path:literal, $who:literal, $summary:literal, $handler:path) => {
+        Endpoint {
+            method: stringify!($method),
+            path: $path,
+            who: $who,
+            summary: $summary,
+            mount: |r| r.route(web::$method().to($handler)),
+        }
+    };
+}
+
+/// Every route of the engine.
+pub const ENDPOINTS: &[Endpoint] = &[
+    endpoint!(get, "/health", "anyone", "Liveness.", health::health),
+    endpoint!(
+        get,
+        "/ready",
+        "anyone",
+        "Readiness: recovery done, dependencies up; 503 names what is down.",
+        health::ready
+    ),
+    endpoint!(
+        get,
+        "/version",
+        "anyone",
+        "Name, version, git sha.",
+        health::version
+    ),
+    endpoint!(
+        get,
+        "/metrics",
+        "anyone",
+        "Prometheus metrics.",
+        health::metrics
+    ),
+    endpoint!(
+        get,
+        "/api/openapi.json",
+        "anyone",
+        "This document.",
+        openapi::document
+    ),
+    endpoint!(
+        post,
+        "/api/auth/register",
+        "anyone",
+        "Register a rider or driver.",
+        accounts::register
+    ),
+    endpoint!(
+        post,
+        "/api/auth/login",
+        "anyone",
+        "Log in: access and refresh tokens.",
+        accounts::login
+    ),
+    endpoint!(
+        post,
+        "/api/auth/refresh",
+        "anyone",
+        "Rotate a refresh token.",
+        accounts::refresh
+    ),
+    endpoint!(
+        put,
+        "/api/drivers/{id}/status",
+        "that driver",
+        "Go online or offline.",
+        drivers::put_status
+    ),
+    endpoint!(
+        put,
+        "/api/drivers/{id}/location",
+        "that driver",
+        "Report a position (REST twin of the location frame).",
+        drivers::put_location
+    ),
+    endpoint!(
+        get,
+        "/api/drivers/{id}",
+        "that driver, operator",
+        "Profile, status, last position, current trip and offer.",
+        drivers::get_driver
+    ),
+    endpoint!(
+        get,
+        "/api/drivers/{id}/earnings",
+        "that driver, operator",
+        "Earnings within from/to.",
+        money::earnings
+    ),
+    endpoint!(
+        get,
+        "/api/locations/nearby",
+        "rider, operator",
+        "Nearest online, available, fresh drivers.",
+        locations::nearby
+    ),
+    endpoint!(
+        get,
+        "/api/locations/drivers/{id}/history",
+        "that driver, operator",
+        "Sampled position history.",
+        locations::history
+    ),
+    endpoint!(
+        post,
+        "/api/pricing/estimate",
+        "rider, operator",
+        "Fare estimate.",
+        pricing::estimate
+    ),
+    endpoint!(
+        get,
+        "/api/pricing/surge",
+        "rider, operator",
+        "Surge multiplier at a point.",
+        pricing::surge
+    ),
+    endpoint!(
+        post,
+        "/api/trips",
+        "rider",
+        "Request a trip (idempotency_key makes retries safe).",
+        trips::create
+    ),
+    endpoint!(
+        get,
+        "/api/trips/{id}",
+        "its rider, its driver, operator",
+        "The Trip object.",
+        trips::get
+    ),
+    endpoint!(
+        delete,
+        "/api/trips/{id}",
+        "its rider or its driver",
+        "Cancel (rider) or give up (driver).",
+        trips::cancel
+    ),
+    endpoint!(
+        get,
+        "/api/trips/{id}/events",
+        "its rider, operator",
+        "The trip's event log, oldest first.",
+        trips::events
+    ),
+    endpoint!(
+        get,
+        "/api/trips/{id}/receipt",
+        "its rider, its driver, operator",
+        "Final fare, breakdown, payment status.",
+        money::receipt
+    ),
+    endpoint!(
+        put,
+        "/api/trips/{id}/accept",
+        "the offered driver",
+        "Accept an offer.",
+        trips::accept
+    ),
+    endpoint!(
+        put,
+        "/api/trips/{id}/decline",
+        "the offered driver",
+        "Decline an offer.",
+        trips::decline
+    ),
+    endpoint!(
+        put,
+        "/api/trips/{id}/arrived",
+        "the assigned driver",
+        "At the pickup.",
+        trips::arrived
+    ),
+    endpoint!(
+        put,
+        "/api/trips/{id}/start",
+        "the assigned driver",
+        "Start with the rider's PIN.",
+        trips::start
+    ),
+    endpoint!(
+        put,
+        "/api/trips/{id}/complete",
+        "the assigned driver",
+        "Drop-off; prices the trip.",
+        trips::complete
+    ),
+    endpoint!(
+        get,
+        "/api/riders/{id}/trips",
+        "that rider, operator",
+        "Trip history, newest first.",
+        trips::rider_history
+    ),
+    endpoint!(
+        get,
+        "/api/riders/{id}/wallet",
+        "that rider, operator",
+        "Wallet balance.",
+        money::wallet
+    ),
+    endpoint!(
+        post,
+        "/api/riders/{id}/wallet/topup",
+        "operator",
+        "Credit a wallet (reference is idempotent).",
+        money::top_up
+    ),
+    endpoint!(
+        get,
+        "/api/ops/heatmap",
+        "operator",
+        "Supply, demand and surge per H3 cell.",
+        ops::get_heatmap
+    ),
+    endpoint!(
+        get,
+        "/ops",
+        "anyone",
+        "The live heatmap page (data needs an operator token).",
+        ops::page
+    ),
+    endpoint!(
+        get,
+        "/ops/app.js",
+        "anyone",
+        "The page's script.",
+        ops::script
+    ),
+    endpoint!(
+        get,
+        "/ops/app.css",
+        "anyone",
+        "The page's style.",
+        ops::style
+    ),
+    endpoint!(
+        get,
+        "/ws/driver",
+        "driver",
+        "Driver WebSocket (see docs/PROTOCOL.md).",
+        ws::driver::driver_socket
+    ),
+    endpoint!(
+        get,
+        "/ws/rider",
+        "rider",
+        "Rider WebSocket.",
+        ws::rider::rider_socket
+    ),
+    endpoint!(
+        get,
+        "/ws/ops",
+        "operator",
+        "Operator WebSocket: heatmap and stats.",
+        ops::ops_socket
+    ),
+];
+
+/// Mounts every route of [`ENDPOINTS`] on an app, one resource per path.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(health::health)
-        .service(health::ready)
-        .service(health::version)
-        .service(health::metrics)
-        .service(resource("/api/auth/register").route(web::post().to(accounts::register)))
-        .service(resource("/api/auth/login").route(web::post().to(accounts::login)))
-        .service(resource("/api/auth/refresh").route(web::post().to(accounts::refresh)))
-        .service(resource("/api/drivers/{id}/status").route(web::put().to(drivers::put_status)))
-        .service(resource("/api/drivers/{id}/location").route(web::put().to(drivers::put_location)))
-        .service(resource("/api/drivers/{id}").route(web::get().to(drivers::get_driver)))
-        .service(resource("/api/locations/nearby").route(web::get().to(locations::nearby)))
-        .service(
-            resource("/api/locations/drivers/{id}/history")
-                .route(web::get().to(locations::history)),
-        )
-        .service(resource("/api/pricing/estimate").route(web::post().to(pricing::estimate)))
-        .service(resource("/api/pricing/surge").route(web::get().to(pricing::surge)))
-        .service(resource("/api/trips").route(web::post().to(trips::create)))
-        .service(
-            resource("/api/trips/{id}")
-                .route(web::get().to(trips::get))
-                .route(web::delete().to(trips::cancel)),
-        )
-        .service(resource("/api/trips/{id}/events").route(web::get().to(trips::events)))
-        .service(resource("/api/trips/{id}/accept").route(web::put().to(trips::accept)))
-        .service(resource("/api/trips/{id}/decline").route(web::put().to(trips::decline)))
-        .service(resource("/api/trips/{id}/arrived").route(web::put().to(trips::arrived)))
-        .service(resource("/api/trips/{id}/start").route(web::put().to(trips::start)))
-        .service(resource("/api/trips/{id}/complete").route(web::put().to(trips::complete)))
-        .service(resource("/api/riders/{id}/trips").route(web::get().to(trips::rider_history)))
-        .service(resource("/api/riders/{id}/wallet").route(web::get().to(money::wallet)))
-        .service(resource("/api/riders/{id}/wallet/topup").route(web::post().to(money::top_up)))
-        .service(resource("/api/trips/{id}/receipt").route(web::get().to(money::receipt)))
-        .service(resource("/api/drivers/{id}/earnings").route(web::get().to(money::earnings)))
-        .service(resource("/ws/driver").route(web::get().to(ws::driver::driver_socket)))
-        .service(resource("/ws/rider").route(web::get().to(ws::rider::rider_socket)))
-        .service(resource("/api/ops/heatmap").route(web::get().to(ops::get_heatmap)))
-        .service(resource("/ws/ops").route(web::get().to(ops::ops_socket)))
-        .service(resource("/ops").route(web::get().to(ops::page)))
-        .service(resource("/ops/app.js").route(web::get().to(ops::script)))
-        .service(resource("/ops/app.css").route(web::get().to(ops::style)));
+    let mut paths: Vec<&str> = Vec::new();
+    for e in ENDPOINTS {
+        if !paths.contains(&e.path) {
+            paths.push(e.path);
+        }
+    }
+    for path in paths {
+        let resource = ENDPOINTS
+            .iter()
+            .filter(|e| e.path == path)
+            .fold(resource(path), |r, e| (e.mount)(r));
+        cfg.service(resource);
+    }
 }
 
 /// A resource that answers other methods with 405 in the error envelope.
