@@ -6,7 +6,6 @@ use serde_json::json;
 use crate::engine::Core;
 
 /// `GET /health`: the process is alive.
-
 pub async fn health(core: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "healthy",
@@ -17,7 +16,6 @@ pub async fn health(core: web::Data<Core>) -> HttpResponse {
 
 /// `GET /ready`: start-up (recovery) is done and configured dependencies answer; otherwise 503
 /// naming what is down.
-
 pub async fn ready(core: web::Data<Core>) -> HttpResponse {
     let mut checks = serde_json::Map::new();
     let mut down = Vec::new();
@@ -73,7 +71,6 @@ pub async fn ready(core: web::Data<Core>) -> HttpResponse {
 }
 
 /// `GET /version`.
-
 pub async fn version() -> HttpResponse {
     let mut body = json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")});
     if let Some(sha) = option_env!("HEXDISPATCH_GIT_SHA") {
@@ -83,7 +80,6 @@ pub async fn version() -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
-
 pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
