@@ -103,6 +103,7 @@ fn main() {
                             .send(Respond {
                                 trip_id,
                                 accept: true,
+                                request_id: None,
                             })
                             .await;
                     }
@@ -125,6 +126,7 @@ fn main() {
                 vehicle_type: None,
                 promo_code: None,
                 idempotency_key: None,
+                request_id: None,
             };
             actix_rt::spawn(async move {
                 let t0 = Instant::now();

@@ -64,6 +64,7 @@ fn lifecycle(i: u64) -> Vec<Write> {
         trip: trip.clone(),
         records: first,
         idempotency: None,
+        request_id: None,
     }))];
     let driver_id = Uuid::now_v7();
     let commands = [
@@ -95,6 +96,7 @@ fn lifecycle(i: u64) -> Vec<Write> {
             trip: trip.clone(),
             records,
             idempotency: None,
+            request_id: None,
         })));
     }
     writes
@@ -163,6 +165,7 @@ fn main() {
                             vehicle_type: None,
                             promo_code: None,
                             idempotency_key: None,
+                            request_id: None,
                         },
                     )
                     .await

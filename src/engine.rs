@@ -62,6 +62,8 @@ pub struct TripRequest {
     pub promo_code: Option<String>,
     /// Client key making retries safe: the same key from the same rider gives the same trip.
     pub idempotency_key: Option<String>,
+    /// The HTTP request it came in, carried to its events' bus messages.
+    pub request_id: Option<Arc<str>>,
 }
 
 /// Why a trip request was refused.
@@ -287,6 +289,16 @@ impl Core {
     /// Records a trip's new events: in memory at once, in the durable store behind, and tells the
     /// notification actor.
     pub fn save_trip(&self, trip: &Trip, records: Vec<EventRecord>) {
+        self.save_trip_from(trip, records, None);
+    }
+
+    /// As [`Core::save_trip`], for events caused by the HTTP request `request_id`.
+    pub fn save_trip_from(
+        &self,
+        trip: &Trip,
+        records: Vec<EventRecord>,
+        request_id: Option<Arc<str>>,
+    ) {
         self.trips.append(trip, &records);
         if let Some(notifications) = self.notifications.get() {
             for record in &records {
@@ -305,6 +317,7 @@ impl Core {
                 trip: trip.clone(),
                 records,
                 idempotency: None,
+                request_id,
             })))
             .is_err()
         {
@@ -660,6 +673,7 @@ impl Core {
                             .unwrap_or_default(),
                     )
                 }),
+                request_id: request.request_id.clone(),
             })))
         });
         // Matching starts at once; the answer waits for durability.

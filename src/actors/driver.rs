@@ -154,6 +154,8 @@ pub struct Respond {
     pub trip_id: Uuid,
     /// Accept (true) or decline.
     pub accept: bool,
+    /// The HTTP request behind it, if any.
+    pub request_id: Option<Arc<str>>,
 }
 
 /// What came of an answer.
@@ -814,6 +816,7 @@ impl Handler<Respond> for DriverActor {
             driver_id: self.driver_id,
             driver: ctx.address(),
             position: self.position,
+            request_id: msg.request_id.clone(),
         });
         Box::pin(request.into_actor(self).map(move |answer, actor, ctx| {
             actor.offer = None;

@@ -67,6 +67,8 @@ pub struct Accepting {
     pub driver: Addr<DriverActor>,
     /// Its position, for the rider's ETA.
     pub position: Option<Position>,
+    /// The HTTP request behind the accept, if any.
+    pub request_id: Option<Arc<str>>,
 }
 
 /// A driver declines this trip's offer.
@@ -125,12 +127,17 @@ pub struct DriverAct {
     /// Whether it came over the driver's socket (the reply is then the driver's frame, so no
     /// separate `trip_update` is pushed to it).
     pub via_socket: bool,
+    /// The HTTP request behind it, if any.
+    pub request_id: Option<Arc<str>>,
 }
 
 /// The rider cancels.
 #[derive(Message)]
 #[rtype(result = "Result<Trip, ActError>")]
-pub struct RiderCancel;
+pub struct RiderCancel {
+    /// The HTTP request behind it, if any.
+    pub request_id: Option<Arc<str>>,
+}
 
 /// One live trip.
 pub struct TripActor {
@@ -160,6 +167,8 @@ pub struct TripActor {
     last_rider_location_ms: i64,
     requested_at: Instant,
     first_offer_sent: bool,
+    /// The HTTP request whose message is being handled, for the events it causes.
+    request_id: Option<Arc<str>>,
 }
 
 impl TripActor {
@@ -197,6 +206,7 @@ impl TripActor {
             last_rider_location_ms: 0,
             requested_at: Instant::now(),
             first_offer_sent: false,
+            request_id: None,
         }
     }
 
@@ -222,7 +232,8 @@ impl TripActor {
                 changes.push((before, self.trip.status, record.event.clone()));
             }
         }
-        self.core.save_trip(&self.trip, records);
+        self.core
+            .save_trip_from(&self.trip, records, self.request_id.clone());
         for (before, after, event) in changes {
             self.announce(before, after, &event, quiet_driver);
         }
@@ -574,8 +585,17 @@ impl Handler<Accepting> for TripActor {
     type Result = MessageResult<Accepting>;
 
     fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
+        self.request_id.clone_from(&msg.request_id);
+        let answer = self.accepting(msg, ctx);
+        self.request_id = None;
+        MessageResult(answer)
+    }
+}
+
+impl TripActor {
+    fn accepting(&mut self, msg: Accepting, ctx: &mut Context<Self>) -> Result<Trip, OfferEnd> {
         if self.trip.status != TripStatus::Matching || !self.search.is_open(msg.driver_id) {
-            return MessageResult(Err(self.rejection()));
+            return Err(self.rejection());
         }
         self.search.closed(msg.driver_id);
         self.offer_timers.remove(&msg.driver_id);
@@ -590,7 +610,7 @@ impl Handler<Accepting> for TripActor {
         ) {
             tracing::warn!(trip_id = %self.trip.trip_id, error = %e, "accept refused");
             self.driver = None;
-            return MessageResult(Err(OfferEnd::Expired));
+            return Err(OfferEnd::Expired);
         }
         counter!(OFFERS, "outcome" => "accepted").increment(1);
         histogram!(TRIP_TIME_TO_ACCEPT).record(self.requested_at.elapsed().as_secs_f64());
@@ -599,7 +619,7 @@ impl Handler<Accepting> for TripActor {
             ctx.cancel_future(handle);
         }
         self.core.board.remove(self.trip.trip_id, self.trip.origin);
-        MessageResult(Ok(self.trip.clone()))
+        Ok(self.trip.clone())
     }
 }
 
@@ -653,6 +673,15 @@ impl Handler<DriverAct> for TripActor {
     type Result = MessageResult<DriverAct>;
 
     fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
+        self.request_id.clone_from(&msg.request_id);
+        let result = self.driver_act(msg, ctx);
+        self.request_id = None;
+        MessageResult(result)
+    }
+}
+
+impl TripActor {
+    fn driver_act(&mut self, msg: DriverAct, ctx: &mut Context<Self>) -> Result<Trip, ActError> {
         let driver_id = msg.driver_id;
         let quiet = msg.via_socket;
         let result = match msg.action {
@@ -671,7 +700,7 @@ impl Handler<DriverAct> for TripActor {
                 if now < self.pin_locked_until_ms && self.trip.driver_id == Some(driver_id) {
                     let retry_after_s =
                         u64::try_from((self.pin_locked_until_ms - now + 999) / 1_000).unwrap_or(1);
-                    return MessageResult(Err(ActError::PinLocked { retry_after_s }));
+                    return Err(ActError::PinLocked { retry_after_s });
                 }
                 match self.commit(ctx, &TripCommand::Start { driver_id, pin }, quiet) {
                     Err(TripError::InvalidPin) => {
@@ -736,23 +765,25 @@ impl Handler<DriverAct> for TripActor {
                 })
             }
         };
-        MessageResult(result.map(|()| self.trip.clone()))
+        result.map(|()| self.trip.clone())
     }
 }
 
 impl Handler<RiderCancel> for TripActor {
     type Result = MessageResult<RiderCancel>;
 
-    fn handle(&mut self, _: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
+        self.request_id = msg.request_id;
         let free_cancel_ms = i64::try_from(
             Duration::from_secs_f64(self.core.settings.trip.free_cancel_s).as_millis(),
         )
         .unwrap_or(i64::MAX);
-        MessageResult(
-            self.commit(ctx, &TripCommand::RiderCancel { free_cancel_ms }, false)
-                .map(|()| self.trip.clone())
-                .map_err(ActError::from),
-        )
+        let result = self
+            .commit(ctx, &TripCommand::RiderCancel { free_cancel_ms }, false)
+            .map(|()| self.trip.clone())
+            .map_err(ActError::from);
+        self.request_id = None;
+        MessageResult(result)
     }
 }
 
@@ -818,6 +849,7 @@ mod tests {
                     vehicle_type: None,
                     promo_code: None,
                     idempotency_key: None,
+                    request_id: None,
                 },
             )
             .await
@@ -831,6 +863,7 @@ mod tests {
             .send(Respond {
                 trip_id: trip.trip_id,
                 accept: true,
+                request_id: None,
             })
             .await
             .unwrap();
@@ -841,6 +874,7 @@ mod tests {
                 driver_id,
                 action: DriverAction::Cancel,
                 via_socket: true,
+                request_id: None,
             })
             .await
             .unwrap()
@@ -870,6 +904,7 @@ mod tests {
                     vehicle_type: None,
                     promo_code: None,
                     idempotency_key: None,
+                    request_id: None,
                 },
             )
             .await
@@ -884,11 +919,16 @@ mod tests {
                 driver_id: Uuid::now_v7(),
                 driver: stranger,
                 position: None,
+                request_id: None,
             })
             .await
             .unwrap();
         assert_eq!(answer.unwrap_err(), OfferEnd::Expired);
-        actor.send(RiderCancel).await.unwrap().unwrap();
+        actor
+            .send(RiderCancel { request_id: None })
+            .await
+            .unwrap()
+            .unwrap();
         assert!(!actor.connected() || core.trip_actors.get(trip.trip_id).is_none());
         core.shutdown();
     }

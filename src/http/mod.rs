@@ -337,6 +337,25 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("not_found", "no such route"))
 }
 
+/// The id of the HTTP request being handled (see [`request_id`]); handlers pass it on to the
+/// events the request causes, whose bus messages then carry it in `x-request-id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub std::sync::Arc<str>);
+
+impl actix_web::FromRequest for RequestId {
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage as _;
+        std::future::ready(Ok(req
+            .extensions()
+            .get::<Self>()
+            .cloned()
+            .unwrap_or_else(|| Self(uuid::Uuid::now_v7().to_string().into()))))
+    }
+}
+
 /// Gives every request an id (the client's `X-Request-Id` when it is a short token, else a new
 /// UUID), runs it inside a `request` span carrying that id, and returns it in `X-Request-Id`.
 async fn request_id(
@@ -354,6 +373,10 @@ async fn request_id(
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    {
+        use actix_web::HttpMessage as _;
+        req.extensions_mut().insert(RequestId(id.as_str().into()));
+    }
     let span = tracing::info_span!(
         "request",
         request_id = %id,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::RequestId;
 use super::auth::{Identity, parse_id};
 use super::drivers::own_actor;
 use super::error::ApiError;
@@ -169,6 +170,7 @@ pub async fn create(
     identity: Identity,
     core: web::Data<Core>,
     payload: web::Payload,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     identity.require(&[Role::Rider])?;
     let ip = req
@@ -192,6 +194,7 @@ pub async fn create(
         vehicle_type: short_text(body.vehicle_type, "vehicle_type", 32)?,
         promo_code: short_text(body.promo_code, "promo_code", 64)?,
         idempotency_key: short_text(body.idempotency_key, "idempotency_key", 255)?,
+        request_id: Some(rid.0),
     };
     let answer = core
         .request_trip(identity.id(), request)
@@ -268,6 +271,7 @@ pub async fn cancel(
     path: web::Path<String>,
     identity: Identity,
     core: web::Data<Core>,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
     identity.require(&[Role::Rider, Role::Driver])?;
@@ -279,13 +283,18 @@ pub async fn cancel(
         }));
     };
     let answer = if viewer == Viewer::Rider {
-        actor.send(RiderCancel).await
+        actor
+            .send(RiderCancel {
+                request_id: Some(rid.0),
+            })
+            .await
     } else {
         actor
             .send(DriverAct {
                 driver_id: identity.id(),
                 action: DriverAction::Cancel,
                 via_socket: false,
+                request_id: Some(rid.0),
             })
             .await
     };
@@ -307,8 +316,9 @@ pub async fn accept(
     path: web::Path<String>,
     identity: Identity,
     core: web::Data<Core>,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    answer(&path, &identity, &core, true).await
+    answer(&path, &identity, &core, true, rid).await
 }
 
 /// `PUT /api/trips/{id}/decline`: the offered driver turns the offer down.
@@ -316,8 +326,9 @@ pub async fn decline(
     path: web::Path<String>,
     identity: Identity,
     core: web::Data<Core>,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    answer(&path, &identity, &core, false).await
+    answer(&path, &identity, &core, false, rid).await
 }
 
 async fn answer(
@@ -325,12 +336,17 @@ async fn answer(
     identity: &Identity,
     core: &Core,
     accept: bool,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(path, "trip id")?;
     identity.require(&[Role::Driver])?;
     let actor = own_actor(core, identity)?;
     let answer = actor
-        .send(Respond { trip_id, accept })
+        .send(Respond {
+            trip_id,
+            accept,
+            request_id: Some(rid.0),
+        })
         .await
         .map_err(ApiError::internal)?;
     match answer {
@@ -364,6 +380,7 @@ pub async fn drive(
     trip_id: Uuid,
     action: DriverAction,
     via_socket: bool,
+    request_id: Option<std::sync::Arc<str>>,
 ) -> Result<Trip, ApiError> {
     let trip = core
         .trips
@@ -381,6 +398,7 @@ pub async fn drive(
             driver_id,
             action,
             via_socket,
+            request_id,
         })
         .await
         .map_err(|_| gone(trip.status))?
@@ -414,8 +432,9 @@ pub async fn arrived(
     path: web::Path<String>,
     identity: Identity,
     core: web::Data<Core>,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    driver_action(&path, &identity, &core, DriverAction::Arrive).await
+    driver_action(&path, &identity, &core, DriverAction::Arrive, rid).await
 }
 
 /// `PUT /api/trips/{id}/start` `{pin}`.
@@ -425,6 +444,7 @@ pub async fn start(
     identity: Identity,
     core: web::Data<Core>,
     payload: web::Payload,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
     identity.require(&[Role::Driver])?;
@@ -440,6 +460,7 @@ pub async fn start(
         trip_id,
         DriverAction::Start(pin),
         false,
+        Some(rid.0),
     )
     .await?;
     Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
@@ -450,8 +471,9 @@ pub async fn complete(
     path: web::Path<String>,
     identity: Identity,
     core: web::Data<Core>,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    driver_action(&path, &identity, &core, DriverAction::Complete).await
+    driver_action(&path, &identity, &core, DriverAction::Complete, rid).await
 }
 
 async fn driver_action(
@@ -459,10 +481,11 @@ async fn driver_action(
     identity: &Identity,
     core: &Core,
     action: DriverAction,
+    rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(path, "trip id")?;
     identity.require(&[Role::Driver])?;
-    let trip = drive(core, identity.id(), trip_id, action, false).await?;
+    let trip = drive(core, identity.id(), trip_id, action, false, Some(rid.0)).await?;
     Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
 }
 

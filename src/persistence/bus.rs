@@ -35,7 +35,7 @@ pub struct BusMessage {
     pub routing_key: String,
     /// JSON body.
     pub payload: Vec<u8>,
-    /// Headers: `x-event-type`, `traceparent`.
+    /// Headers: `x-event-type`, `traceparent`, and `x-request-id` when an HTTP request caused it.
     pub headers: BTreeMap<String, String>,
 }
 
@@ -184,7 +184,7 @@ pub async fn unpublished(
     limit: usize,
 ) -> Result<Vec<(i64, BusMessage)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, message_id, routing_key, payload FROM outbox WHERE published_ms IS NULL \
+        "SELECT id, message_id, routing_key, payload, request_id FROM outbox WHERE published_ms IS NULL \
          ORDER BY id LIMIT $1",
     )
     .bind(i64::try_from(limit).unwrap_or(500))
@@ -195,13 +195,16 @@ pub async fn unpublished(
             let message_id: String = r.try_get("message_id")?;
             let routing_key: String = r.try_get("routing_key")?;
             let (trip, seq) = message_id.split_once(':').unwrap_or((&message_id, "0"));
-            let headers = BTreeMap::from([
+            let mut headers = BTreeMap::from([
                 ("x-event-type".to_owned(), routing_key.clone()),
                 (
                     "traceparent".to_owned(),
                     traceparent(trip, seq.parse().unwrap_or(0)),
                 ),
             ]);
+            if let Some(request_id) = r.try_get::<Option<String>, _>("request_id")? {
+                headers.insert("x-request-id".to_owned(), request_id);
+            }
             Ok((
                 r.try_get("id")?,
                 BusMessage {

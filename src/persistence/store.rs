@@ -52,6 +52,8 @@ pub struct TripWrite {
     pub records: Vec<EventRecord>,
     /// The idempotency key and request fingerprint of the request that opened the trip.
     pub idempotency: Option<(String, String)>,
+    /// The HTTP request that caused the events, carried into their bus messages.
+    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 /// A driver's profile as stored.
@@ -232,7 +234,7 @@ impl Store {
     ///
     /// The database's error; nothing of the batch is then written.
     pub async fn write_batch(&self, batch: &[Write]) -> Result<(), sqlx::Error> {
-        let mut events: Vec<(&Trip, &EventRecord)> = Vec::new();
+        let mut events: Vec<(&Trip, &EventRecord, Option<&str>)> = Vec::new();
         let mut latest: HashMap<Uuid, TripRowRef<'_>> = HashMap::new();
         let mut drivers: HashMap<Uuid, &DriverRow> = HashMap::new();
         let mut positions: Vec<&PositionRow> = Vec::new();
@@ -240,7 +242,11 @@ impl Store {
         for write in batch {
             match write {
                 Write::Trip(w) => {
-                    events.extend(w.records.iter().map(|r| (&w.trip, r)));
+                    events.extend(
+                        w.records
+                            .iter()
+                            .map(|r| (&w.trip, r, w.request_id.as_deref())),
+                    );
                     let entry = latest.entry(w.trip.trip_id).or_insert((&w.trip, None));
                     if w.trip.version >= entry.0.version {
                         entry.0 = &w.trip;
@@ -257,7 +263,7 @@ impl Store {
             }
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(MAX_PARAMS / 5) {
+        for chunk in events.chunks(MAX_PARAMS / 6) {
             insert_events(&mut tx, chunk).await?;
             insert_outbox(&mut tx, chunk).await?;
         }
@@ -508,6 +514,9 @@ fn placeholders(rows: usize, width: usize) -> String {
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
+/// An event of a batch: its trip, itself, and the request that caused it.
+type EventRow<'a> = (&'a Trip, &'a EventRecord, Option<&'a str>);
+
 /// A trip's latest state in a batch, with the idempotency key of its opening request.
 type TripRowRef<'a> = (&'a Trip, Option<&'a (String, String)>);
 
@@ -518,7 +527,7 @@ fn event_data(record: &EventRecord) -> (String, String) {
     (kind, data)
 }
 
-async fn insert_events(tx: &mut Tx<'_>, rows: &[(&Trip, &EventRecord)]) -> Result<(), sqlx::Error> {
+async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -528,7 +537,7 @@ async fn insert_events(tx: &mut Tx<'_>, rows: &[(&Trip, &EventRecord)]) -> Resul
         placeholders(rows.len(), 5)
     );
     let mut query = sqlx::query(&sql);
-    for (trip, record) in rows {
+    for (trip, record, _) in rows {
         let (kind, data) = event_data(record);
         query = query
             .bind(trip.trip_id.to_string())
@@ -540,17 +549,17 @@ async fn insert_events(tx: &mut Tx<'_>, rows: &[(&Trip, &EventRecord)]) -> Resul
     query.execute(&mut **tx).await.map(|_| ())
 }
 
-async fn insert_outbox(tx: &mut Tx<'_>, rows: &[(&Trip, &EventRecord)]) -> Result<(), sqlx::Error> {
+async fn insert_outbox(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO outbox (message_id, routing_key, payload, created_ms) VALUES {} \
+        "INSERT INTO outbox (message_id, routing_key, payload, created_ms, request_id) VALUES {} \
          ON CONFLICT (message_id) DO NOTHING",
-        placeholders(rows.len(), 4)
+        placeholders(rows.len(), 5)
     );
     let mut query = sqlx::query(&sql);
-    for (trip, record) in rows {
+    for (trip, record, request_id) in rows {
         let (kind, data) = event_data(record);
         let payload = serde_json::json!({
             "trip_id": trip.trip_id,
@@ -564,7 +573,8 @@ async fn insert_outbox(tx: &mut Tx<'_>, rows: &[(&Trip, &EventRecord)]) -> Resul
             .bind(format!("{}:{}", trip.trip_id, record.seq))
             .bind(kind)
             .bind(payload.to_string())
-            .bind(record.at_ms);
+            .bind(record.at_ms)
+            .bind(request_id.map(str::to_owned));
     }
     query.execute(&mut **tx).await.map(|_| ())
 }

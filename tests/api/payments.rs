@@ -549,3 +549,51 @@ async fn money_routes_refuse_bad_and_unauthorized_input() {
         assert_eq!(app.request("GET", &wallet, token, None).await.status, 401);
     }
 }
+
+#[actix_rt::test]
+async fn events_caused_by_a_request_carry_its_request_id_on_the_bus() {
+    let app = spawn_app().await;
+    let mut bus = app.core.bus.subscribe();
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let mut res = awc::Client::default()
+        .post(format!("{}/api/trips", app.address))
+        .bearer_auth(&rider)
+        .insert_header(("X-Request-Id", "req-abc-123"))
+        .send_json(&json!({"origin": {"lat": 10.0, "lng": 10.0}, "destination": {"lat": 10.1, "lng": 10.1}}))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+    assert_eq!(res.headers().get("x-request-id").unwrap(), "req-abc-123");
+    let body: Value = res.json().await.unwrap();
+    let trip_id = s(&body["trip_id"]);
+    // The rider cancels in a request of its own.
+    let mut cancel = awc::Client::default()
+        .delete(format!("{}/api/trips/{trip_id}", app.address))
+        .bearer_auth(&rider)
+        .insert_header(("X-Request-Id", "req-cancel-9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status().as_u16(), 200, "{:?}", cancel.body().await);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(5), bus.recv())
+            .await
+            .expect("bus message")
+            .unwrap();
+        if message.message_id.starts_with(&trip_id) && !message.routing_key.starts_with("notify.") {
+            seen.push((
+                message.routing_key.clone(),
+                message.headers.get("x-request-id").cloned(),
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("trip.requested".to_owned(), Some("req-abc-123".to_owned())),
+            ("trip.matching".to_owned(), Some("req-abc-123".to_owned())),
+            ("trip.cancelled".to_owned(), Some("req-cancel-9".to_owned())),
+        ]
+    );
+}

@@ -241,7 +241,14 @@ async fn answer(
     accept: bool,
     reference: Option<&RawValue>,
 ) -> String {
-    match actor.send(Respond { trip_id, accept }).await {
+    match actor
+        .send(Respond {
+            trip_id,
+            accept,
+            request_id: None,
+        })
+        .await
+    {
         Ok(Ok(Answer::Assigned(trip))) => with_ref(protocol::trip_assigned(&trip), reference),
         Ok(Ok(Answer::Declined)) => with_ref(
             protocol::offer_cancelled(trip_id, protocol::OfferEnd::Declined),
@@ -280,7 +287,7 @@ async fn act(
     // Positions sent before this frame went through the driver actor; wait until it has passed
     // them on, so the trip sees the whole trail before, say, the completion that prices it.
     let _ = actor.send(GetSnapshot).await;
-    match drive(core, driver_id, trip_id, action, true).await {
+    match drive(core, driver_id, trip_id, action, true, None).await {
         Ok(_) if cancel => with_ref(protocol::driver_released(trip_id), reference),
         Ok(trip) => with_ref(protocol::driver_trip_update(&trip, trip.status), reference),
         Err(e) => reject(e.code, &e.message, reference),
