@@ -210,6 +210,18 @@ impl TripActor {
         }
     }
 
+    /// Runs `act` with the events it commits attributed to the HTTP request `request_id`.
+    fn for_request<R>(
+        &mut self,
+        request_id: Option<Arc<str>>,
+        act: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        self.request_id = request_id;
+        let result = act(self);
+        self.request_id = None;
+        result
+    }
+
     fn offer_timeout(&self) -> Duration {
         Duration::from_millis(u64::try_from(self.policy.offer_timeout_ms).unwrap_or(0))
     }
@@ -585,10 +597,8 @@ impl Handler<Accepting> for TripActor {
     type Result = MessageResult<Accepting>;
 
     fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
-        self.request_id.clone_from(&msg.request_id);
-        let answer = self.accepting(msg, ctx);
-        self.request_id = None;
-        MessageResult(answer)
+        let request_id = msg.request_id.clone();
+        MessageResult(self.for_request(request_id, |actor| actor.accepting(msg, ctx)))
     }
 }
 
@@ -673,10 +683,8 @@ impl Handler<DriverAct> for TripActor {
     type Result = MessageResult<DriverAct>;
 
     fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
-        self.request_id.clone_from(&msg.request_id);
-        let result = self.driver_act(msg, ctx);
-        self.request_id = None;
-        MessageResult(result)
+        let request_id = msg.request_id.clone();
+        MessageResult(self.for_request(request_id, |actor| actor.driver_act(msg, ctx)))
     }
 }
 
@@ -773,17 +781,16 @@ impl Handler<RiderCancel> for TripActor {
     type Result = MessageResult<RiderCancel>;
 
     fn handle(&mut self, msg: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
-        self.request_id = msg.request_id;
         let free_cancel_ms = i64::try_from(
             Duration::from_secs_f64(self.core.settings.trip.free_cancel_s).as_millis(),
         )
         .unwrap_or(i64::MAX);
-        let result = self
-            .commit(ctx, &TripCommand::RiderCancel { free_cancel_ms }, false)
-            .map(|()| self.trip.clone())
-            .map_err(ActError::from);
-        self.request_id = None;
-        MessageResult(result)
+        MessageResult(self.for_request(msg.request_id, |actor| {
+            actor
+                .commit(ctx, &TripCommand::RiderCancel { free_cancel_ms }, false)
+                .map(|()| actor.trip.clone())
+                .map_err(ActError::from)
+        }))
     }
 }
 
