@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use hexdispatch::Core;
+use hexdispatch::actors::TripRequest;
 use hexdispatch::actors::driver::{
-    Attach, Location, LocationUpdate, Outbound, Respond, SessionLink, SetStatus,
+    Attach, Location, LocationUpdate, Respond, SessionLink, SetStatus,
 };
+use hexdispatch::actors::protocol::Outbound;
 use hexdispatch::config::Settings;
 use hexdispatch::dispatch::DriverStatus;
-use hexdispatch::engine::TripRequest;
 use hexdispatch::geo::LatLng;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::sync::mpsc;
@@ -132,7 +133,7 @@ fn main() {
                 let t0 = Instant::now();
                 // The engine picks the id: note the start time as soon as it is known (before the
                 // trip actor first runs, which happens on this same thread after this task yields).
-                if let Ok(hexdispatch::engine::Requested::Created(trip)) =
+                if let Ok(hexdispatch::actors::Requested::Created(trip)) =
                     core.request_trip(Uuid::now_v7(), request).await
                 {
                     requested.insert(trip.trip_id, t0);

@@ -11,11 +11,11 @@
 use std::time::{Duration, Instant};
 
 use hexdispatch::Core;
+use hexdispatch::actors::TripRequest;
 use hexdispatch::config::Settings;
 use hexdispatch::dispatch::{
     ArrivalSource, Currency, Money, NewTrip, Quote, Surge, Tariff, Trip, TripCommand, decide, price,
 };
-use hexdispatch::engine::TripRequest;
 use hexdispatch::geo::LatLng;
 use hexdispatch::persistence::{Persistence, Store, TripWrite, Write};
 use sqlx::Connection;

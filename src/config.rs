@@ -11,7 +11,7 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-use crate::dispatch::{Currency, Discount, Promotion, Tariff};
+use crate::dispatch::{Currency, Discount, MatchingMode, Promotion, Tariff};
 
 /// The development signing key used when none is configured; start-up warns loudly about it.
 pub const DEV_JWT_SECRET: &str = "hexdispatch-dev-secret-do-not-use-in-production";
@@ -102,6 +102,14 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Seconds a graceful stop waits for in-flight requests.
     pub shutdown_timeout_s: u64,
+}
+
+impl HttpSettings {
+    /// How long a graceful stop may take.
+    #[must_use]
+    pub const fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_s)
+    }
 }
 
 impl Default for HttpSettings {
@@ -330,17 +338,6 @@ impl LocationSettings {
     pub fn ttl(&self) -> Duration {
         Duration::from_secs_f64(self.ttl_s)
     }
-}
-
-/// Matching mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MatchingMode {
-    /// Offer a batch of drivers at once.
-    #[default]
-    Broadcast,
-    /// Offer one driver at a time.
-    Sequential,
 }
 
 /// `[matching]`

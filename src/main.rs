@@ -1,14 +1,14 @@
-//! The `hexdispatch` command: parses the CLI, loads settings, runs the chosen subcommand.
+//! The `hexdispatch` command: parses the CLI, loads settings, and calls one library function per
+//! subcommand (`Engine` for `serve`, `tools::admin` for the rest).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hexdispatch::auth::{JwtKeys, Role};
 use hexdispatch::config::Settings;
-use hexdispatch::dispatch::VehicleType;
-use hexdispatch::persistence::Store;
+use hexdispatch::dispatch::Role;
+use hexdispatch::tools::admin;
 use hexdispatch::{Engine, telemetry};
 use uuid::Uuid;
 
@@ -68,7 +68,7 @@ enum Command {
     /// Print a signed access token, and nothing else, on stdout.
     Token {
         /// Role of the bearer.
-        #[arg(long, value_enum)]
+        #[arg(long)]
         role: Role,
         /// User id (a UUID).
         #[arg(long)]
@@ -119,14 +119,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init(&settings.log);
-            actix_web::rt::System::new().block_on(async move {
-                let store = Store::connect(settings.database.url.as_deref())
-                    .await
-                    .context("could not connect to the database")?;
-                store.migrate().await.context("migrations failed")?;
-                println!("migrations applied ({})", store.backend().as_str());
-                Ok(())
-            })
+            let backend = actix_web::rt::System::new().block_on(admin::migrate(&settings))?;
+            println!("migrations applied ({backend})");
+            Ok(())
         }
         Command::CreateOperator { email, name } => {
             telemetry::init(&settings.log);
@@ -138,41 +133,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     line.trim_end_matches(['\r', '\n']).to_owned()
                 }
             };
-            anyhow::ensure!(
-                (8..=128).contains(&password.chars().count()),
-                "the password must be 8–128 characters"
-            );
-            let email = email.trim().to_ascii_lowercase();
-            anyhow::ensure!(email.contains('@'), "--email must be an e-mail address");
-            let passwords = hexdispatch::identity::Passwords::new(&settings.auth)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let hash = passwords
-                .hash(&password)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            actix_web::rt::System::new().block_on(async move {
-                let store = Store::connect(settings.database.url.as_deref())
-                    .await
-                    .context("could not connect to the database")?;
-                store.migrate().await.context("migrations failed")?;
-                let id = uuid::Uuid::now_v7();
-                store
-                    .create_user(
-                        &hexdispatch::persistence::users::NewUser {
-                            user_id: id,
-                            role: Role::Operator,
-                            name,
-                            email,
-                            password_hash: hash,
-                            phone: None,
-                            vehicle: None,
-                        },
-                        hexdispatch::clock::now_ms(),
-                    )
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                println!("{id}");
-                Ok(())
-            })
+            let id = actix_web::rt::System::new()
+                .block_on(admin::create_operator(&settings, &email, name, &password))?;
+            println!("{id}");
+            Ok(())
         }
         Command::SeedDrivers {
             count,
@@ -181,33 +145,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
         } => {
             telemetry::init(&settings.log);
-            let vehicle = VehicleType::parse(
-                vehicle_type
-                    .as_deref()
-                    .unwrap_or(&settings.vehicles.default_type),
-            )?
-            .to_string();
-            let keys = JwtKeys::new(&settings.auth.jwt_secret);
-            let ttl = ttl_s.unwrap_or(settings.auth.token_ttl_s);
-            let drivers: Vec<(uuid::Uuid, String)> = (0..count)
-                .map(|_| (uuid::Uuid::now_v7(), vehicle.clone()))
-                .collect();
-            let mut lines = String::with_capacity(drivers.len() * 400);
-            for (id, v) in &drivers {
-                let token = keys.issue(*id, Role::Driver, Some(v.clone()), ttl)?;
-                lines.push_str(&format!("{id},{token}\n"));
-            }
-            actix_web::rt::System::new().block_on(async move {
-                let store = Store::connect(settings.database.url.as_deref())
-                    .await
-                    .context("could not connect to the database")?;
-                store.migrate().await.context("migrations failed")?;
-                store
-                    .create_drivers(&drivers, hexdispatch::clock::now_ms())
-                    .await
-                    .context("could not store the drivers")?;
-                anyhow::Ok(())
-            })?;
+            let lines = actix_web::rt::System::new().block_on(admin::seed_drivers(
+                &settings,
+                count,
+                vehicle_type.as_deref(),
+                ttl_s,
+            ))?;
             match out {
                 Some(path) => std::fs::write(&path, lines)
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -221,16 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             vehicle_type,
             ttl_s,
         } => {
-            let vehicle_type = vehicle_type
-                .map(|v| VehicleType::parse(&v).map(|v| v.to_string()))
-                .transpose()?;
-            let keys = JwtKeys::new(&settings.auth.jwt_secret);
-            let token = keys.issue(
-                sub,
-                role,
-                vehicle_type,
-                ttl_s.unwrap_or(settings.auth.token_ttl_s),
-            )?;
+            let token = admin::token(&settings, role, sub, vehicle_type.as_deref(), ttl_s)?;
             println!("{token}");
             Ok(())
         }

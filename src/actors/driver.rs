@@ -26,20 +26,22 @@ use std::time::Duration;
 use actix::prelude::*;
 use h3o::CellIndex;
 use metrics::{Counter, counter, gauge};
-use serde::Serialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::cell::{CellActor, Remove, SetAvailable, Upsert};
+use super::core::Core;
+use super::directory::DriverProfile;
+use super::protocol::{
+    self, DriverSnapshot, OfferEnd, OfferTerms, OfferView, Outbound, PositionView,
+};
 use super::trip::{Accepting, Declining, DriverFree, DriverMoved, TripActor};
 use crate::clock::now_ms;
-use crate::directory::{DriverProfile, Position};
+use crate::dispatch::Position;
 use crate::dispatch::Trip;
 use crate::dispatch::{DriverStatus, VehicleType};
-use crate::engine::Core;
 use crate::geo::{IndexedDriver, LatLng, VehicleId};
 use crate::metrics::{DRIVER_ACTORS, DRIVERS_ONLINE, LOCATION_UPDATES_DROPPED};
-use crate::protocol::{self, OfferEnd, OfferTerms};
 
 /// Offers the driver lost or declined, remembered so a late accept is told why it lost.
 const RECENT_OFFERS: usize = 8;
@@ -49,15 +51,6 @@ const OFFER_GRACE_MS: i64 = 2_000;
 
 /// WebSocket close code telling an older session that a newer one took over.
 pub const CLOSE_REPLACED: u16 = 4000;
-
-/// What a driver actor asks its session to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outbound {
-    /// Send this text frame.
-    Text(String),
-    /// Close the socket with this code and reason.
-    Close(u16, String),
-}
 
 /// The channel from a driver actor to the socket currently attached to it.
 #[derive(Debug, Clone)]
@@ -191,85 +184,6 @@ pub struct TripNotice {
     pub frame: Option<String>,
     /// The driver no longer serves this trip (completed, cancelled, given up).
     pub release: bool,
-}
-
-/// A position as shown to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct PositionView {
-    /// Latitude, degrees.
-    pub lat: f64,
-    /// Longitude, degrees.
-    pub lng: f64,
-    /// Heading, degrees.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heading: Option<f32>,
-    /// Speed, m/s.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub speed_mps: Option<f32>,
-    /// When the app took it, epoch ms.
-    pub ts_ms: i64,
-    /// When the engine received it, epoch ms.
-    pub received_ms: i64,
-}
-
-impl From<Position> for PositionView {
-    fn from(p: Position) -> Self {
-        Self {
-            lat: p.point.lat(),
-            lng: p.point.lng(),
-            heading: p.heading,
-            speed_mps: p.speed_mps,
-            ts_ms: p.ts_ms,
-            received_ms: p.received_ms,
-        }
-    }
-}
-
-/// A driver's state as the engine knows it (`GET /api/drivers/{id}`, the `session` frame).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DriverSnapshot {
-    /// The driver.
-    pub driver_id: Uuid,
-    /// `online` or `offline`.
-    pub status: DriverStatus,
-    /// Vehicle type.
-    pub vehicle_type: String,
-    /// Whether it can receive an offer now.
-    pub available: bool,
-    /// Whether a driver socket is attached.
-    pub connected: bool,
-    /// Last position.
-    pub last_position: Option<PositionView>,
-    /// The trip it is serving.
-    pub current_trip: Option<Uuid>,
-    /// The offer it holds.
-    pub offer: Option<OfferView>,
-}
-
-/// An open offer as shown in the driver's state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OfferView {
-    /// The trip offered.
-    pub trip_id: Uuid,
-    /// Milliseconds left to answer.
-    pub expires_in_ms: i64,
-}
-
-impl DriverSnapshot {
-    /// The view of a driver with no live actor.
-    #[must_use]
-    pub fn from_profile(profile: &DriverProfile) -> Self {
-        Self {
-            driver_id: profile.driver_id,
-            status: profile.status,
-            vehicle_type: profile.vehicle_type.to_string(),
-            available: false,
-            connected: false,
-            last_position: profile.last_position.map(PositionView::from),
-            current_trip: None,
-            offer: None,
-        }
-    }
 }
 
 /// An offer the driver holds.
@@ -860,128 +774,5 @@ impl Handler<TripNotice> for DriverActor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::actors::cell::Count;
-    use crate::config::Settings;
-    use crate::geo::NearbyQuery;
-
-    fn update(lat: f64, lng: f64) -> Location {
-        Location(LocationUpdate {
-            point: LatLng::new(lat, lng).unwrap(),
-            heading: None,
-            speed_mps: None,
-            ts_ms: None,
-        })
-    }
-
-    async fn held(core: &Core) -> Vec<(CellIndex, usize)> {
-        let mut out = Vec::new();
-        for shard in core.shards.shards() {
-            out.push((shard.cell, shard.addr.send(Count).await.unwrap()));
-        }
-        out
-    }
-
-    fn query(lat: f64, lng: f64) -> NearbyQuery {
-        NearbyQuery {
-            point: LatLng::new(lat, lng).unwrap(),
-            radius_m: 1_000.0,
-            limit: 5,
-            vehicle: None,
-            fresh_since_ms: 0,
-        }
-    }
-
-    #[actix::test]
-    async fn a_driver_moves_itself_between_shards() {
-        let core = Core::start(Settings::default()).unwrap();
-        let driver = core.driver(Uuid::now_v7(), None).unwrap();
-        driver.send(SetStatus(DriverStatus::Online)).await.unwrap();
-        driver.send(update(48.85, 2.35)).await.unwrap();
-        assert_eq!(core.nearby(query(48.85, 2.35)).await.unwrap().len(), 1);
-        // Lyon is hundreds of kilometres and many shards away from Paris.
-        driver.send(update(45.76, 4.84)).await.unwrap();
-        driver.send(GetSnapshot).await.unwrap();
-        let counts = held(&core).await;
-        assert_eq!(counts.len(), 2, "two shards were used");
-        assert_eq!(
-            counts.iter().map(|c| c.1).sum::<usize>(),
-            1,
-            "the driver is in exactly one shard: {counts:?}"
-        );
-        assert!(
-            core.nearby(query(48.85, 2.35)).await.unwrap().is_empty(),
-            "gone from the old shard"
-        );
-        assert_eq!(
-            core.nearby(query(45.76, 4.84)).await.unwrap().len(),
-            1,
-            "found in the new shard"
-        );
-        driver.send(SetStatus(DriverStatus::Offline)).await.unwrap();
-        driver.send(GetSnapshot).await.unwrap();
-        assert_eq!(
-            held(&core).await.iter().map(|c| c.1).sum::<usize>(),
-            0,
-            "offline leaves the index"
-        );
-        core.shutdown();
-    }
-
-    #[actix::test]
-    async fn an_idle_offline_driver_stops_and_keeps_its_profile() {
-        let mut settings = Settings::default();
-        settings.driver.idle_grace_s = 0.1;
-        let core = Core::start(settings).unwrap();
-        let id = Uuid::now_v7();
-        let driver = core.driver(id, Some("xl")).unwrap();
-        driver.send(update(10.0, 10.0)).await.unwrap();
-        assert_eq!(core.drivers.len(), 1);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(!driver.connected(), "the actor stopped");
-        assert!(core.drivers.get(id).is_none(), "and left the registry");
-        let profile = core.directory.get(id).unwrap();
-        assert_eq!(profile.vehicle_type.as_str(), "xl");
-        assert_eq!(profile.last_position.map(|p| p.point.lat()), Some(10.0));
-        core.shutdown();
-    }
-
-    #[actix::test]
-    async fn an_attached_session_keeps_the_actor_alive_and_a_newer_one_replaces_it() {
-        let mut settings = Settings::default();
-        settings.driver.idle_grace_s = 0.1;
-        let core = Core::start(settings).unwrap();
-        let driver = core.driver(Uuid::now_v7(), None).unwrap();
-        let (tx1, mut rx1) = mpsc::channel(4);
-        driver
-            .send(Attach(SessionLink { id: 1, tx: tx1 }))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(driver.connected(), "a session keeps the driver");
-        let (tx2, _rx2) = mpsc::channel(4);
-        let snapshot = driver
-            .send(Attach(SessionLink { id: 2, tx: tx2 }))
-            .await
-            .unwrap();
-        assert!(snapshot.connected);
-        assert_eq!(
-            rx1.recv().await,
-            Some(Outbound::Close(
-                CLOSE_REPLACED,
-                "replaced by a newer session".into()
-            ))
-        );
-        // A late detach from the replaced session changes nothing.
-        driver.send(Detach { session_id: 1 }).await.unwrap();
-        assert!(driver.send(GetSnapshot).await.unwrap().connected);
-        driver.send(Detach { session_id: 2 }).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(
-            !driver.connected(),
-            "without a session an offline driver stops after the grace"
-        );
-        core.shutdown();
-    }
-}
+#[path = "driver_tests.rs"]
+mod tests;

@@ -12,8 +12,8 @@ use actix::prelude::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::core::Core;
 use crate::clock::now_ms;
-use crate::engine::Core;
 use crate::persistence::{OutboxRow, Write};
 
 /// One committed trip event.

@@ -6,7 +6,7 @@ use metrics::counter;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::driver::Outbound;
+use super::protocol::Outbound;
 use crate::metrics::WS_FRAMES_DROPPED;
 
 /// Open rider sockets.

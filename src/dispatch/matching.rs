@@ -7,10 +7,20 @@
 //! remembers who was offered what, so the rules can be tested without actors.
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Deserialize;
 use uuid::Uuid;
 
-/// `broadcast` offers a batch at once; `sequential` one driver at a time.
-pub use crate::config::MatchingMode;
+/// How a trip offers itself (SPEC §6 rule 4): `broadcast` offers a batch at once, `sequential`
+/// one driver at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchingMode {
+    /// Offer a batch of drivers at once.
+    #[default]
+    Broadcast,
+    /// Offer one driver at a time.
+    Sequential,
+}
 
 /// Radius steps, batch size and offer life.
 #[derive(Debug, Clone, PartialEq)]

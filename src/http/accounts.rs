@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::input::{FieldError, json_body};
-use crate::auth::Role;
 use crate::clock::now_ms;
+use crate::dispatch::Role;
 use crate::dispatch::VehicleType;
-use crate::engine::Core;
-use crate::identity::{FAILED_LOGIN_DELAY, refresh_token, token_hash};
+use crate::http::AppState;
+use crate::http::limits::FAILED_LOGIN_DELAY;
+use crate::http::passwords::{refresh_token, token_hash};
 use crate::persistence::users::{CreateUserError, NewUser, RefreshUse};
 
 fn store_down(e: impl std::fmt::Display) -> ApiError {
@@ -30,7 +31,7 @@ fn client_ip(req: &HttpRequest) -> IpAddr {
 }
 
 /// Applies the per-IP limit on `/api/auth/*`.
-fn limit(core: &Core, req: &HttpRequest) -> Result<(), ApiError> {
+fn limit(core: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     core.limits
         .auth_by_ip
         .check(&client_ip(req))
@@ -91,7 +92,7 @@ fn email(value: Option<String>) -> Result<String, FieldError> {
 /// {type, plate}}` → 201 `{id, role}`. Operators are created with `hexdispatch create-operator`.
 pub async fn register(
     req: HttpRequest,
-    core: web::Data<Core>,
+    core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     limit(&core, &req)?;
@@ -178,7 +179,7 @@ struct LoginBody {
 
 /// Issues an access token and a refresh token in `family`.
 async fn token_pair(
-    core: &Core,
+    core: &AppState,
     user_id: Uuid,
     role: Role,
     vehicle_type: Option<String>,
@@ -213,7 +214,7 @@ async fn token_pair(
 /// `Retry-After` while the account is locked.
 pub async fn login(
     req: HttpRequest,
-    core: web::Data<Core>,
+    core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     limit(&core, &req)?;
@@ -281,7 +282,7 @@ struct RefreshBody {
 /// token presented a second time revokes its whole family (401 `refresh_token_reused`).
 pub async fn refresh(
     req: HttpRequest,
-    core: web::Data<Core>,
+    core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     limit(&core, &req)?;

@@ -1,9 +1,17 @@
 //! The one error type of the HTTP edge, rendered as SPEC §2's envelope
-//! `{"error": {"code", "message"}}`. Internal causes are logged, never serialised.
+//! `{"error": {"code", "message"}}`, and the one place each domain error is given its status and
+//! code (`From` impls, so handlers say `?`). Internal causes are logged, never serialised.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
+
+use crate::actors::market::QuoteError;
+use crate::actors::trip::ActError;
+use crate::actors::{DriveError, DriverLookupError, RequestError};
+use crate::dispatch::{PromoError, TripError};
+use crate::http::tokens::TokenError;
+use crate::persistence::StoreError;
 
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,5 +124,102 @@ impl ResponseError for ApiError {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
         response.json(self.body())
+    }
+}
+
+// Domain errors, each mapped to its status and code once; handlers use `?`.
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "the durable store failed a request");
+        Self::unavailable("database_unavailable", e.to_string())
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Expired => {
+                Self::unauthorized("token_expired", "the token has expired; get a new one")
+            }
+            _ => Self::unauthorized("invalid_token", "the token is not valid for this engine"),
+        }
+    }
+}
+
+impl From<PromoError> for ApiError {
+    fn from(e: PromoError) -> Self {
+        Self::unprocessable(e.code(), format!("promo_code: {e}"))
+    }
+}
+
+impl From<QuoteError> for ApiError {
+    fn from(e: QuoteError) -> Self {
+        match e {
+            QuoteError::UnknownVehicle { .. } => Self::bad_request("invalid_field", e.to_string()),
+            QuoteError::Promo(p) => p.into(),
+        }
+    }
+}
+
+impl From<TripError> for ApiError {
+    fn from(e: TripError) -> Self {
+        let status = match e {
+            TripError::InvalidTransition { .. } | TripError::Excluded => StatusCode::CONFLICT,
+            TripError::NotYourTrip => StatusCode::FORBIDDEN,
+            TripError::InvalidPin => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<ActError> for ApiError {
+    fn from(e: ActError) -> Self {
+        match e {
+            ActError::PinLocked { retry_after_s } => Self::too_many(
+                "too_many_pin_attempts",
+                format!("too many wrong PINs; try again in {retry_after_s} s"),
+                retry_after_s,
+            ),
+            ActError::Trip(t) => t.into(),
+        }
+    }
+}
+
+impl From<DriveError> for ApiError {
+    fn from(e: DriveError) -> Self {
+        match e {
+            DriveError::NotFound(_) => Self::not_found("trip_not_found", e.to_string()),
+            DriveError::Ended(_) => Self::conflict("invalid_transition", e.to_string()),
+            DriveError::Act(a) => a.into(),
+        }
+    }
+}
+
+impl From<DriverLookupError> for ApiError {
+    fn from(e: DriverLookupError) -> Self {
+        match e {
+            DriverLookupError::Vehicle(v) => Self::bad_request("invalid_field", v.to_string()),
+            DriverLookupError::TooMany(t) => {
+                Self::unprocessable("too_many_vehicle_types", t.to_string())
+            }
+        }
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Vehicle(v) => Self::bad_request("invalid_field", v.to_string()),
+            RequestError::TooMany(t) => {
+                Self::unprocessable("too_many_vehicle_types", t.to_string())
+            }
+            RequestError::Quote(q) => q.into(),
+            RequestError::KeyReused => Self::unprocessable("idempotency_key_reused", e.to_string()),
+            RequestError::InProgress => Self::conflict("request_in_progress", e.to_string()),
+            RequestError::Backlog => Self::unavailable("database_backlog", e.to_string()),
+            RequestError::NotDurable => Self::unavailable("database_unavailable", e.to_string()),
+            RequestError::Store(s) => s.into(),
+        }
     }
 }

@@ -3,10 +3,10 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
-use crate::engine::Core;
+use crate::http::AppState;
 
 /// `GET /health`: the process is alive.
-pub async fn health(core: web::Data<Core>) -> HttpResponse {
+pub async fn health(core: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "status": "healthy",
         "version": env!("CARGO_PKG_VERSION"),
@@ -16,7 +16,7 @@ pub async fn health(core: web::Data<Core>) -> HttpResponse {
 
 /// `GET /ready`: start-up (recovery) is done and configured dependencies answer; otherwise 503
 /// naming what is down.
-pub async fn ready(core: web::Data<Core>) -> HttpResponse {
+pub async fn ready(core: web::Data<AppState>) -> HttpResponse {
     let mut checks = serde_json::Map::new();
     let mut down = Vec::new();
     let engine = if core.is_ready() {
@@ -80,7 +80,7 @@ pub async fn version() -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(core: web::Data<Core>) -> HttpResponse {
+pub async fn metrics(core: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(core.metrics.render())

@@ -5,13 +5,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::auth::{Identity, parse_id};
+use super::caller::{Caller, parse_id};
 use super::error::ApiError;
 use super::input::{FieldError, MAX_LIMIT, MAX_RADIUS_M, Query};
-use crate::auth::Role;
 use crate::clock::now_ms;
-use crate::engine::Core;
+use crate::dispatch::Role;
 use crate::geo::NearbyQuery;
+use crate::http::AppState;
 
 #[derive(Serialize)]
 struct NearbyDriver {
@@ -32,10 +32,10 @@ struct NearbyAnswer {
 /// `GET /api/locations/nearby?lat=&lng=&radius=2000&limit=5&vehicle_type=`.
 pub async fn nearby(
     req: HttpRequest,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    identity.require(&[Role::Rider, Role::Operator])?;
+    caller.require(&[Role::Rider, Role::Operator])?;
     let q = Query::parse(&req)?;
     let point = q.point()?;
     let radius_m = q.f64("radius")?.unwrap_or(2_000.0);
@@ -102,11 +102,11 @@ const MAX_HISTORY: usize = 10_000;
 pub async fn history(
     req: HttpRequest,
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let driver_id = parse_id(&path, "driver id")?;
-    identity.require_driver_or_operator(driver_id)?;
+    caller.require_driver_or_operator(driver_id)?;
     let q = Query::parse(&req)?;
     let (from_ms, to_ms) = q.time_window(24 * 3_600 * 1_000)?;
     let limit = q.usize("limit")?.unwrap_or(1_000);

@@ -1,19 +1,28 @@
-//! The HTTP and WebSocket edge (actix-web): routes per resource, the auth extractor, input
-//! parsing and the error envelope. Handlers parse, authorise, then talk to the core's actors.
+//! The HTTP and WebSocket edge (actix-web): the server's state ([`state`]: the core plus keys,
+//! password hashing, limiters), routes per resource (`*_routes`, [`accounts`], [`locations`],
+//! [`pricing`], [`ops`], [`health`]), the caller extractor ([`caller`]), input parsing
+//! ([`input`]), the error envelope with its `From` impls for domain errors ([`error`]), and the
+//! socket sessions ([`ws`]). Handlers parse, authorise, then talk to the core's actors.
 
 pub mod accounts;
-pub mod auth;
-pub mod drivers;
+pub mod caller;
+pub mod driver_routes;
 pub mod error;
 pub mod health;
 pub mod input;
+pub mod limits;
 pub mod locations;
-pub mod money;
 pub mod openapi;
 pub mod ops;
+pub mod passwords;
+pub mod payment_routes;
 pub mod pricing;
-pub mod trips;
+pub mod state;
+pub mod tokens;
+pub mod trip_routes;
 pub mod ws;
+
+pub use state::AppState;
 
 use std::net::TcpListener;
 
@@ -24,7 +33,6 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use metrics::counter;
 
-use crate::engine::{Core, shutdown_timeout};
 use error::ApiError;
 
 /// One route: what it is, who may call it, and how it is mounted. The router and the OpenAPI
@@ -110,28 +118,28 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/drivers/{id}/status",
         "that driver",
         "Go online or offline.",
-        drivers::put_status
+        driver_routes::put_status
     ),
     endpoint!(
         put,
         "/api/drivers/{id}/location",
         "that driver",
         "Report a position (REST twin of the location frame).",
-        drivers::put_location
+        driver_routes::put_location
     ),
     endpoint!(
         get,
         "/api/drivers/{id}",
         "that driver, operator",
         "Profile, status, last position, current trip and offer.",
-        drivers::get_driver
+        driver_routes::get_driver
     ),
     endpoint!(
         get,
         "/api/drivers/{id}/earnings",
         "that driver, operator",
         "Earnings within from/to.",
-        money::earnings
+        payment_routes::earnings
     ),
     endpoint!(
         get,
@@ -166,91 +174,91 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/trips",
         "rider",
         "Request a trip (idempotency_key makes retries safe).",
-        trips::create
+        trip_routes::create
     ),
     endpoint!(
         get,
         "/api/trips/{id}",
         "its rider, its driver, operator",
         "The Trip object.",
-        trips::get
+        trip_routes::get
     ),
     endpoint!(
         delete,
         "/api/trips/{id}",
         "its rider or its driver",
         "Cancel (rider) or give up (driver).",
-        trips::cancel
+        trip_routes::cancel
     ),
     endpoint!(
         get,
         "/api/trips/{id}/events",
         "its rider, operator",
         "The trip's event log, oldest first.",
-        trips::events
+        trip_routes::events
     ),
     endpoint!(
         get,
         "/api/trips/{id}/receipt",
         "its rider, its driver, operator",
         "Final fare, breakdown, payment status.",
-        money::receipt
+        payment_routes::receipt
     ),
     endpoint!(
         put,
         "/api/trips/{id}/accept",
         "the offered driver",
         "Accept an offer.",
-        trips::accept
+        trip_routes::accept
     ),
     endpoint!(
         put,
         "/api/trips/{id}/decline",
         "the offered driver",
         "Decline an offer.",
-        trips::decline
+        trip_routes::decline
     ),
     endpoint!(
         put,
         "/api/trips/{id}/arrived",
         "the assigned driver",
         "At the pickup.",
-        trips::arrived
+        trip_routes::arrived
     ),
     endpoint!(
         put,
         "/api/trips/{id}/start",
         "the assigned driver",
         "Start with the rider's PIN.",
-        trips::start
+        trip_routes::start
     ),
     endpoint!(
         put,
         "/api/trips/{id}/complete",
         "the assigned driver",
         "Drop-off; prices the trip.",
-        trips::complete
+        trip_routes::complete
     ),
     endpoint!(
         get,
         "/api/riders/{id}/trips",
         "that rider, operator",
         "Trip history, newest first.",
-        trips::rider_history
+        trip_routes::rider_history
     ),
     endpoint!(
         get,
         "/api/riders/{id}/wallet",
         "that rider, operator",
         "Wallet balance.",
-        money::wallet
+        payment_routes::wallet
     ),
     endpoint!(
         post,
         "/api/riders/{id}/wallet/topup",
         "operator",
         "Credit a wallet (reference is idempotent).",
-        money::top_up
+        payment_routes::top_up
     ),
     endpoint!(
         get,
@@ -285,14 +293,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/ws/driver",
         "driver",
         "Driver WebSocket (see docs/PROTOCOL.md).",
-        ws::driver::driver_socket
+        ws::driver_socket::driver_socket
     ),
     endpoint!(
         get,
         "/ws/rider",
         "rider",
         "Rider WebSocket.",
-        ws::rider::rider_socket
+        ws::rider_socket::rider_socket
     ),
     endpoint!(
         get,
@@ -415,14 +423,14 @@ async fn count_responses(
 /// # Errors
 ///
 /// I/O errors from the listener.
-pub fn server(core: Core, listener: TcpListener) -> std::io::Result<Server> {
-    let workers = match core.settings.http.workers {
+pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = match state.settings.http.workers {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         n => n,
     };
-    let timeout = shutdown_timeout(&core.settings);
-    let origins = core.settings.limits.cors_origins.clone();
-    let data = web::Data::new(core);
+    let timeout = state.settings.http.shutdown_timeout();
+    let origins = state.settings.limits.cors_origins.clone();
+    let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let mut cors = actix_cors::Cors::default()
             .allowed_methods(["GET", "POST", "PUT", "DELETE"])

@@ -16,10 +16,11 @@ use serde_json::json;
 use super::error::ApiError;
 use super::input::{FieldError, Query};
 use super::ws::{Opened, close, open};
-use crate::auth::Role;
+use crate::actors::Core;
 use crate::clock::now_ms;
-use crate::engine::Core;
-use crate::http::auth::Identity;
+use crate::dispatch::Role;
+use crate::http::AppState;
+use crate::http::caller::Caller;
 
 /// Resolutions a heatmap may use: from regions down to the surge cells.
 const RESOLUTIONS: std::ops::RangeInclusive<u8> = 4..=7;
@@ -145,10 +146,10 @@ pub async fn heatmap(core: &Core, res: Resolution, by: Metric) -> Result<Vec<Hea
 /// supply, demand, surge}], ts_ms}` (operators).
 pub async fn get_heatmap(
     req: HttpRequest,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    identity.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let q = Query::parse(&req)?;
     let res = resolution(&q, core.market.surge_resolution())?;
     let by = metric(q.string("metric"))?;
@@ -187,7 +188,7 @@ fn stats(core: &Core) -> serde_json::Value {
 pub async fn ops_socket(
     req: HttpRequest,
     body: web::Payload,
-    core: web::Data<Core>,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let q = Query::parse(&req)?;
     let res = resolution(&q, core.market.surge_resolution())?;
@@ -198,7 +199,7 @@ pub async fn ops_socket(
         ..
     }) = opened
     {
-        let core = Core::clone(&core);
+        let core = core.clone();
         actix_rt::spawn(async move {
             let every = Duration::from_millis(core.settings.ops.heatmap_interval_ms);
             let mut ticker = tokio::time::interval(every);

@@ -4,14 +4,14 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::Identity;
+use super::caller::Caller;
 use super::error::ApiError;
 use super::input::{Query, json_body};
-use super::trips::{PointBody, point, quote_error, short_text};
-use crate::auth::Role;
+use super::trip_routes::{PointBody, point, short_text};
 use crate::clock::now_ms;
+use crate::dispatch::Role;
 use crate::dispatch::VehicleType;
-use crate::engine::Core;
+use crate::http::AppState;
 
 #[derive(Deserialize)]
 struct EstimateBody {
@@ -26,11 +26,11 @@ struct EstimateBody {
 /// from `origin` would be quoted now; a promotion is checked, not used.
 pub async fn estimate(
     req: HttpRequest,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    identity.require(&[Role::Rider, Role::Operator])?;
+    caller.require(&[Role::Rider, Role::Operator])?;
     let body: EstimateBody = json_body(&req, payload).await?;
     let origin = point(body.origin, "origin")?;
     let destination = point(body.destination, "destination")?;
@@ -41,28 +41,20 @@ pub async fn estimate(
     };
     let promo_code = short_text(body.promo_code, "promo_code", 64)?;
     let now = now_ms();
-    core.market
-        .tariff(origin, vehicle_type.as_str())
-        .map_err(quote_error)?;
+    let (tariff, currency) = core.market.tariff(origin, vehicle_type.as_str())?;
     let discount = match &promo_code {
-        Some(code) => Some(
-            core.market
-                .check_promo(code, identity.id(), now)
-                .map_err(|e| quote_error(e.into()))?,
-        ),
+        Some(code) => Some(core.market.check_promo(code, caller.id(), now)?),
         None => None,
     };
     let surge = core.market.surge(&core.shards, origin, now).await;
-    let breakdown = core
-        .market
-        .estimate(
-            origin,
-            destination,
-            vehicle_type.as_str(),
-            surge.surge,
-            discount,
-        )
-        .map_err(quote_error)?;
+    let breakdown = core.market.estimate_with(
+        &tariff,
+        currency,
+        origin,
+        destination,
+        surge.surge,
+        discount,
+    );
     Ok(HttpResponse::Ok().json(json!({
         "fare": breakdown.total,
         "distance_m": breakdown.distance_m,
@@ -77,10 +69,10 @@ pub async fn estimate(
 /// `GET /api/pricing/surge?lat=&lng=` → `{multiplier, cell, demand, supply}`.
 pub async fn surge(
     req: HttpRequest,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    identity.require(&[Role::Rider, Role::Operator])?;
+    caller.require(&[Role::Rider, Role::Operator])?;
     let q = Query::parse(&req)?;
     let point = q.point()?;
     let quote = core.market.surge(&core.shards, point, now_ms()).await;

@@ -2,13 +2,13 @@
 //! writer that commits to it in batches, and the Redis snapshot of driver positions.
 
 pub mod bus;
-pub mod money;
 pub mod snapshot;
 pub mod store;
 pub mod users;
+pub mod wallets;
 pub mod writer;
 
-pub use money::{ChargeOutcome, Earning, PaymentRow};
 pub use snapshot::{Snapshot, SnapshotEntry};
 pub use store::{Backend, DriverRow, OutboxRow, PositionRow, Store, StoreError, TripWrite, Write};
+pub use wallets::{ChargeOutcome, Earning, PaymentRow};
 pub use writer::{Persistence, WriterGone};

@@ -4,7 +4,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::store::{Store, StoreError};
-use crate::auth::Role;
+use crate::dispatch::Role;
 
 /// A user as login needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

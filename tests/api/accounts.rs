@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -540,8 +540,9 @@ async fn create_operator_makes_an_account_that_logs_in_as_operator() {
     assert_eq!(res.status().as_u16(), 200);
     let pair: Value = res.json().await.unwrap();
     let access = pair["access_token"].as_str().unwrap();
-    let keys =
-        hexdispatch::auth::JwtKeys::new(&secrecy::SecretString::from(crate::helpers::SECRET));
+    let keys = hexdispatch::http::tokens::JwtKeys::new(&secrecy::SecretString::from(
+        crate::helpers::SECRET,
+    ));
     let claims = keys.verify(access).unwrap();
     assert_eq!((claims.sub, claims.role), (id, Role::Operator));
     let seen = client

@@ -1,7 +1,7 @@
 //! The authorization matrix: every route × rider / driver / operator × own / other resource, and
 //! every authenticated route × missing / garbage / expired / wrong-secret token.
 
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use serde_json::json;
 use uuid::Uuid;
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use hexdispatch::persistence::bus::backlog;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use hexdispatch::actors::driver::{Location, LocationUpdate, SetStatus};
-use hexdispatch::auth::Role;
 use hexdispatch::dispatch::DriverStatus;
+use hexdispatch::dispatch::Role;
 use hexdispatch::geo::LatLng;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use uuid::Uuid;

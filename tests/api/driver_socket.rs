@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use hexdispatch::geo::LatLng;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::json;

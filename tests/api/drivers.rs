@@ -1,4 +1,4 @@
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use uuid::Uuid;
 
 use crate::helpers::{bad_tokens, spawn_app};

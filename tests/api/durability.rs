@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use hexdispatch::auth::{JwtKeys, Role};
+use hexdispatch::dispatch::Role;
+use hexdispatch::http::tokens::JwtKeys;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use uuid::Uuid;

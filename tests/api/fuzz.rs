@@ -2,7 +2,7 @@
 //! that takes one, and random frames on a driver socket. Nothing may answer 5xx, every refusal uses
 //! the error envelope, and the socket stays open.
 
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};

@@ -43,7 +43,7 @@ async fn metrics_are_prometheus_text_with_the_engine_series() {
         r#"{"lat":1,"lng":1}"#,
     )
     .await;
-    let rider = app.token(hexdispatch::auth::Role::Rider, uuid::Uuid::now_v7());
+    let rider = app.token(hexdispatch::dispatch::Role::Rider, uuid::Uuid::now_v7());
     app.nearby(&rider, "lat=1&lng=1").await;
     let r = app.get("/metrics", None).await;
     assert_eq!(r.status, 200);

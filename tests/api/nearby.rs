@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use hexdispatch::geo::LatLng;
 use uuid::Uuid;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use hexdispatch::geo::LatLng;
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use hexdispatch::dispatch::{Currency, Money};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Fares worked out by hand, surge from demand over supply, promotions.
 
-use hexdispatch::auth::Role;
 use hexdispatch::config::{PromotionSettings, Settings};
+use hexdispatch::dispatch::Role;
 use hexdispatch::geo::{LatLng, destination};
 use serde_json::json;
 use time::macros::datetime;

@@ -1,7 +1,7 @@
 //! Bad, out-of-range and unauthorized input on every trip and pricing route and trip frame: a clear
 //! error, and nothing changes.
 
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use serde_json::json;
 use uuid::Uuid;
 

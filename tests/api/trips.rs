@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use hexdispatch::auth::Role;
+use hexdispatch::dispatch::Role;
 use hexdispatch::dispatch::{Currency, Surge, Tariff, price};
 use hexdispatch::geo::{LatLng, destination};
 use serde_json::{Value, json};
@@ -393,7 +393,7 @@ async fn the_first_accept_wins_and_the_others_are_told_taken_or_rejected() {
 #[actix_rt::test]
 async fn sequential_mode_offers_one_driver_at_a_time() {
     let app = spawn_app_with(|s| {
-        s.matching.mode = hexdispatch::config::MatchingMode::Sequential;
+        s.matching.mode = hexdispatch::dispatch::MatchingMode::Sequential;
         s.matching.offer_timeout_s = 5.0;
     })
     .await;

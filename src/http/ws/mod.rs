@@ -1,17 +1,17 @@
 //! WebSocket sessions on actix-ws. A session is not the driver (or rider): it parses and validates
 //! frames and forwards them to the actors, which outlive the socket, and writes what they push.
 
-pub mod driver;
-pub mod frames;
-pub mod rider;
+pub mod driver_socket;
+pub mod inbound;
+pub mod rider_socket;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessageStream, CloseCode, CloseReason, Session};
 use metrics::counter;
 
-use crate::auth::Role;
-use crate::engine::Core;
-use crate::http::auth::{Identity, authenticate};
+use crate::dispatch::Role;
+use crate::http::AppState;
+use crate::http::caller::{Caller, authenticate};
 use crate::http::error::ApiError;
 use crate::metrics::WS_FRAMES_REJECTED;
 
@@ -21,7 +21,7 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 /// An accepted socket of an authenticated caller.
 pub struct Opened {
     /// Who.
-    pub identity: Identity,
+    pub caller: Caller,
     /// The socket's sending half.
     pub session: Session,
     /// Inbound frames, limited to [`MAX_FRAME_BYTES`].
@@ -38,7 +38,7 @@ pub struct Opened {
 pub fn open(
     req: &HttpRequest,
     body: web::Payload,
-    core: &Core,
+    core: &AppState,
     role: Role,
 ) -> Result<(HttpResponse, Option<Opened>), ApiError> {
     let (response, session, stream) = actix_ws::handle(req, body).map_err(|e| {
@@ -47,17 +47,17 @@ pub fn open(
             format!("this route speaks WebSocket only: {e}"),
         )
     })?;
-    let identity = authenticate(core, req, true).and_then(|identity| {
-        identity.require(&[role])?;
-        Ok(identity)
+    let caller = authenticate(core, req, true).and_then(|caller| {
+        caller.require(&[role])?;
+        Ok(caller)
     });
-    match identity {
+    match caller {
         Err(refused) => {
             counter!(WS_FRAMES_REJECTED, "code" => refused.code).increment(1);
             actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
             Ok((response, None))
         }
-        Ok(identity) => {
+        Ok(caller) => {
             let stream = stream
                 .max_frame_size(MAX_FRAME_BYTES)
                 .aggregate_continuations()
@@ -65,7 +65,7 @@ pub fn open(
             Ok((
                 response,
                 Some(Opened {
-                    identity,
+                    caller,
                     session,
                     stream,
                 }),

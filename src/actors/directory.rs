@@ -4,23 +4,7 @@
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use crate::dispatch::{DriverStatus, VehicleType};
-use crate::geo::LatLng;
-
-/// A driver's last reported position.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Position {
-    /// Where.
-    pub point: LatLng,
-    /// Degrees clockwise from north, if sent.
-    pub heading: Option<f32>,
-    /// Metres per second, if sent.
-    pub speed_mps: Option<f32>,
-    /// When the app says it was taken (epoch ms); the server time when the app sent none.
-    pub ts_ms: i64,
-    /// When the server received it (epoch ms); freshness is judged by this.
-    pub received_ms: i64,
-}
+use crate::dispatch::{DriverStatus, Position, VehicleType};
 
 /// What the engine knows of a driver between sessions.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,17 +1,17 @@
-//! Driver socket frames: one JSON object per text frame, tagged by `type`, with an optional `ref`
-//! the reply echoes. The common frame (`location`) parses in one pass without allocating; a frame
-//! that fails the typed parse is parsed again loosely only to recover its `ref` for the error.
+//! Client → server frames of the driver socket: one JSON object per text frame, tagged by `type`,
+//! with an optional `ref` the reply echoes. The common frame (`location`) parses in one pass
+//! without allocating; a frame that fails the typed parse is parsed again loosely only to recover
+//! its `ref` for the error. Server → client frames are rendered in `actors::protocol`.
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::actors::driver::{DriverSnapshot, LocationUpdate};
+use crate::actors::driver::LocationUpdate;
 use crate::dispatch::DriverStatus;
 use crate::http::input::{FieldError, field_error, location};
-use crate::trips::TripView;
 
 /// What a driver asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,67 +168,6 @@ fn command(frame: &Frame<'_>) -> Result<DriverCommand, FieldError> {
     })
 }
 
-#[derive(Serialize)]
-struct ErrorFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    code: &'a str,
-    message: &'a str,
-    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-    reference: Option<&'a RawValue>,
-}
-
-/// `{"type":"error","code","message","ref"?}`.
-#[must_use]
-pub fn error_frame(code: &str, message: &str, reference: Option<&RawValue>) -> String {
-    serde_json::to_string(&ErrorFrame {
-        kind: "error",
-        code,
-        message,
-        reference,
-    })
-    .unwrap_or_default()
-}
-
-#[derive(Serialize)]
-struct SessionFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    driver: &'a DriverSnapshot,
-    trip: Option<&'a TripView>,
-    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
-    reference: Option<&'a RawValue>,
-}
-
-/// `{"type":"session","driver_id","status","trip", …}`: the driver's state as the engine knows
-/// it, with its active trip (the Trip object) or `null`.
-#[must_use]
-pub fn session_frame(
-    driver: &DriverSnapshot,
-    trip: Option<&TripView>,
-    reference: Option<&RawValue>,
-) -> String {
-    serde_json::to_string(&SessionFrame {
-        kind: "session",
-        driver,
-        trip,
-        reference,
-    })
-    .unwrap_or_default()
-}
-
-/// `frame` with the client's `ref` added, as text.
-#[must_use]
-pub fn with_ref(mut frame: serde_json::Value, reference: Option<&RawValue>) -> String {
-    if let Some(r) = reference
-        && let Ok(value) = serde_json::from_str::<serde_json::Value>(r.get())
-    {
-        frame["ref"] = value;
-    }
-    frame.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -309,16 +248,6 @@ mod tests {
             assert!(err.message.contains(mentions), "{text}: {err:?}");
             assert_eq!(p.reference.is_some(), has_ref, "{text}");
         }
-    }
-
-    #[test]
-    fn error_frames_echo_the_ref_verbatim() {
-        let reference = RawValue::from_string("[1,\"a\"]".into()).unwrap();
-        let frame: serde_json::Value =
-            serde_json::from_str(&error_frame("out_of_range", "lat …", Some(&reference))).unwrap();
-        assert_eq!(frame["type"], "error");
-        assert_eq!(frame["code"], "out_of_range");
-        assert_eq!(frame["ref"], serde_json::json!([1, "a"]));
     }
 
     /// Error codes a frame can get; anything else is a bug.

@@ -9,14 +9,15 @@ use actix_web::{FromRequest, HttpRequest, web};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::auth::{Claims, Role, TokenError};
-use crate::engine::Core;
+use crate::dispatch::Role;
+use crate::http::AppState;
+use crate::http::tokens::Claims;
 
 /// The verified caller of a request.
 #[derive(Debug, Clone)]
-pub struct Identity(pub Claims);
+pub struct Caller(pub Claims);
 
-impl Identity {
+impl Caller {
     /// The caller's user id.
     #[must_use]
     pub const fn id(&self) -> Uuid {
@@ -75,7 +76,7 @@ impl Identity {
     }
 }
 
-impl Identity {
+impl Caller {
     /// Requires the caller to be the rider `rider_id` or an operator.
     ///
     /// # Errors
@@ -100,8 +101,8 @@ impl Identity {
     pub fn trip_viewer(
         &self,
         trip: &crate::dispatch::Trip,
-    ) -> Result<crate::trips::Viewer, ApiError> {
-        use crate::trips::Viewer;
+    ) -> Result<crate::actors::protocol::Viewer, ApiError> {
+        use crate::actors::protocol::Viewer;
         match self.0.role {
             Role::Operator => Ok(Viewer::Operator),
             Role::Rider if trip.rider_id == self.0.sub => Ok(Viewer::Rider),
@@ -140,30 +141,25 @@ pub fn bearer_token(req: &HttpRequest, allow_query: bool) -> Option<String> {
 ///
 /// 401 `unauthorized` (no token), `token_expired` or `invalid_token`.
 pub fn authenticate(
-    core: &Core,
+    core: &AppState,
     req: &HttpRequest,
     allow_query: bool,
-) -> Result<Identity, ApiError> {
+) -> Result<Caller, ApiError> {
     let token = bearer_token(req, allow_query).ok_or_else(|| {
         ApiError::unauthorized(
             "unauthorized",
             "send a bearer token in the Authorization header",
         )
     })?;
-    core.keys.verify(&token).map(Identity).map_err(|e| match e {
-        TokenError::Expired => {
-            ApiError::unauthorized("token_expired", "the token has expired; get a new one")
-        }
-        _ => ApiError::unauthorized("invalid_token", "the token is not valid for this engine"),
-    })
+    Ok(core.keys.verify(&token).map(Caller)?)
 }
 
-impl FromRequest for Identity {
+impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match req.app_data::<web::Data<Core>>() {
+        ready(match req.app_data::<web::Data<AppState>>() {
             Some(core) => authenticate(core, req, false),
             None => Err(ApiError::internal("engine core missing from app data")),
         })

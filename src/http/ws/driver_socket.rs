@@ -20,23 +20,26 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::frames::{DriverCommand, error_frame, parse_driver_frame, session_frame, with_ref};
+use super::inbound::{DriverCommand, parse_driver_frame};
 use super::{MAX_FRAME_BYTES, Opened, close, open};
+use crate::actors::Core;
 use crate::actors::driver::{
-    Answer, AnswerError, Attach, Detach, DriverActor, DriverSnapshot, GetSnapshot, Location,
-    Outbound, Respond, SessionLink, SetStatus,
+    Answer, AnswerError, Attach, Detach, DriverActor, GetSnapshot, Location, Respond, SessionLink,
+    SetStatus,
 };
+use crate::actors::protocol;
+use crate::actors::protocol::{DriverSnapshot, Outbound};
+use crate::actors::protocol::{TripView, Viewer};
+use crate::actors::protocol::{error_frame, session_frame, with_ref};
 use crate::actors::trip::DriverAction;
-use crate::auth::Role;
-use crate::engine::Core;
-use crate::http::drivers::own_actor;
+use crate::dispatch::Role;
+use crate::http::AppState;
+use crate::http::driver_routes::own_actor;
 use crate::http::error::ApiError;
-use crate::http::trips::{answer_error, drive};
+use crate::http::trip_routes::answer_error;
 use crate::metrics::{
     LOCATION_UPDATES, LOCATION_UPDATES_DROPPED, WS_FRAMES_REJECTED, WS_SESSIONS_OPEN,
 };
-use crate::protocol;
-use crate::trips::{TripView, Viewer};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -48,24 +51,18 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 pub async fn driver_socket(
     req: HttpRequest,
     body: web::Payload,
-    core: web::Data<Core>,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (response, opened) = open(&req, body, &core, Role::Driver)?;
     if let Some(Opened {
-        identity,
+        caller,
         session,
         stream,
     }) = opened
     {
-        match own_actor(&core, &identity) {
+        match own_actor(&core, &caller) {
             Ok(actor) => {
-                actix_rt::spawn(run(
-                    Core::clone(&core),
-                    identity.id(),
-                    actor,
-                    session,
-                    stream,
-                ));
+                actix_rt::spawn(run(core.core.clone(), caller.id(), actor, session, stream));
             }
             Err(refused) => {
                 actix_rt::spawn(close(session, CloseCode::Policy, refused.message));
@@ -119,7 +116,7 @@ async fn run(
     let limited = counter!(LOCATION_UPDATES_DROPPED, "reason" => "rate_limited");
     // Frames above the driver's rate are dropped: the next one carries a newer position anyway.
     let mut budget =
-        crate::identity::FrameBudget::new(core.settings.limits.locations_per_driver_per_s);
+        crate::http::limits::FrameBudget::new(core.settings.limits.locations_per_driver_per_s);
     let ping_every = Duration::from_secs_f64(ws.ping_interval_s);
     let idle_limit = Duration::from_secs_f64(ws.idle_timeout_s);
     let mut heartbeat =
@@ -287,7 +284,11 @@ async fn act(
     // Positions sent before this frame went through the driver actor; wait until it has passed
     // them on, so the trip sees the whole trail before, say, the completion that prices it.
     let _ = actor.send(GetSnapshot).await;
-    match drive(core, driver_id, trip_id, action, true, None).await {
+    match core
+        .drive(driver_id, trip_id, action, true, None)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(_) if cancel => with_ref(protocol::driver_released(trip_id), reference),
         Ok(trip) => with_ref(protocol::driver_trip_update(&trip, trip.status), reference),
         Err(e) => reject(e.code, &e.message, reference),

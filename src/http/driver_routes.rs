@@ -3,12 +3,14 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::auth::{Identity, parse_id};
+use super::caller::{Caller, parse_id};
 use super::error::ApiError;
 use super::input::{FieldError, json_body, location};
-use crate::actors::driver::{DriverActor, DriverSnapshot, GetSnapshot, Location, SetStatus};
+use crate::actors::Core;
+use crate::actors::driver::{DriverActor, GetSnapshot, Location, SetStatus};
+use crate::actors::protocol::DriverSnapshot;
 use crate::dispatch::DriverStatus;
-use crate::engine::{Core, DriverLookupError};
+use crate::http::AppState;
 
 #[derive(Deserialize)]
 struct StatusBody {
@@ -27,27 +29,20 @@ struct LocationBody {
 /// The calling driver's actor.
 pub(crate) fn own_actor(
     core: &Core,
-    identity: &Identity,
+    caller: &Caller,
 ) -> Result<actix::Addr<DriverActor>, ApiError> {
-    core.driver(identity.id(), identity.0.vehicle_type.as_deref())
-        .map_err(|e| match e {
-            DriverLookupError::Vehicle(v) => ApiError::bad_request("invalid_field", v.to_string()),
-            DriverLookupError::TooMany(t) => ApiError::new(
-                actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-                "too_many_vehicle_types",
-                t.to_string(),
-            ),
-        })
+    core.driver(caller.id(), caller.0.vehicle_type.as_deref())
+        .map_err(ApiError::from)
 }
 
 /// The body of a request a driver makes about itself: the path's id must be the caller's.
 async fn own_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     path: &str,
-    identity: &Identity,
+    caller: &Caller,
     payload: web::Payload,
 ) -> Result<T, ApiError> {
-    identity.require_driver(parse_id(path, "driver id")?)?;
+    caller.require_driver(parse_id(path, "driver id")?)?;
     json_body(req, payload).await
 }
 
@@ -55,18 +50,18 @@ async fn own_body<T: serde::de::DeserializeOwned>(
 pub async fn put_status(
     req: HttpRequest,
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: StatusBody = own_body(&req, &path, &identity, payload).await?;
+    let body: StatusBody = own_body(&req, &path, &caller, payload).await?;
     let status = DriverStatus::parse(&body.status).ok_or_else(|| {
         FieldError::invalid(
             "status",
             format_args!("\"online\" or \"offline\", got {:?}", body.status),
         )
     })?;
-    let snapshot = own_actor(&core, &identity)?
+    let snapshot = own_actor(&core, &caller)?
         .send(SetStatus(status))
         .await
         .map_err(ApiError::internal)?;
@@ -77,13 +72,13 @@ pub async fn put_status(
 pub async fn put_location(
     req: HttpRequest,
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: LocationBody = own_body(&req, &path, &identity, payload).await?;
+    let body: LocationBody = own_body(&req, &path, &caller, payload).await?;
     let update = location(body.lat, body.lng, body.heading, body.speed_mps, body.ts_ms)?;
-    let actor = own_actor(&core, &identity)?;
+    let actor = own_actor(&core, &caller)?;
     // REST is the fallback path, not the stream: wait for the actor so the answer shows the update.
     actor
         .send(Location(update))
@@ -97,18 +92,18 @@ pub async fn put_location(
 /// `GET /api/drivers/{id}`: profile, status, last position, current trip.
 pub async fn get_driver(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path, "driver id")?;
-    identity.require_driver_or_operator(id)?;
+    caller.require_driver_or_operator(id)?;
     let snapshot = match core.drivers.get(id) {
         Some(actor) => actor.send(GetSnapshot).await.map_err(ApiError::internal)?,
         None => match core.directory.get(id) {
             Some(profile) => DriverSnapshot::from_profile(&profile),
-            None if identity.id() == id => {
+            None if caller.id() == id => {
                 // A driver asking about itself exists by virtue of its token.
-                own_actor(&core, &identity)?
+                own_actor(&core, &caller)?
                     .send(GetSnapshot)
                     .await
                     .map_err(ApiError::internal)?

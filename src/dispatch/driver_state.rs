@@ -1,6 +1,8 @@
-//! Driver states as the engine sees them.
+//! A driver as the engine sees it: whether it wants work, and where it last said it was.
 
 use serde::{Deserialize, Serialize};
+
+use crate::geo::LatLng;
 
 /// Whether a driver wants work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -32,4 +34,19 @@ impl DriverStatus {
             Self::Offline => "offline",
         }
     }
+}
+
+/// A driver's last reported position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    /// Where.
+    pub point: LatLng,
+    /// Degrees clockwise from north, if sent.
+    pub heading: Option<f32>,
+    /// Metres per second, if sent.
+    pub speed_mps: Option<f32>,
+    /// When the app says it was taken (epoch ms); the server time when the app sent none.
+    pub ts_ms: i64,
+    /// When the server received it (epoch ms); freshness is judged by this.
+    pub received_ms: i64,
 }

@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError};
 
 use h3o::{CellIndex, Resolution};
 
-use crate::actors::shards::ShardMap;
+use super::shards::ShardMap;
 use crate::config::{ConfigError, Settings};
 use crate::dispatch::{
     Currency, DemandWindow, Discount, EstimateModel, FareBreakdown, PromoError, Promotions, Surge,
@@ -254,8 +254,22 @@ impl Market {
         discount: Option<Discount>,
     ) -> Result<FareBreakdown, QuoteError> {
         let (tariff, currency) = self.tariff(origin, vehicle_type)?;
+        Ok(self.estimate_with(&tariff, currency, origin, destination, surge, discount))
+    }
+
+    /// Estimated fare from `origin` to `destination` under a tariff already looked up.
+    #[must_use]
+    pub fn estimate_with(
+        &self,
+        tariff: &Tariff,
+        currency: Currency,
+        origin: LatLng,
+        destination: LatLng,
+        surge: Surge,
+        discount: Option<Discount>,
+    ) -> FareBreakdown {
         let (metres, seconds) = self.model.estimate(origin, destination);
-        Ok(price(&tariff, currency, metres, seconds, surge, discount))
+        price(tariff, currency, metres, seconds, surge, discount)
     }
 }
 

@@ -4,18 +4,19 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::{Identity, parse_id};
+use super::caller::{Caller, parse_id};
 use super::error::ApiError;
 use super::input::{FieldError, Query, json_body};
-use super::trips::short_text;
-use crate::auth::Role;
+use super::trip_routes::short_text;
+use crate::actors::Core;
+use crate::actors::payment::{InHouseWallet, PaymentGateway};
+use crate::actors::protocol::{TripView, Viewer};
 use crate::clock::rfc3339;
+use crate::dispatch::Role;
 use crate::dispatch::ledger::rider_account;
 use crate::dispatch::{Currency, Money, TripStatus};
-use crate::engine::Core;
-use crate::payments::{InHouseWallet, PaymentGateway};
+use crate::http::AppState;
 use crate::persistence::Persistence;
-use crate::trips::{TripView, Viewer};
 
 /// Largest single top-up, minor units.
 const MAX_TOPUP: i64 = 100_000_000;
@@ -36,11 +37,11 @@ fn default_currency(core: &Core) -> Currency {
 /// `GET /api/riders/{id}/wallet` → `{rider_id, balance: Money}` (that rider, operator).
 pub async fn wallet(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let rider = parse_id(&path, "rider id")?;
-    identity.require_rider_or_operator(rider)?;
+    caller.require_rider_or_operator(rider)?;
     let balance = persistence(&core)?
         .store()
         .balance(&rider_account(rider))
@@ -68,12 +69,12 @@ struct TopUpBody {
 pub async fn top_up(
     req: HttpRequest,
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let rider = parse_id(&path, "rider id")?;
-    identity.require(&[Role::Operator])?;
+    caller.require(&[Role::Operator])?;
     let body: TopUpBody = json_body(&req, payload).await?;
     let amount = body.amount.ok_or_else(|| FieldError::missing("amount"))?;
     let minor = amount
@@ -136,8 +137,8 @@ pub async fn top_up(
 /// its driver, operators).
 pub async fn receipt(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
     let trip = core
@@ -145,7 +146,7 @@ pub async fn receipt(
         .await
         .map_err(store_down)?
         .ok_or_else(|| ApiError::not_found("trip_not_found", format!("no trip {trip_id}")))?;
-    let viewer = identity.trip_viewer(&trip)?;
+    let viewer = caller.trip_viewer(&trip)?;
     let charge = persistence(&core)?
         .store()
         .payment(trip_id)
@@ -195,11 +196,11 @@ pub async fn receipt(
 pub async fn earnings(
     req: HttpRequest,
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let driver = parse_id(&path, "driver id")?;
-    identity.require_driver_or_operator(driver)?;
+    caller.require_driver_or_operator(driver)?;
     let q = Query::parse(&req)?;
     let (from_ms, to_ms) = q.time_window(30 * 24 * 3_600 * 1_000)?;
     let rows = persistence(&core)?

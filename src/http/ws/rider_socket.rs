@@ -14,14 +14,15 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::frames::error_frame;
 use super::{MAX_FRAME_BYTES, Opened, close, open};
-use crate::actors::driver::Outbound;
-use crate::auth::Role;
-use crate::engine::Core;
+use crate::actors::Core;
+use crate::actors::protocol::Outbound;
+use crate::actors::protocol::error_frame;
+use crate::actors::protocol::{TripView, Viewer};
+use crate::dispatch::Role;
+use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::metrics::{WS_FRAMES_REJECTED, WS_SESSIONS_OPEN};
-use crate::trips::{TripView, Viewer};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -36,16 +37,16 @@ const SESSION_TRIPS: usize = 20;
 pub async fn rider_socket(
     req: HttpRequest,
     body: web::Payload,
-    core: web::Data<Core>,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (response, opened) = open(&req, body, &core, Role::Rider)?;
     if let Some(Opened {
-        identity,
+        caller,
         session,
         stream,
     }) = opened
     {
-        actix_rt::spawn(run(Core::clone(&core), identity.id(), session, stream));
+        actix_rt::spawn(run(core.core.clone(), caller.id(), session, stream));
     }
     Ok(response)
 }

@@ -4,26 +4,24 @@
 //! Every trip action goes to the trip's actor (or, for offers, the driver's actor), which decides
 //! under its own lock-free serial order; these handlers only authenticate, parse and map answers.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::RequestId;
-use super::auth::{Identity, parse_id};
-use super::drivers::own_actor;
+use super::caller::{Caller, parse_id};
+use super::driver_routes::own_actor;
 use super::error::ApiError;
 use super::input::{FieldError, Query, json_body};
+use super::state::AppState;
 use crate::actors::driver::{Answer, AnswerError, Respond};
-use crate::actors::trip::{ActError, DriverAct, DriverAction, RiderCancel};
-use crate::auth::Role;
+use crate::actors::protocol::{TripView, Viewer};
+use crate::actors::trip::{DriverAct, DriverAction, RiderCancel};
+use crate::actors::{Core, DriveError, Requested, TripRequest};
 use crate::clock::rfc3339;
-use crate::dispatch::{PromoError, Trip, TripError};
-use crate::engine::{Core, RequestError, Requested, TripRequest};
+use crate::dispatch::{Role, Trip, TripError};
 use crate::geo::LatLng;
-use crate::market::QuoteError;
-use crate::trips::{TripView, Viewer};
 
 /// `{lat, lng}` as sent; checked by [`point`].
 #[derive(Deserialize)]
@@ -69,40 +67,6 @@ struct TripBody {
     idempotency_key: Option<String>,
 }
 
-/// Maps a pricing refusal.
-pub(crate) fn quote_error(e: QuoteError) -> ApiError {
-    match e {
-        QuoteError::UnknownVehicle { .. } => ApiError::bad_request("invalid_field", e.to_string()),
-        QuoteError::Promo(p) => promo_error(p),
-    }
-}
-
-fn promo_error(e: PromoError) -> ApiError {
-    ApiError::unprocessable(e.code(), format!("promo_code: {e}"))
-}
-
-/// Maps a refused trip action.
-pub(crate) fn act_error(e: ActError) -> ApiError {
-    match e {
-        ActError::PinLocked { retry_after_s } => ApiError::too_many(
-            "too_many_pin_attempts",
-            format!("too many wrong PINs; try again in {retry_after_s} s"),
-            retry_after_s,
-        ),
-        ActError::Trip(t) => trip_error(&t),
-    }
-}
-
-fn trip_error(e: &TripError) -> ApiError {
-    let status = match e {
-        TripError::InvalidTransition { .. } | TripError::Excluded => StatusCode::CONFLICT,
-        TripError::NotYourTrip => StatusCode::FORBIDDEN,
-        TripError::InvalidPin => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    ApiError::new(status, e.code(), e.to_string())
-}
-
-/// Maps a refused offer answer; `trip` is the trip if it exists.
 /// Maps a refused offer answer from `driver` about `trip_id`.
 pub(crate) fn answer_error(
     core: &Core,
@@ -144,22 +108,13 @@ fn trip_not_found(trip_id: Uuid) -> ApiError {
     ApiError::not_found("trip_not_found", format!("no trip {trip_id}"))
 }
 
-fn store_error(e: &RequestError) -> ApiError {
-    ApiError::unavailable("database_unavailable", e.to_string())
-}
-
 /// The trip, if the caller may see it, and how.
-async fn visible(
-    core: &Core,
-    identity: &Identity,
-    trip_id: Uuid,
-) -> Result<(Trip, Viewer), ApiError> {
+async fn visible(core: &Core, caller: &Caller, trip_id: Uuid) -> Result<(Trip, Viewer), ApiError> {
     let trip = core
         .load_trip(trip_id)
-        .await
-        .map_err(|e| store_error(&e))?
+        .await?
         .ok_or_else(|| trip_not_found(trip_id))?;
-    let viewer = identity.trip_viewer(&trip)?;
+    let viewer = caller.trip_viewer(&trip)?;
     Ok((trip, viewer))
 }
 
@@ -167,18 +122,18 @@ async fn visible(
 /// 201 with the Trip object (its `trip_id`, `status`, `fare_estimate`, …).
 pub async fn create(
     req: HttpRequest,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     payload: web::Payload,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    identity.require(&[Role::Rider])?;
+    caller.require(&[Role::Rider])?;
     let ip = req
         .peer_addr()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     core.limits
         .trips_by_rider
-        .check(&identity.id())
+        .check(&caller.id())
         .and_then(|()| core.limits.trips_by_ip.check(&ip))
         .map_err(|wait| {
             ApiError::too_many(
@@ -196,25 +151,7 @@ pub async fn create(
         idempotency_key: short_text(body.idempotency_key, "idempotency_key", 255)?,
         request_id: Some(rid.0),
     };
-    let answer = core
-        .request_trip(identity.id(), request)
-        .await
-        .map_err(|e| match e {
-            RequestError::Vehicle(v) => ApiError::bad_request("invalid_field", v.to_string()),
-            RequestError::TooMany(t) => {
-                ApiError::unprocessable("too_many_vehicle_types", t.to_string())
-            }
-            RequestError::Quote(q) => quote_error(q),
-            RequestError::KeyReused => {
-                ApiError::unprocessable("idempotency_key_reused", e.to_string())
-            }
-            RequestError::InProgress => ApiError::conflict("request_in_progress", e.to_string()),
-            RequestError::Backlog => ApiError::unavailable("database_backlog", e.to_string()),
-            RequestError::NotDurable => {
-                ApiError::unavailable("database_unavailable", e.to_string())
-            }
-            RequestError::Store(_) => ApiError::unavailable("database_unavailable", e.to_string()),
-        })?;
+    let answer = core.request_trip(caller.id(), request).await?;
     let (trip, replayed) = match answer {
         Requested::Created(t) => (t, false),
         Requested::Replayed(t) => (t, true),
@@ -230,11 +167,11 @@ pub async fn create(
 /// `GET /api/trips/{id}`: the Trip object, for its rider, its driver or an operator.
 pub async fn get(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
-    let (trip, viewer) = visible(&core, &identity, trip_id).await?;
+    let (trip, viewer) = visible(&core, &caller, trip_id).await?;
     Ok(HttpResponse::Ok().json(TripView::of(&trip, viewer)))
 }
 
@@ -242,17 +179,13 @@ pub async fn get(
 /// rider or an operator.
 pub async fn events(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
-    identity.require(&[Role::Rider, Role::Operator])?;
-    visible(&core, &identity, trip_id).await?;
-    let events = core
-        .load_events(trip_id)
-        .await
-        .map_err(|e| store_error(&e))?
-        .unwrap_or_default();
+    caller.require(&[Role::Rider, Role::Operator])?;
+    visible(&core, &caller, trip_id).await?;
+    let events = core.load_events(trip_id).await?.unwrap_or_default();
     let rendered: Vec<serde_json::Value> = events
         .iter()
         .map(|record| {
@@ -269,18 +202,19 @@ pub async fn events(
 /// the trip matches again without it).
 pub async fn cancel(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
-    identity.require(&[Role::Rider, Role::Driver])?;
-    let (trip, viewer) = visible(&core, &identity, trip_id).await?;
+    caller.require(&[Role::Rider, Role::Driver])?;
+    let (trip, viewer) = visible(&core, &caller, trip_id).await?;
     let Some(actor) = core.trip_actors.get(trip_id) else {
-        return Err(trip_error(&TripError::InvalidTransition {
+        return Err(TripError::InvalidTransition {
             status: trip.status,
             action: "cancel",
-        }));
+        }
+        .into());
     };
     let answer = if viewer == Viewer::Rider {
         actor
@@ -291,56 +225,48 @@ pub async fn cancel(
     } else {
         actor
             .send(DriverAct {
-                driver_id: identity.id(),
+                driver_id: caller.id(),
                 action: DriverAction::Cancel,
                 via_socket: false,
                 request_id: Some(rid.0),
             })
             .await
     };
-    let trip = answer.map_err(|_| gone(trip.status))?.map_err(act_error)?;
+    let trip = answer.map_err(|_| DriveError::Ended(trip.status))??;
     Ok(HttpResponse::Ok().json(TripView::of(&trip, viewer)))
-}
-
-/// The trip actor stopped between the lookup and the message: the trip just ended.
-fn gone(status: crate::dispatch::TripStatus) -> ApiError {
-    ApiError::conflict(
-        "invalid_transition",
-        format!("the trip has just ended ({})", status.as_str()),
-    )
 }
 
 /// `PUT /api/trips/{id}/accept`: the offered driver takes the trip → the Trip object; 409
 /// `accept_rejected` if the offer was taken, withdrawn or expired.
 pub async fn accept(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    answer(&path, &identity, &core, true, rid).await
+    answer(&path, &caller, &core, true, rid).await
 }
 
 /// `PUT /api/trips/{id}/decline`: the offered driver turns the offer down.
 pub async fn decline(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    answer(&path, &identity, &core, false, rid).await
+    answer(&path, &caller, &core, false, rid).await
 }
 
 async fn answer(
     path: &str,
-    identity: &Identity,
+    caller: &Caller,
     core: &Core,
     accept: bool,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(path, "trip id")?;
-    identity.require(&[Role::Driver])?;
-    let actor = own_actor(core, identity)?;
+    caller.require(&[Role::Driver])?;
+    let actor = own_actor(core, caller)?;
     let answer = actor
         .send(Respond {
             trip_id,
@@ -365,44 +291,8 @@ async fn answer(
                 .ok_or_else(|| trip_not_found(trip_id))?;
             Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
         }
-        Err(e) => Err(answer_error(core, e, trip_id, identity.id(), accept)),
+        Err(e) => Err(answer_error(core, e, trip_id, caller.id(), accept)),
     }
-}
-
-/// Runs a driver action on a trip for the REST twins and the socket.
-///
-/// # Errors
-///
-/// 404 unknown trip, 403 not the trip's driver, 409 wrong state, 422 wrong PIN, 429 PIN locked.
-pub async fn drive(
-    core: &Core,
-    driver_id: Uuid,
-    trip_id: Uuid,
-    action: DriverAction,
-    via_socket: bool,
-    request_id: Option<std::sync::Arc<str>>,
-) -> Result<Trip, ApiError> {
-    let trip = core
-        .trips
-        .get(trip_id)
-        .ok_or_else(|| trip_not_found(trip_id))?;
-    if trip.driver_id != Some(driver_id) {
-        return Err(trip_error(&TripError::NotYourTrip));
-    }
-    let actor = core
-        .trip_actors
-        .get(trip_id)
-        .ok_or_else(|| gone(trip.status))?;
-    actor
-        .send(DriverAct {
-            driver_id,
-            action,
-            via_socket,
-            request_id,
-        })
-        .await
-        .map_err(|_| gone(trip.status))?
-        .map_err(act_error)
 }
 
 #[derive(Deserialize)]
@@ -430,62 +320,64 @@ pub fn parse_pin(raw: Option<&str>) -> Result<String, FieldError> {
 /// `PUT /api/trips/{id}/arrived`.
 pub async fn arrived(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    driver_action(&path, &identity, &core, DriverAction::Arrive, rid).await
+    driver_action(&path, &caller, &core, DriverAction::Arrive, rid).await
 }
 
 /// `PUT /api/trips/{id}/start` `{pin}`.
 pub async fn start(
     req: HttpRequest,
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     payload: web::Payload,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(&path, "trip id")?;
-    identity.require(&[Role::Driver])?;
+    caller.require(&[Role::Driver])?;
     let body: StartBody = json_body(&req, payload).await?;
     let pin = match body.pin {
         None | Some(serde_json::Value::Null) => parse_pin(None)?,
         Some(serde_json::Value::String(s)) => parse_pin(Some(&s))?,
         Some(_) => parse_pin(Some(""))?,
     };
-    let trip = drive(
-        &core,
-        identity.id(),
-        trip_id,
-        DriverAction::Start(pin),
-        false,
-        Some(rid.0),
-    )
-    .await?;
+    let trip = core
+        .drive(
+            caller.id(),
+            trip_id,
+            DriverAction::Start(pin),
+            false,
+            Some(rid.0),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
 }
 
 /// `PUT /api/trips/{id}/complete`.
 pub async fn complete(
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    driver_action(&path, &identity, &core, DriverAction::Complete, rid).await
+    driver_action(&path, &caller, &core, DriverAction::Complete, rid).await
 }
 
 async fn driver_action(
     path: &str,
-    identity: &Identity,
+    caller: &Caller,
     core: &Core,
     action: DriverAction,
     rid: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(path, "trip id")?;
-    identity.require(&[Role::Driver])?;
-    let trip = drive(core, identity.id(), trip_id, action, false, Some(rid.0)).await?;
+    caller.require(&[Role::Driver])?;
+    let trip = core
+        .drive(caller.id(), trip_id, action, false, Some(rid.0))
+        .await?;
     Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
 }
 
@@ -497,11 +389,11 @@ const MAX_PAGE: usize = 100;
 pub async fn rider_history(
     req: HttpRequest,
     path: web::Path<String>,
-    identity: Identity,
-    core: web::Data<Core>,
+    caller: Caller,
+    core: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let rider_id = parse_id(&path, "rider id")?;
-    identity.require_rider_or_operator(rider_id)?;
+    caller.require_rider_or_operator(rider_id)?;
     let q = Query::parse(&req)?;
     let limit = q.usize("limit")?.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -515,14 +407,11 @@ pub async fn rider_history(
             Uuid::parse_str(raw).map_err(|_| FieldError::invalid("before", "a trip id (UUID)"))?,
         ),
     };
-    let trips = core
-        .rider_trips(rider_id, before, limit)
-        .await
-        .map_err(|e| store_error(&e))?;
+    let trips = core.rider_trips(rider_id, before, limit).await?;
     let next_before = (trips.len() == limit)
         .then(|| trips.last().map(|t| t.trip_id))
         .flatten();
-    let viewer = if identity.role() == Role::Rider {
+    let viewer = if caller.role() == Role::Rider {
         Viewer::Rider
     } else {
         Viewer::Operator

@@ -6,29 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Who the bearer is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Requests and follows trips.
-    Rider,
-    /// Streams positions and serves trips.
-    Driver,
-    /// Watches everything, changes no trip.
-    Operator,
-}
-
-impl Role {
-    /// The wire name.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Rider => "rider",
-            Self::Driver => "driver",
-            Self::Operator => "operator",
-        }
-    }
-}
+use crate::dispatch::Role;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,9 +27,9 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, broadcast, watch};
 use uuid::Uuid;
 
+use super::core::Core;
 use crate::clock::now_ms;
 use crate::dispatch::{Money, TripCommand, TripStatus, decide};
-use crate::engine::Core;
 use crate::metrics::{PAYMENTS, PAYMENTS_DEAD_LETTERED};
 use crate::persistence::bus::{Amqp, BusMessage};
 use crate::persistence::{ChargeOutcome, StoreError};
@@ -164,7 +164,7 @@ impl PaymentDesk {
             core.save_trip(&trip, records);
             core.riders.send(
                 trip.rider_id,
-                &crate::protocol::rider_trip_update(&trip, trip.status, None, None),
+                &crate::actors::protocol::rider_trip_update(&trip, trip.status, None, None),
             );
         }
         Ok(settlement)

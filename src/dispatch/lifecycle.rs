@@ -745,5 +745,5 @@ pub fn pin_from(random: u16) -> String {
 }
 
 #[cfg(test)]
-#[path = "trip_tests.rs"]
+#[path = "lifecycle_tests.rs"]
 mod tests;

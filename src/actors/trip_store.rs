@@ -1,4 +1,4 @@
-//! Trips the engine knows: each trip's state (the fold of its events) and its event log, riders'
+//! The live-trip store: trips the engine knows, each trip's state (the fold of its events) and its event log, riders'
 //! histories, and idempotency keys. Trip actors are the only writers of a trip; readers (`GET`
 //! routes, `session` frames) read here without asking the actor.
 
@@ -6,12 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
-use serde::Serialize;
 use uuid::Uuid;
 
-use crate::clock::rfc3339;
-use crate::dispatch::{EventRecord, FareBreakdown, Money, Surge, Trip, TripStatus};
-use crate::geo::LatLng;
+use crate::dispatch::{EventRecord, Trip, TripStatus};
 
 struct Stored {
     trip: Trip,
@@ -159,90 +156,5 @@ impl TripStore {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.trips.is_empty()
-    }
-}
-
-/// Who is looking at a trip: the PIN is shown to its rider only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Viewer {
-    /// The trip's rider.
-    Rider,
-    /// A driver (offered or assigned).
-    Driver,
-    /// An operator.
-    Operator,
-}
-
-/// The Trip object of SPEC §4.
-#[derive(Debug, Clone, Serialize)]
-pub struct TripView {
-    /// The trip.
-    pub trip_id: Uuid,
-    /// Current status.
-    pub status: TripStatus,
-    /// Its rider.
-    pub rider_id: Uuid,
-    /// The assigned driver; null until assigned.
-    pub driver_id: Option<Uuid>,
-    /// Vehicle type.
-    pub vehicle_type: String,
-    /// Pickup.
-    pub origin: LatLng,
-    /// Drop-off.
-    pub destination: LatLng,
-    /// Quoted fare.
-    pub fare_estimate: Money,
-    /// How the estimate was made.
-    pub estimate_breakdown: FareBreakdown,
-    /// Final fare, once completed.
-    pub fare: Option<Money>,
-    /// How the final fare was made.
-    pub fare_breakdown: Option<FareBreakdown>,
-    /// Surge quoted (and charged).
-    pub surge: Surge,
-    /// Promotion code used.
-    pub promo_code: Option<String>,
-    /// Fee for a late rider cancellation.
-    pub cancellation_fee: Option<Money>,
-    /// The start PIN: to the rider only, once a driver is assigned.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_pin: Option<String>,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339.
-    pub updated_at: String,
-    /// When each status was (last) entered, RFC 3339.
-    pub status_times: BTreeMap<TripStatus, String>,
-}
-
-impl TripView {
-    /// `trip` as `viewer` may see it.
-    #[must_use]
-    pub fn of(trip: &Trip, viewer: Viewer) -> Self {
-        Self {
-            trip_id: trip.trip_id,
-            status: trip.status,
-            rider_id: trip.rider_id,
-            driver_id: trip.driver_id,
-            vehicle_type: trip.vehicle_type.clone(),
-            origin: trip.origin,
-            destination: trip.destination,
-            fare_estimate: trip.quote.estimate.total,
-            estimate_breakdown: trip.quote.estimate,
-            fare: trip.fare.map(|f| f.total),
-            fare_breakdown: trip.fare,
-            surge: trip.quote.surge,
-            promo_code: trip.promo_code.clone(),
-            cancellation_fee: trip.cancellation_fee,
-            start_pin: (viewer == Viewer::Rider && trip.status.has_driver())
-                .then(|| trip.pin.clone()),
-            created_at: rfc3339(trip.created_ms),
-            updated_at: rfc3339(trip.updated_ms),
-            status_times: trip
-                .status_times
-                .iter()
-                .map(|(s, ms)| (*s, rfc3339(*ms)))
-                .collect(),
-        }
     }
 }

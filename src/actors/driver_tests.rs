@@ -1,0 +1,125 @@
+//! Tests of the driver actor against a real core (cell actors, registries, trips).
+
+use super::*;
+use crate::actors::cell::Count;
+use crate::config::Settings;
+use crate::geo::NearbyQuery;
+
+fn update(lat: f64, lng: f64) -> Location {
+    Location(LocationUpdate {
+        point: LatLng::new(lat, lng).unwrap(),
+        heading: None,
+        speed_mps: None,
+        ts_ms: None,
+    })
+}
+
+async fn held(core: &Core) -> Vec<(CellIndex, usize)> {
+    let mut out = Vec::new();
+    for shard in core.shards.shards() {
+        out.push((shard.cell, shard.addr.send(Count).await.unwrap()));
+    }
+    out
+}
+
+fn query(lat: f64, lng: f64) -> NearbyQuery {
+    NearbyQuery {
+        point: LatLng::new(lat, lng).unwrap(),
+        radius_m: 1_000.0,
+        limit: 5,
+        vehicle: None,
+        fresh_since_ms: 0,
+    }
+}
+
+#[actix::test]
+async fn a_driver_moves_itself_between_shards() {
+    let core = Core::start(Settings::default()).unwrap();
+    let driver = core.driver(Uuid::now_v7(), None).unwrap();
+    driver.send(SetStatus(DriverStatus::Online)).await.unwrap();
+    driver.send(update(48.85, 2.35)).await.unwrap();
+    assert_eq!(core.nearby(query(48.85, 2.35)).await.unwrap().len(), 1);
+    // Lyon is hundreds of kilometres and many shards away from Paris.
+    driver.send(update(45.76, 4.84)).await.unwrap();
+    driver.send(GetSnapshot).await.unwrap();
+    let counts = held(&core).await;
+    assert_eq!(counts.len(), 2, "two shards were used");
+    assert_eq!(
+        counts.iter().map(|c| c.1).sum::<usize>(),
+        1,
+        "the driver is in exactly one shard: {counts:?}"
+    );
+    assert!(
+        core.nearby(query(48.85, 2.35)).await.unwrap().is_empty(),
+        "gone from the old shard"
+    );
+    assert_eq!(
+        core.nearby(query(45.76, 4.84)).await.unwrap().len(),
+        1,
+        "found in the new shard"
+    );
+    driver.send(SetStatus(DriverStatus::Offline)).await.unwrap();
+    driver.send(GetSnapshot).await.unwrap();
+    assert_eq!(
+        held(&core).await.iter().map(|c| c.1).sum::<usize>(),
+        0,
+        "offline leaves the index"
+    );
+    core.shutdown();
+}
+
+#[actix::test]
+async fn an_idle_offline_driver_stops_and_keeps_its_profile() {
+    let mut settings = Settings::default();
+    settings.driver.idle_grace_s = 0.1;
+    let core = Core::start(settings).unwrap();
+    let id = Uuid::now_v7();
+    let driver = core.driver(id, Some("xl")).unwrap();
+    driver.send(update(10.0, 10.0)).await.unwrap();
+    assert_eq!(core.drivers.len(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!driver.connected(), "the actor stopped");
+    assert!(core.drivers.get(id).is_none(), "and left the registry");
+    let profile = core.directory.get(id).unwrap();
+    assert_eq!(profile.vehicle_type.as_str(), "xl");
+    assert_eq!(profile.last_position.map(|p| p.point.lat()), Some(10.0));
+    core.shutdown();
+}
+
+#[actix::test]
+async fn an_attached_session_keeps_the_actor_alive_and_a_newer_one_replaces_it() {
+    let mut settings = Settings::default();
+    settings.driver.idle_grace_s = 0.1;
+    let core = Core::start(settings).unwrap();
+    let driver = core.driver(Uuid::now_v7(), None).unwrap();
+    let (tx1, mut rx1) = mpsc::channel(4);
+    driver
+        .send(Attach(SessionLink { id: 1, tx: tx1 }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(driver.connected(), "a session keeps the driver");
+    let (tx2, _rx2) = mpsc::channel(4);
+    let snapshot = driver
+        .send(Attach(SessionLink { id: 2, tx: tx2 }))
+        .await
+        .unwrap();
+    assert!(snapshot.connected);
+    assert_eq!(
+        rx1.recv().await,
+        Some(Outbound::Close(
+            CLOSE_REPLACED,
+            "replaced by a newer session".into()
+        ))
+    );
+    // A late detach from the replaced session changes nothing.
+    driver.send(Detach { session_id: 1 }).await.unwrap();
+    assert!(driver.send(GetSnapshot).await.unwrap().connected);
+    driver.send(Detach { session_id: 2 }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !driver.connected(),
+        "without a session an offline driver stops after the grace"
+    );
+    core.shutdown();
+}

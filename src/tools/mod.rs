@@ -1,0 +1,5 @@
+//! What drives the engine from outside, one function per `hexdispatch` subcommand other than
+//! `serve`: the account and token tools of [`admin`] (migrate, create-operator, seed-drivers,
+//! token). The engine itself never calls these.
+
+pub mod admin;
