@@ -353,6 +353,9 @@ pub struct MatchingSettings {
     pub radius_steps_m: Vec<f64>,
     /// Life of an offer, seconds (fractions allowed).
     pub offer_timeout_s: f64,
+    /// A driver with no open session is offered trips only this long after its last REST call,
+    /// seconds.
+    pub rest_reach_s: f64,
 }
 
 impl Default for MatchingSettings {
@@ -362,6 +365,7 @@ impl Default for MatchingSettings {
             batch_size: 5,
             radius_steps_m: vec![2_000.0, 5_000.0],
             offer_timeout_s: 15.0,
+            rest_reach_s: 30.0,
         }
     }
 }
@@ -812,6 +816,7 @@ impl Settings {
             previous = step;
         }
         positive("matching.offer_timeout_s", self.matching.offer_timeout_s)?;
+        positive("matching.rest_reach_s", self.matching.rest_reach_s)?;
         positive("trip.arrival_radius_m", self.trip.arrival_radius_m)?;
         if !(self.trip.free_cancel_s.is_finite() && self.trip.free_cancel_s >= 0.0) {
             return Err(invalid("trip.free_cancel_s", "must be zero or positive"));

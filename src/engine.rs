@@ -22,6 +22,7 @@ pub struct Engine {
     core: Core,
     server: Server,
     port: u16,
+    drained: Arc<tokio::sync::OnceCell<()>>,
 }
 
 /// Stops a running engine from elsewhere.
@@ -29,23 +30,32 @@ pub struct Engine {
 pub struct EngineHandle {
     core: Core,
     server: ServerHandle,
+    /// The drain, run once however many callers ask for it; later callers wait for the first.
+    drained: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl EngineHandle {
-    /// Graceful stop: sessions get a close frame, the server stops accepting and drains, queued
-    /// writes are flushed to the database (up to `http.shutdown_timeout_s`), then the actors stop.
+    /// Graceful stop, the one path SIGTERM and tests take: sessions are told to close (1001), the
+    /// server stops accepting and drains its connections, the trip actors stop, queued writes
+    /// are flushed to the database (up to `http.shutdown_timeout_s`), then the cell actors stop.
+    /// Returns once all of that is done.
     pub async fn stop(&self) {
-        self.core.signal_shutdown();
-        self.server.stop(true).await;
-        if let Some(p) = self.core.persistence()
-            && !p.flush(self.core.settings.http.shutdown_timeout()).await
-        {
-            tracing::error!(
-                pending = p.pending(),
-                "stopping with writes the database did not take"
-            );
-        }
-        self.core.shutdown();
+        self.drained
+            .get_or_init(|| async {
+                self.core.signal_shutdown();
+                self.server.stop(true).await;
+                self.core.halt_trips().await;
+                if let Some(p) = self.core.persistence()
+                    && !p.flush(self.core.settings.http.shutdown_timeout()).await
+                {
+                    tracing::error!(
+                        pending = p.pending(),
+                        "stopping with writes the database did not take"
+                    );
+                }
+                self.core.shutdown();
+            })
+            .await;
     }
 }
 
@@ -113,7 +123,12 @@ impl Engine {
         let (trips, drivers) = core.recover().await.context("recovery failed")?;
         tracing::info!(trips, drivers, "recovery done; ready");
         core.set_ready(true);
-        Ok(Self { core, server, port })
+        Ok(Self {
+            core,
+            server,
+            port,
+            drained: Arc::default(),
+        })
     }
 
     /// The bound port.
@@ -134,34 +149,36 @@ impl Engine {
         EngineHandle {
             core: self.core.clone(),
             server: self.server.handle(),
+            drained: Arc::clone(&self.drained),
         }
     }
 
-    /// Runs until [`EngineHandle::stop`] is called.
+    /// Runs until [`EngineHandle::stop`] is called, and returns once that stop has drained.
     ///
     /// # Errors
     ///
     /// I/O errors from the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let core = self.core.clone();
+        let handle = self.handle();
         let result = self.server.await;
-        core.shutdown();
+        // The server ends when a stop began; the stop goes on to flush: wait for all of it.
+        handle.stop().await;
         result
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops gracefully (see [`EngineHandle::stop`]).
+    /// Runs until SIGINT or SIGTERM, then stops gracefully (see [`EngineHandle::stop`]) and
+    /// returns only once every queued write has been flushed.
     ///
     /// # Errors
     ///
     /// I/O errors from the server or the signal handlers.
     pub async fn run_until_signalled(self) -> std::io::Result<()> {
         let handle = self.handle();
-        let signals = async move {
+        actix_rt::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutdown signal received; stopping gracefully");
             handle.stop().await;
-        };
-        actix_rt::spawn(signals);
+        });
         self.run_until_stopped().await
     }
 }

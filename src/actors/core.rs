@@ -360,6 +360,14 @@ impl Core {
         let _ = self.shutdown.send(true);
     }
 
+    /// Stops every trip actor (the drain before the last flush): no timer may commit an event
+    /// after the store has been flushed.
+    pub async fn halt_trips(&self) {
+        for actor in self.trip_actors.all() {
+            let _ = actor.send(super::trip::Halt).await;
+        }
+    }
+
     /// Tells sessions to close and stops the cell arbiters.
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);

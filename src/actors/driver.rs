@@ -38,8 +38,8 @@ use super::protocol::{
 use super::trip::{Accepting, Declining, DriverFree, DriverMoved, TripActor};
 use crate::clock::now_ms;
 use crate::dispatch::Position;
-use crate::dispatch::Trip;
 use crate::dispatch::{DriverStatus, VehicleType};
+use crate::dispatch::{Trip, TripStatus};
 use crate::geo::{IndexedDriver, LatLng, VehicleId};
 use crate::metrics::{DRIVER_ACTORS, DRIVERS_ONLINE, LOCATION_UPDATES_DROPPED};
 
@@ -127,7 +127,15 @@ pub enum OfferReply {
     Delivered,
     /// The driver holds another offer or a trip, or is offline.
     Busy,
+    /// The driver is free but the engine cannot reach it now: no open session and no REST call
+    /// within `matching.rest_reach_s`. It announces itself when it comes back.
+    Unreachable,
 }
+
+/// The driver just called a REST route: it counts as reachable for `matching.rest_reach_s`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reached;
 
 /// The trip withdrew its offer.
 #[derive(Message)]
@@ -184,15 +192,21 @@ pub struct TripNotice {
     pub frame: Option<String>,
     /// The driver no longer serves this trip (completed, cancelled, given up).
     pub release: bool,
+    /// Why the trip let the driver go, for an accept still on its way back.
+    pub reason: Option<OfferEnd>,
 }
 
 /// An offer the driver holds.
 struct HeldOffer {
+    terms: Arc<OfferTerms>,
     trip_id: Uuid,
     trip: Addr<TripActor>,
     expires_ms: i64,
     /// An accept is on its way to the trip: the slot stays taken until it answers.
     accepting: bool,
+    /// While the accept was in flight the trip said it is over for this driver (a rider cancel
+    /// that landed right after the assignment): the accept's answer must not bind the driver.
+    released: Option<OfferEnd>,
 }
 
 /// One driver.
@@ -216,6 +230,10 @@ pub struct DriverActor {
     recent: VecDeque<(Uuid, OfferEnd)>,
     /// Whether the index entry says available, so changes are sent once.
     listed_available: bool,
+    /// When the driver last called a REST route, epoch ms (0: never).
+    last_rest_ms: i64,
+    /// `matching.rest_reach_s` in ms.
+    rest_reach_ms: i64,
     /// When a position was last stored as a history sample / written to the snapshot, epoch ms.
     last_sample_ms: i64,
     last_snapshot_ms: i64,
@@ -228,6 +246,7 @@ impl DriverActor {
     #[must_use]
     pub fn new(core: Core, profile: DriverProfile, vehicle: VehicleId) -> Self {
         let ttl_ms = i64::try_from(core.settings.location.ttl().as_millis()).unwrap_or(i64::MAX);
+        let rest_reach_ms = (core.settings.matching.rest_reach_s * 1_000.0) as i64;
         Self {
             core,
             driver_id: profile.driver_id,
@@ -242,6 +261,8 @@ impl DriverActor {
             trip: None,
             recent: VecDeque::with_capacity(RECENT_OFFERS),
             listed_available: false,
+            last_rest_ms: 0,
+            rest_reach_ms,
             last_sample_ms: 0,
             last_snapshot_ms: 0,
             ttl_ms,
@@ -275,6 +296,51 @@ impl DriverActor {
                 .offer
                 .as_ref()
                 .is_none_or(|o| !o.accepting && now > o.expires_ms + OFFER_GRACE_MS)
+    }
+
+    /// Whether an offer can reach the driver now: an open session, or a recent REST call.
+    fn is_reachable(&self, now: i64) -> bool {
+        self.session.is_some() || now - self.last_rest_ms <= self.rest_reach_ms
+    }
+
+    /// Tells the matching trips within reach that the driver can take an offer.
+    fn announce_free(&self) {
+        if let Some(position) = self.position {
+            for (_, trip) in self.core.board.in_reach(position.point, self.vehicle) {
+                trip.do_send(DriverFree {
+                    driver_id: self.driver_id,
+                    position: position.point,
+                });
+            }
+        }
+    }
+
+    /// Why an offer of a trip whose actor is gone ended, from the trip's stored state.
+    fn ended_reason(&self, trip_id: Uuid) -> OfferEnd {
+        match self.core.trips.get(trip_id) {
+            Some(t) if t.status == TripStatus::Cancelled => OfferEnd::RiderCancelled,
+            Some(t) if t.driver_id.is_some_and(|d| d != self.driver_id) => OfferEnd::Taken,
+            _ => OfferEnd::Expired,
+        }
+    }
+
+    /// Sends the held offer again (a reconnecting driver), with the time it has left.
+    fn resend_offer(&self) {
+        let now = now_ms();
+        if let Some(offer) = self
+            .offer
+            .as_ref()
+            .filter(|o| !o.accepting && o.expires_ms > now)
+        {
+            let distance_m = self
+                .position
+                .map_or(0.0, |p| p.point.distance_m(offer.terms.pickup));
+            self.send_frame(protocol::offer(
+                &offer.terms,
+                distance_m,
+                offer.expires_ms - now,
+            ));
+        }
     }
 
     /// Writes the driver's state to the Redis snapshot (status changes at once, positions at most
@@ -372,13 +438,8 @@ impl DriverActor {
         } else if available {
             self.place();
         }
-        if available && let Some(position) = self.position {
-            for (_, trip) in self.core.board.in_reach(position.point, self.vehicle) {
-                trip.do_send(DriverFree {
-                    driver_id: self.driver_id,
-                    position: position.point,
-                });
-            }
+        if available {
+            self.announce_free();
         }
     }
 
@@ -597,11 +658,18 @@ impl Handler<Attach> for DriverActor {
     type Result = MessageResult<Attach>;
 
     fn handle(&mut self, Attach(link): Attach, ctx: &mut Self::Context) -> Self::Result {
+        let now = now_ms();
+        let was_reachable = self.is_reachable(now);
         if let Some(old) = self.session.replace(link) {
             let _ = old.tx.try_send(Outbound::Close(
                 CLOSE_REPLACED,
                 "replaced by a newer session".into(),
             ));
+        }
+        // Queued behind the `session` frame the socket writes first.
+        self.resend_offer();
+        if !was_reachable && self.listed_available {
+            self.announce_free();
         }
         self.review(ctx);
         MessageResult(self.snapshot())
@@ -619,6 +687,19 @@ impl Handler<Detach> for DriverActor {
         {
             self.session = None;
             self.review(ctx);
+        }
+    }
+}
+
+impl Handler<Reached> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Reached, _: &mut Self::Context) {
+        let now = now_ms();
+        let was_reachable = self.is_reachable(now);
+        self.last_rest_ms = now;
+        if !was_reachable && self.listed_available {
+            self.announce_free();
         }
     }
 }
@@ -655,6 +736,9 @@ impl Handler<Offer> for DriverActor {
         if !self.is_available(now) {
             return OfferReply::Busy;
         }
+        if !self.is_reachable(now) {
+            return OfferReply::Unreachable;
+        }
         let distance_m = self
             .position
             .map_or(0.0, |p| p.point.distance_m(msg.terms.pickup));
@@ -665,9 +749,11 @@ impl Handler<Offer> for DriverActor {
         ));
         self.offer = Some(HeldOffer {
             trip_id: msg.terms.trip_id,
+            terms: msg.terms,
             trip: msg.trip,
             expires_ms: msg.expires_ms,
             accepting: false,
+            released: None,
         });
         self.sync_availability();
         self.review(ctx);
@@ -722,6 +808,7 @@ impl Handler<Respond> for DriverActor {
             });
             self.remember(msg.trip_id, OfferEnd::Declined);
             self.sync_availability();
+            self.review(ctx);
             return Box::pin(fut::ready(Ok(Answer::Declined)));
         }
         held.accepting = true;
@@ -733,8 +820,14 @@ impl Handler<Respond> for DriverActor {
             request_id: msg.request_id.clone(),
         });
         Box::pin(request.into_actor(self).map(move |answer, actor, ctx| {
-            actor.offer = None;
+            let released = actor.offer.take().and_then(|o| o.released);
             let result = match answer {
+                Ok(Ok(_)) if released.is_some() => {
+                    // Won, then the trip ended before this answer came back: the driver is free.
+                    let reason = released.unwrap_or(OfferEnd::Expired);
+                    actor.remember(msg.trip_id, reason);
+                    Err(AnswerError::Gone(reason))
+                }
                 Ok(Ok(won)) => {
                     actor.trip = Some((msg.trip_id, trip));
                     Ok(Answer::Assigned(Box::new(won)))
@@ -744,8 +837,10 @@ impl Handler<Respond> for DriverActor {
                     Err(AnswerError::Gone(reason))
                 }
                 Err(_) => {
-                    actor.remember(msg.trip_id, OfferEnd::Expired);
-                    Err(AnswerError::Gone(OfferEnd::Expired))
+                    // The trip's actor stopped before it read the accept: say how the trip ended.
+                    let reason = actor.ended_reason(msg.trip_id);
+                    actor.remember(msg.trip_id, reason);
+                    Err(AnswerError::Gone(reason))
                 }
             };
             actor.sync_availability();
@@ -759,6 +854,16 @@ impl Handler<TripNotice> for DriverActor {
     type Result = ();
 
     fn handle(&mut self, msg: TripNotice, ctx: &mut Self::Context) {
+        if msg.release
+            && let Some(offer) = self
+                .offer
+                .as_mut()
+                .filter(|o| o.trip_id == msg.trip_id && o.accepting)
+        {
+            // The trip took this driver's accept and ended before the answer arrived here.
+            offer.released = Some(msg.reason.unwrap_or(OfferEnd::Expired));
+            return;
+        }
         if self.trip.as_ref().is_none_or(|t| t.0 != msg.trip_id) {
             return;
         }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::actors::cell::Count;
+use crate::actors::{Requested, TripRequest};
 use crate::config::Settings;
 use crate::geo::NearbyQuery;
 
@@ -121,5 +122,104 @@ async fn an_attached_session_keeps_the_actor_alive_and_a_newer_one_replaces_it()
         !driver.connected(),
         "without a session an offline driver stops after the grace"
     );
+    core.shutdown();
+}
+
+#[actix::test]
+async fn a_driver_reached_only_over_rest_who_declines_stops_once_its_position_is_stale() {
+    let mut settings = Settings::default();
+    settings.location.ttl_s = 1.0;
+    let core = Core::start(settings).unwrap();
+    let id = Uuid::now_v7();
+    let driver = core.driver(id, None).unwrap();
+    driver.send(Reached).await.unwrap();
+    driver.send(update(48.8570, 2.3530)).await.unwrap();
+    driver.send(SetStatus(DriverStatus::Online)).await.unwrap();
+    let Requested::Created(trip) = core
+        .request_trip(
+            Uuid::now_v7(),
+            TripRequest {
+                origin: LatLng::new(48.8566, 2.3522).unwrap(),
+                destination: LatLng::new(48.87, 2.30).unwrap(),
+                vehicle_type: None,
+                promo_code: None,
+                idempotency_key: None,
+                request_id: None,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a new trip")
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = driver.send(GetSnapshot).await.unwrap();
+    assert_eq!(held.offer.map(|o| o.trip_id), Some(trip.trip_id));
+    let answer = driver
+        .send(Respond {
+            trip_id: trip.trip_id,
+            accept: false,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(answer, Ok(Answer::Declined)));
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(
+        core.drivers.get(id).is_none(),
+        "an actor with no session, no offer, no trip and a stale position stops"
+    );
+    core.shutdown();
+}
+
+#[actix::test]
+async fn an_unreachable_driver_is_not_offered_until_it_attaches_a_session() {
+    let core = Core::start(Settings::default()).unwrap();
+    let id = Uuid::now_v7();
+    let driver = core.driver(id, None).unwrap();
+    // Online at a fresh position, as a driver restored from the snapshot: no session, no REST.
+    driver
+        .send(Restore(Position {
+            point: LatLng::new(48.8570, 2.3530).unwrap(),
+            heading: None,
+            speed_mps: None,
+            ts_ms: now_ms(),
+            received_ms: now_ms(),
+        }))
+        .await
+        .unwrap();
+    let Requested::Created(trip) = core
+        .request_trip(
+            Uuid::now_v7(),
+            TripRequest {
+                origin: LatLng::new(48.8566, 2.3522).unwrap(),
+                destination: LatLng::new(48.87, 2.30).unwrap(),
+                vehicle_type: None,
+                promo_code: None,
+                idempotency_key: None,
+                request_id: None,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a new trip")
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        driver.send(GetSnapshot).await.unwrap().offer.is_none(),
+        "no offer spent on a driver nobody can reach"
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    driver
+        .send(Attach(SessionLink { id: 7, tx }))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let Ok(Outbound::Text(frame)) = rx.try_recv() else {
+        panic!("an offer once the driver is back")
+    };
+    assert!(frame.contains(r#""type":"offer""#), "{frame}");
+    assert!(frame.contains(&trip.trip_id.to_string()), "{frame}");
     core.shutdown();
 }

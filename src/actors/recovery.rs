@@ -8,8 +8,9 @@ use super::core::Core;
 use super::driver::Restore;
 use super::trip::TripActor;
 use crate::clock::now_ms;
-use crate::dispatch::{Position, VehicleType};
+use crate::dispatch::{Position, TripStatus, VehicleType, plausible_distance_m};
 use crate::geo::LatLng;
+use crate::persistence::StoreError;
 
 impl Core {
     /// Start-up recovery: resumes every trip the durable store holds as live (MATCHING ones match
@@ -23,17 +24,39 @@ impl Core {
         let mut trips = 0;
         if let Some(p) = self.persistence() {
             for trip_id in p.store().live_trip_ids().await? {
-                let Some((trip, events)) = p.store().trip(trip_id).await? else {
-                    continue;
+                let (trip, events) = match p.store().trip(trip_id).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => continue,
+                    // One unreadable trip is no reason not to start: log it and go on.
+                    Err(e @ StoreError::Corrupt(_)) => {
+                        tracing::error!(%trip_id, error = %e, "skipping an unreadable trip");
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 };
                 if !trip.status.is_live() {
                     continue;
                 }
-                let vehicle = self
-                    .vehicles
-                    .intern(&VehicleType::parse(&trip.vehicle_type)?)?;
+                let vehicle = match VehicleType::parse(&trip.vehicle_type)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|v| Ok(self.vehicles.intern(&v)?))
+                {
+                    Ok(vehicle) => vehicle,
+                    Err(e) => {
+                        tracing::error!(%trip_id, error = %e, "skipping a trip of an unusable vehicle type");
+                        continue;
+                    }
+                };
+                let driven_m = match (trip.status, trip.driver_id, trip.started_ms) {
+                    (TripStatus::TripStarted, Some(driver), Some(started)) => {
+                        self.driven_since(driver, started).await
+                    }
+                    _ => 0.0,
+                };
                 self.trips.insert(trip.clone(), events);
-                let actor = TripActor::new(self.clone(), trip, vehicle).start();
+                let actor = TripActor::new(self.clone(), trip, vehicle)
+                    .with_driven_m(driven_m)
+                    .start();
                 self.trip_actors.insert(trip_id, actor);
                 trips += 1;
             }
@@ -78,5 +101,28 @@ impl Core {
             }
         }
         Ok((trips, drivers))
+    }
+
+    /// The distance `driver` drove since `started_ms`, from its stored position samples (a trip
+    /// resumed after a restart keeps counting from there). The samples are sparser than the live
+    /// trail, so this errs short.
+    async fn driven_since(&self, driver: uuid::Uuid, started_ms: i64) -> f64 {
+        let Some(p) = self.persistence() else {
+            return 0.0;
+        };
+        match p
+            .store()
+            .positions(driver, started_ms, now_ms(), 100_000)
+            .await
+        {
+            Ok(rows) => plausible_distance_m(
+                rows.iter()
+                    .filter_map(|r| LatLng::new(r.lat, r.lng).ok().map(|p| (p, r.ts_ms))),
+            ),
+            Err(e) => {
+                tracing::warn!(%driver, error = %e, "driven distance not recovered");
+                0.0
+            }
+        }
     }
 }

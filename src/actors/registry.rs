@@ -73,6 +73,16 @@ impl<A: Actor> Registry<A> {
         self.actors.remove_if(&id, |_, current| current == addr);
     }
 
+    /// Every registered actor that still runs.
+    #[must_use]
+    pub fn all(&self) -> Vec<Addr<A>> {
+        self.actors
+            .iter()
+            .map(|a| a.value().clone())
+            .filter(Addr::connected)
+            .collect()
+    }
+
     /// Live actors.
     #[must_use]
     pub fn len(&self) -> usize {

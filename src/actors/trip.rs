@@ -33,16 +33,14 @@ use super::protocol::{self, DriverSummary, OfferEnd, OfferTerms};
 use crate::clock::now_ms;
 use crate::dispatch::Position;
 use crate::dispatch::{
-    ArrivalSource, MatchingPolicy, Search, Trip, TripCommand, TripError, TripEvent, TripStatus,
-    decide, price, to_u64,
+    ArrivalSource, MatchingPolicy, Search, Trail, Trip, TripCommand, TripError, TripEvent,
+    TripStatus, decide, price, to_u64,
 };
 use crate::geo::{NearbyQuery, VehicleId};
 use crate::metrics::{
     OFFERS, TRIP_TIME_TO_ACCEPT, TRIP_TIME_TO_FIRST_OFFER, TRIP_TRANSITIONS, TRIPS_ACTIVE,
 };
 
-/// A segment of the driven trail faster than this (m/s) is a GPS jump, not driving.
-const MAX_PLAUSIBLE_SPEED_MPS: f64 = 70.0;
 /// Messages a trip actor may have queued. Its driver's positions arrive with `try_send`, at the
 /// driver's pace (one every few seconds), so this is slack for bursts, not a buffer for floods.
 const TRIP_MAILBOX: usize = 1_024;
@@ -139,6 +137,12 @@ pub struct RiderCancel {
     pub request_id: Option<Arc<str>>,
 }
 
+/// The engine is stopping: stop now, leaving the trip as its events left it (it resumes from them
+/// at the next start).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Halt;
+
 /// One live trip.
 pub struct TripActor {
     core: Core,
@@ -162,8 +166,8 @@ pub struct TripActor {
     pin_locked_until_ms: i64,
     /// The assigned driver's latest position.
     last_position: Option<Position>,
-    /// Metres driven since TRIP_STARTED.
-    driven_m: f64,
+    /// The trail driven since TRIP_STARTED (plausible movement only).
+    trail: Trail,
     last_rider_location_ms: i64,
     requested_at: Instant,
     first_offer_sent: bool,
@@ -202,7 +206,7 @@ impl TripActor {
             pin_failures: 0,
             pin_locked_until_ms: 0,
             last_position: None,
-            driven_m: 0.0,
+            trail: Trail::default(),
             last_rider_location_ms: 0,
             requested_at: Instant::now(),
             first_offer_sent: false,
@@ -314,6 +318,7 @@ impl TripActor {
                 frame: (!quiet_driver)
                     .then(|| protocol::driver_trip_update(&self.trip, after).to_string()),
                 release,
+                reason: release.then(|| self.rejection()),
             });
         }
     }
@@ -326,7 +331,7 @@ impl TripActor {
             TripStatus::NoDriverFound => OfferEnd::Expired,
             _ => OfferEnd::Taken,
         };
-        self.withdraw_all(reason);
+        self.withdraw_all(reason, ctx);
         if matches!(
             self.trip.status,
             TripStatus::Cancelled | TripStatus::NoDriverFound
@@ -338,16 +343,23 @@ impl TripActor {
         ctx.stop();
     }
 
-    fn withdraw_all(&mut self, reason: OfferEnd) {
+    fn withdraw_all(&mut self, reason: OfferEnd, ctx: &mut Context<Self>) {
         let open: Vec<Uuid> = self.search.open_offers().collect();
         for driver_id in open {
             self.search.closed(driver_id);
-            self.withdraw(driver_id, reason);
+            self.withdraw(driver_id, reason, ctx);
         }
     }
 
-    fn withdraw(&mut self, driver_id: Uuid, reason: OfferEnd) {
-        self.offer_timers.remove(&driver_id);
+    /// Drops the expiry timer of the offer to `driver_id`, so it cannot fire on a later offer.
+    fn cancel_timer(&mut self, driver_id: Uuid, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.offer_timers.remove(&driver_id) {
+            ctx.cancel_future(handle);
+        }
+    }
+
+    fn withdraw(&mut self, driver_id: Uuid, reason: OfferEnd, ctx: &mut Context<Self>) {
+        self.cancel_timer(driver_id, ctx);
         counter!(OFFERS, "outcome" => reason.as_str()).increment(1);
         if let Some(addr) = self.core.drivers.get(driver_id) {
             addr.do_send(Withdraw {
@@ -454,12 +466,25 @@ impl TripActor {
                         histogram!(TRIP_TIME_TO_FIRST_OFFER)
                             .record(actor.requested_at.elapsed().as_secs_f64());
                     }
-                    let timer =
-                        ctx.run_later(timeout, move |actor, ctx| actor.expire(driver_id, ctx));
+                    let timer = ctx.run_later(timeout, move |actor, ctx| {
+                        actor.expire(driver_id, expires_ms, ctx);
+                    });
                     actor.offer_timers.insert(driver_id, timer);
                 }
             }
-            Ok(OfferReply::Busy) | Err(_) => {
+            Ok(reply @ (OfferReply::Busy | OfferReply::Unreachable)) => {
+                if actor.search.is_open(driver_id) {
+                    actor.search.refused(driver_id);
+                    let outcome = if reply == OfferReply::Busy {
+                        "busy"
+                    } else {
+                        "unreachable"
+                    };
+                    counter!(OFFERS, "outcome" => outcome).increment(1);
+                }
+                actor.fill(ctx);
+            }
+            Err(_) => {
                 if actor.search.is_open(driver_id) {
                     actor.search.refused(driver_id);
                     counter!(OFFERS, "outcome" => "busy").increment(1);
@@ -471,10 +496,13 @@ impl TripActor {
         true
     }
 
-    fn expire(&mut self, driver_id: Uuid, ctx: &mut Context<Self>) {
-        if self.search.is_live(driver_id) {
+    /// The offer to `driver_id` that expires at `expires_ms` ran out (a later offer to the same
+    /// driver has its own deadline and timer).
+    fn expire(&mut self, driver_id: Uuid, expires_ms: i64, ctx: &mut Context<Self>) {
+        if self.search.expiry(driver_id) == Some(expires_ms) {
+            self.offer_timers.remove(&driver_id);
             self.search.closed(driver_id);
-            self.withdraw(driver_id, OfferEnd::Expired);
+            self.withdraw(driver_id, OfferEnd::Expired, ctx);
             self.fill(ctx);
         }
     }
@@ -525,7 +553,7 @@ impl TripActor {
             Ok((tariff, currency)) => price(
                 &tariff,
                 currency,
-                to_u64(self.driven_m.round()),
+                to_u64(self.trail.driven_m().round()),
                 seconds,
                 self.trip.quote.surge,
                 self.trip.quote.discount,
@@ -535,17 +563,20 @@ impl TripActor {
         }
     }
 
+    /// Records a position of the assigned driver; while the trip runs, it extends the trail
+    /// (timed by the server's receive time, never the client's stamp).
     fn follow(&mut self, position: Position) {
-        if self.trip.status == TripStatus::TripStarted
-            && let Some(last) = self.last_position
-        {
-            let metres = last.point.distance_m(position.point);
-            let seconds = (position.ts_ms - last.ts_ms).max(0) as f64 / 1_000.0;
-            if seconds > 0.0 && metres / seconds <= MAX_PLAUSIBLE_SPEED_MPS {
-                self.driven_m += metres;
-            }
+        if self.trip.status == TripStatus::TripStarted {
+            self.trail.push(position.point, position.received_ms);
         }
         self.last_position = Some(position);
+    }
+
+    /// A trip resumed after a restart that had already driven `driven_m`.
+    #[must_use]
+    pub fn with_driven_m(mut self, driven_m: f64) -> Self {
+        self.trail = Trail::resumed(driven_m);
+        self
     }
 }
 
@@ -566,13 +597,21 @@ impl Actor for TripActor {
         if self.trip.status.is_live() {
             // Stopped from outside (engine shutdown): the trip stays as its events left it.
             gauge!(TRIPS_ACTIVE, "status" => self.trip.status.as_str()).decrement(1.0);
-            self.withdraw_all(OfferEnd::Expired);
+            self.withdraw_all(OfferEnd::Expired, ctx);
             self.core.board.remove(self.trip.trip_id, self.trip.origin);
         }
         self.core
             .trip_actors
             .remove(self.trip.trip_id, &ctx.address());
         Running::Stop
+    }
+}
+
+impl Handler<Halt> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
@@ -608,7 +647,7 @@ impl TripActor {
             return Err(self.rejection());
         }
         self.search.closed(msg.driver_id);
-        self.offer_timers.remove(&msg.driver_id);
+        self.cancel_timer(msg.driver_id, ctx);
         self.driver = Some(msg.driver);
         self.last_position = msg.position;
         if let Err(e) = self.commit(
@@ -624,7 +663,7 @@ impl TripActor {
         }
         counter!(OFFERS, "outcome" => "accepted").increment(1);
         histogram!(TRIP_TIME_TO_ACCEPT).record(self.requested_at.elapsed().as_secs_f64());
-        self.withdraw_all(OfferEnd::Taken);
+        self.withdraw_all(OfferEnd::Taken, ctx);
         if let Some(handle) = self.step_timer.take() {
             ctx.cancel_future(handle);
         }
@@ -638,7 +677,7 @@ impl Handler<Declining> for TripActor {
 
     fn handle(&mut self, msg: Declining, ctx: &mut Self::Context) {
         if self.search.closed(msg.driver_id) {
-            self.offer_timers.remove(&msg.driver_id);
+            self.cancel_timer(msg.driver_id, ctx);
             counter!(OFFERS, "outcome" => "declined").increment(1);
             self.fill(ctx);
         }
@@ -727,7 +766,10 @@ impl TripActor {
                     Err(e) => Err(e.into()),
                     Ok(()) => {
                         self.pin_failures = 0;
-                        self.driven_m = 0.0;
+                        self.trail = Trail::default();
+                        if let Some(p) = self.last_position {
+                            self.trail.push(p.point, p.received_ms);
+                        }
                         Ok(())
                     }
                 }
@@ -753,12 +795,18 @@ impl TripActor {
                 )
                 .map_err(ActError::from)
                 .map(|()| {
-                    if let Some(addr) = self.driver.take() {
+                    // A trip recovered after a restart knows its driver by id only.
+                    let addr = self
+                        .driver
+                        .take()
+                        .or_else(|| self.core.drivers.get(driver_id));
+                    if let Some(addr) = addr {
                         addr.do_send(TripNotice {
                             trip_id: self.trip.trip_id,
                             frame: (!quiet)
                                 .then(|| protocol::driver_released(self.trip.trip_id).to_string()),
                             release: true,
+                            reason: Some(OfferEnd::Taken),
                         });
                     }
                     self.last_position = None;

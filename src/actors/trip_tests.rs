@@ -4,7 +4,8 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::actors::driver::{
-    Answer, Attach, GetSnapshot, Location, LocationUpdate, Respond, SessionLink, SetStatus,
+    Answer, AnswerError, Attach, GetSnapshot, Location, LocationUpdate, Respond, SessionLink,
+    SetStatus,
 };
 use crate::actors::protocol::Outbound;
 use crate::actors::{Requested, TripRequest};
@@ -140,4 +141,211 @@ async fn an_accept_without_an_open_offer_is_rejected_with_the_reason() {
         .unwrap();
     assert!(!actor.connected() || core.trip_actors.get(trip.trip_id).is_none());
     core.shutdown();
+}
+
+async fn request(core: &Core, origin: LatLng) -> Trip {
+    let Requested::Created(trip) = core
+        .request_trip(
+            Uuid::now_v7(),
+            TripRequest {
+                origin,
+                destination: point(48.87, 2.30),
+                vehicle_type: None,
+                promo_code: None,
+                idempotency_key: None,
+                request_id: None,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a new trip")
+    };
+    *trip
+}
+
+fn frames(rx: &mut mpsc::Receiver<Outbound>) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    while let Ok(Outbound::Text(frame)) = rx.try_recv() {
+        out.push(serde_json::from_str(&frame).unwrap());
+    }
+    out
+}
+
+#[actix::test]
+async fn an_old_offer_timer_never_expires_a_later_offer_to_the_same_driver() {
+    let mut settings = Settings::default();
+    settings.matching.offer_timeout_s = 1.0;
+    let core = Core::start(settings).unwrap();
+    let pickup = point(48.8566, 2.3522);
+    let (a, a_addr, mut a_rx) = driver(&core, point(48.8570, 2.3530)).await;
+    let (_, b_addr, mut b_rx) = driver(&core, point(48.8575, 2.3535)).await;
+    let trip = request(&core, pickup).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(offers(&mut a_rx), 1);
+    assert_eq!(offers(&mut b_rx), 1);
+    // A wins: B's offer is withdrawn (its first timer must die with it).
+    let answer = a_addr
+        .send(Respond {
+            trip_id: trip.trip_id,
+            accept: true,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(answer, Ok(Answer::Assigned(_))));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // A gives the trip up; the search starts again and B is offered anew.
+    let actor = core.trip_actors.get(trip.trip_id).unwrap();
+    actor
+        .send(DriverAct {
+            driver_id: a,
+            action: DriverAction::Cancel,
+            via_socket: true,
+            request_id: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let reoffered = frames(&mut b_rx)
+        .into_iter()
+        .filter(|f| f["type"] == "offer")
+        .count();
+    assert_eq!(reoffered, 1, "B is offered the trip again");
+    // The first timer fires ~1 s after the first offer, before the second offer's deadline.
+    tokio::time::sleep(Duration::from_millis(750)).await;
+    let held = b_addr.send(GetSnapshot).await.unwrap();
+    assert_eq!(
+        held.offer.map(|o| o.trip_id),
+        Some(trip.trip_id),
+        "B's second offer runs its own full time"
+    );
+    core.shutdown();
+}
+
+#[actix::test]
+async fn client_timestamps_cannot_inflate_the_distance_driven() {
+    let core = Core::start(Settings::default()).unwrap();
+    let pickup = point(48.8566, 2.3522);
+    let (driver_id, addr, _rx) = driver(&core, point(48.8567, 2.3523)).await;
+    let trip = request(&core, pickup).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    addr.send(Respond {
+        trip_id: trip.trip_id,
+        accept: true,
+        request_id: None,
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let actor = core.trip_actors.get(trip.trip_id).unwrap();
+    let started = actor
+        .send(DriverAct {
+            driver_id,
+            action: DriverAction::Start(trip.pin.clone()),
+            via_socket: true,
+            request_id: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(started.status, TripStatus::TripStarted);
+    // Points 11 km apart, received a few ms apart, stamped by the client as if an hour passed.
+    let now = now_ms();
+    for i in 0..40_i64 {
+        let (lat, ts_ms) = if i % 2 == 0 {
+            (48.8567, 0)
+        } else {
+            (48.9567, now)
+        };
+        actor
+            .send(DriverMoved {
+                driver_id,
+                position: Position {
+                    point: point(lat, 2.3523),
+                    heading: None,
+                    speed_mps: None,
+                    ts_ms,
+                    received_ms: now + i,
+                },
+            })
+            .await
+            .unwrap();
+    }
+    let done = actor
+        .send(DriverAct {
+            driver_id,
+            action: DriverAction::Complete,
+            via_socket: true,
+            request_id: None,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let fare = done.fare.unwrap();
+    assert!(
+        fare.distance_m < 100,
+        "forged points counted {} m",
+        fare.distance_m
+    );
+    core.shutdown();
+}
+
+#[actix::test]
+async fn a_rider_cancel_landing_right_after_the_winning_accept_leaves_the_driver_free() {
+    let core = Core::start(Settings::default()).unwrap();
+    let pickup = point(48.8566, 2.3522);
+    let (_, addr, mut rx) = driver(&core, point(48.8570, 2.3530)).await;
+    let trip = request(&core, pickup).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(offers(&mut rx), 1);
+    // Move the trip to an actor on a thread of its own, which the test can hold still.
+    let first = core.trip_actors.get(trip.trip_id).unwrap();
+    first.send(Halt).await.unwrap();
+    let arbiter = Arbiter::new();
+    let (moved, vehicle) = (core.trips.get(trip.trip_id).unwrap(), first_vehicle(&core));
+    let actor = {
+        let core = core.clone();
+        TripActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            TripActor::new(core, moved, vehicle)
+        })
+    };
+    core.trip_actors.insert(trip.trip_id, actor.clone());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(addr.send(GetSnapshot).await.unwrap().offer.is_some());
+
+    // The trip's thread stalls; the accept reaches its mailbox, the rider's cancel right behind
+    // it. Both are handled in one go, so the trip's answer to the accept and its release of the
+    // driver reach the driver together (the driver's thread is held meanwhile).
+    arbiter.spawn_fn(|| std::thread::sleep(Duration::from_millis(150)));
+    let accept = addr.send(Respond {
+        trip_id: trip.trip_id,
+        accept: true,
+        request_id: None,
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    actor.do_send(RiderCancel { request_id: None });
+    std::thread::sleep(Duration::from_millis(400));
+    let answer = accept.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        core.trips.get(trip.trip_id).unwrap().status,
+        TripStatus::Cancelled
+    );
+    assert!(
+        matches!(answer, Err(AnswerError::Gone(OfferEnd::RiderCancelled))),
+        "{answer:?}"
+    );
+    let state = addr.send(GetSnapshot).await.unwrap();
+    assert_eq!(state.current_trip, None, "stranded on a cancelled trip");
+    assert!(state.available, "the driver can be offered again");
+    arbiter.stop();
+    core.shutdown();
+}
+
+fn first_vehicle(core: &Core) -> VehicleId {
+    core.vehicles
+        .intern(&core.default_vehicle)
+        .expect("the default vehicle type")
 }

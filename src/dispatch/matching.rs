@@ -135,6 +135,12 @@ impl Search {
         pending
     }
 
+    /// When the delivered offer to `driver` expires, epoch ms.
+    #[must_use]
+    pub fn expiry(&self, driver: Uuid) -> Option<i64> {
+        self.live.get(&driver).copied()
+    }
+
     /// Whether `driver` holds a delivered offer.
     #[must_use]
     pub fn is_live(&self, driver: Uuid) -> bool {

@@ -11,6 +11,7 @@ mod pricing;
 mod promo;
 mod role;
 mod surge;
+mod trail;
 mod vehicle;
 
 pub use driver_state::{DriverStatus, Position};
@@ -24,6 +25,7 @@ pub use pricing::{EstimateModel, FareBreakdown, Tariff, price, to_u64};
 pub use promo::{Discount, PromoError, Promotion, Promotions};
 pub use role::Role;
 pub use surge::{DemandWindow, Surge};
+pub use trail::{MAX_PLAUSIBLE_SPEED_MPS, Trail, plausible_distance_m};
 pub use vehicle::{
     InvalidVehicleType, MAX_VEHICLE_TYPES, TooManyVehicleTypes, VehicleType, VehicleTypes,
 };

@@ -7,7 +7,7 @@ use super::caller::{Caller, parse_id};
 use super::error::ApiError;
 use super::input::{FieldError, json_body, location};
 use crate::actors::Core;
-use crate::actors::driver::{DriverActor, GetSnapshot, Location, SetStatus};
+use crate::actors::driver::{DriverActor, GetSnapshot, Location, Reached, SetStatus};
 use crate::actors::protocol::DriverSnapshot;
 use crate::dispatch::DriverStatus;
 use crate::http::AppState;
@@ -33,6 +33,17 @@ pub(crate) fn own_actor(
 ) -> Result<actix::Addr<DriverActor>, ApiError> {
     core.driver(caller.id(), caller.0.vehicle_type.as_deref())
         .map_err(ApiError::from)
+}
+
+/// The calling driver's actor, for a REST call: the call makes the driver reachable for offers
+/// for `matching.rest_reach_s`.
+pub(crate) fn rest_actor(
+    core: &Core,
+    caller: &Caller,
+) -> Result<actix::Addr<DriverActor>, ApiError> {
+    let actor = own_actor(core, caller)?;
+    actor.do_send(Reached);
+    Ok(actor)
 }
 
 /// The body of a request a driver makes about itself: the path's id must be the caller's.
@@ -61,7 +72,7 @@ pub async fn put_status(
             format_args!("\"online\" or \"offline\", got {:?}", body.status),
         )
     })?;
-    let snapshot = own_actor(&core, &caller)?
+    let snapshot = rest_actor(&core, &caller)?
         .send(SetStatus(status))
         .await
         .map_err(ApiError::internal)?;
@@ -78,7 +89,7 @@ pub async fn put_location(
 ) -> Result<HttpResponse, ApiError> {
     let body: LocationBody = own_body(&req, &path, &caller, payload).await?;
     let update = location(body.lat, body.lng, body.heading, body.speed_mps, body.ts_ms)?;
-    let actor = own_actor(&core, &caller)?;
+    let actor = rest_actor(&core, &caller)?;
     // REST is the fallback path, not the stream: wait for the actor so the answer shows the update.
     actor
         .send(Location(update))
@@ -98,12 +109,17 @@ pub async fn get_driver(
     let id = parse_id(&path, "driver id")?;
     caller.require_driver_or_operator(id)?;
     let snapshot = match core.drivers.get(id) {
-        Some(actor) => actor.send(GetSnapshot).await.map_err(ApiError::internal)?,
+        Some(actor) => {
+            if caller.id() == id {
+                actor.do_send(Reached);
+            }
+            actor.send(GetSnapshot).await.map_err(ApiError::internal)?
+        }
         None => match core.directory.get(id) {
             Some(profile) => DriverSnapshot::from_profile(&profile),
             None if caller.id() == id => {
                 // A driver asking about itself exists by virtue of its token.
-                own_actor(&core, &caller)?
+                rest_actor(&core, &caller)?
                     .send(GetSnapshot)
                     .await
                     .map_err(ApiError::internal)?

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::RequestId;
 use super::caller::{Caller, parse_id};
-use super::driver_routes::own_actor;
+use super::driver_routes::rest_actor;
 use super::error::ApiError;
 use super::input::{FieldError, Query, json_body};
 use super::state::AppState;
@@ -266,7 +266,7 @@ async fn answer(
 ) -> Result<HttpResponse, ApiError> {
     let trip_id = parse_id(path, "trip id")?;
     caller.require(&[Role::Driver])?;
-    let actor = own_actor(core, caller)?;
+    let actor = rest_actor(core, caller)?;
     let answer = actor
         .send(Respond {
             trip_id,

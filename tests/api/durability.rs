@@ -14,14 +14,14 @@ use crate::helpers::{SECRET, spawn_app_with};
 use crate::services::{EngineProcess, Proxy, drop_database, postgres_database, redis_url};
 
 /// Minimal HTTP client for an engine at `address`.
-struct Http {
+pub(crate) struct Http {
     address: String,
     client: awc::Client,
     keys: JwtKeys,
 }
 
 impl Http {
-    fn new(address: &str) -> Self {
+    pub(crate) fn new(address: &str) -> Self {
         Self {
             address: address.to_owned(),
             client: awc::Client::builder()
@@ -31,11 +31,11 @@ impl Http {
         }
     }
 
-    fn token(&self, role: Role, sub: Uuid) -> String {
+    pub(crate) fn token(&self, role: Role, sub: Uuid) -> String {
         self.keys.issue(sub, role, None, 3_600).unwrap()
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -59,7 +59,7 @@ impl Http {
         )
     }
 
-    async fn request_trip(&self, rider: &str, lat: f64, lng: f64) -> (u16, Value) {
+    pub(crate) async fn request_trip(&self, rider: &str, lat: f64, lng: f64) -> (u16, Value) {
         self.call(
             "POST",
             "/api/trips",
@@ -72,7 +72,7 @@ impl Http {
         .await
     }
 
-    async fn trip(&self, token: &str, trip_id: &str) -> Value {
+    pub(crate) async fn trip(&self, token: &str, trip_id: &str) -> Value {
         let (status, body) = self
             .call("GET", &format!("/api/trips/{trip_id}"), token, None)
             .await;
@@ -80,7 +80,7 @@ impl Http {
         body
     }
 
-    async fn events(&self, token: &str, trip_id: &str) -> Value {
+    pub(crate) async fn events(&self, token: &str, trip_id: &str) -> Value {
         let (status, body) = self
             .call("GET", &format!("/api/trips/{trip_id}/events"), token, None)
             .await;
@@ -89,7 +89,7 @@ impl Http {
     }
 
     /// A REST-only driver online at a point; returns its token.
-    async fn driver_at(&self, driver: Uuid, lat: f64, lng: f64) -> String {
+    pub(crate) async fn driver_at(&self, driver: Uuid, lat: f64, lng: f64) -> String {
         let token = self.token(Role::Driver, driver);
         let (s, b) = self
             .call(
@@ -113,7 +113,7 @@ impl Http {
     }
 
     /// Waits for the driver to hold an offer and returns its trip id.
-    async fn offer_of(&self, driver: Uuid, token: &str) -> String {
+    pub(crate) async fn offer_of(&self, driver: Uuid, token: &str) -> String {
         for _ in 0..100 {
             let (_, body) = self
                 .call("GET", &format!("/api/drivers/{driver}"), token, None)
@@ -127,7 +127,7 @@ impl Http {
     }
 
     /// Waits until every write reached the database.
-    async fn drained(&self) {
+    pub(crate) async fn drained(&self) {
         for _ in 0..200 {
             let (_, body) = self.call("GET", "/ready", "", None).await;
             if body["checks"]["database"]["pending_writes"] == 0 {

@@ -18,6 +18,7 @@ mod nearby;
 mod ops;
 mod payments;
 mod pricing;
+mod reliability;
 mod services;
 mod trip_input;
 mod trips;

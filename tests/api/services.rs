@@ -150,6 +150,25 @@ impl EngineProcess {
         panic!("the engine at {} never became ready", self.address);
     }
 
+    /// SIGTERM, then waits (at most `limit`) for the engine to exit by itself; returns whether it
+    /// exited successfully in time.
+    pub async fn terminate(mut self, limit: Duration) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent to {pid}");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// `kill -9`.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL sent");

@@ -164,8 +164,11 @@ async fn a_trip_runs_from_request_to_completion_over_real_sockets() {
     );
     assert_eq!(rws.recv_type("trip_update").await["status"], "TRIP_STARTED");
 
-    // Drive 3 km west in 300 m hops, 30 s apart by the app's clock; the trail starts at the last
-    // position before the start.
+    // Drive to the pickup (50 m, a second later), then 100 m west in 10 m hops, 200 ms apart
+    // (50 m/s by the server's clock: plausible); the trail starts at the last position before
+    // the start. The app's own stamps claim 30 s a hop
+    // and do not matter: movement is judged by when the server received it.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let t0 = hexdispatch::clock::now_ms() + 1_000;
     let mut driven = 0.0;
     let mut last = LatLng::new(east(50.0).0, east(50.0).1).unwrap();
@@ -173,12 +176,13 @@ async fn a_trip_runs_from_request_to_completion_over_real_sockets() {
         let p = destination(
             LatLng::new(PICKUP.0, PICKUP.1).unwrap(),
             270.0,
-            300.0 * f64::from(i),
+            10.0 * f64::from(i),
         );
         driven += last.distance_m(p);
         last = p;
         dws.send(json!({"type": "location", "lat": p.lat(), "lng": p.lng(), "ts_ms": t0 + i64::from(i) * 30_000}))
             .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     dws.send(json!({"type": "complete", "trip_id": trip_id, "ref": "c"}))
         .await;

@@ -1,0 +1,339 @@
+//! The fault suite: the engine as users break it. SIGTERM during a database outage loses no
+//! queued write; races between a driver's accept and a rider's cancel never strand the driver;
+//! a driver who gives up a trip recovered after `kill -9` is free again; drivers restored from the
+//! Redis snapshot are offered trips only once they reconnect, and get them then; an offer held
+//! across a reconnect is sent again; one unreadable trip does not stop the engine from starting.
+
+use std::time::Duration;
+
+use hexdispatch::dispatch::Role;
+use rand::Rng;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::durability::Http;
+use crate::helpers::spawn_app_with;
+use crate::services::{EngineProcess, Proxy, drop_database, postgres_database, redis_url};
+
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hexdispatch-{name}-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[actix_rt::test]
+async fn sigterm_during_a_database_outage_flushes_every_queued_write_before_exiting() {
+    let Some(url) = postgres_database().await else {
+        return;
+    };
+    let (host_part, db) = url.rsplit_once('/').unwrap();
+    let target = host_part
+        .rsplit_once('@')
+        .map_or("127.0.0.1:5432", |(_, h)| h)
+        .to_owned();
+    let proxy = Proxy::start(&target).await;
+    let dir = scratch_dir("sigterm");
+    let proxied = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port);
+    let env = [
+        ("HEXDISPATCH__DATABASE__URL", proxied),
+        ("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string()),
+        ("HEXDISPATCH__HTTP__SHUTDOWN_TIMEOUT_S", "20".to_string()),
+    ];
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let operator = http.token(Role::Operator, Uuid::now_v7());
+    let rider = http.token(Role::Rider, Uuid::now_v7());
+    let driver = Uuid::now_v7();
+    let driver_token = http.driver_at(driver, 48.8566, 2.3522).await;
+    let (status, trip) = http.request_trip(&rider, 48.8570, 2.3530).await;
+    assert_eq!(status, 201, "{trip}");
+    let trip_id = trip["trip_id"].as_str().unwrap().to_owned();
+    assert_eq!(http.offer_of(driver, &driver_token).await, trip_id);
+    http.drained().await;
+
+    // The database goes away; the driver is told it won, so the engine must not forget it.
+    proxy.cut();
+    let (s, b) = http
+        .call(
+            "PUT",
+            &format!("/api/trips/{trip_id}/accept"),
+            &driver_token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "ACCEPTED");
+
+    let restore = async {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        proxy.restore();
+    };
+    let (exited, ()) = tokio::join!(engine.terminate(Duration::from_secs(30)), restore);
+    assert!(
+        exited,
+        "the engine exits by itself, successfully, after SIGTERM"
+    );
+
+    let env = [
+        ("HEXDISPATCH__DATABASE__URL", url.clone()),
+        ("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string()),
+    ];
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let again = http.trip(&operator, &trip_id).await;
+    assert_eq!(again["status"], "ACCEPTED", "{again}");
+    assert_eq!(again["driver_id"], driver.to_string());
+    drop(engine);
+    drop_database(&url).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn a_driver_who_gives_up_a_trip_recovered_after_kill_9_is_free_again() {
+    let dir = scratch_dir("recovered-cancel");
+    let env = [("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string())];
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let rider = http.token(Role::Rider, Uuid::now_v7());
+    let driver = Uuid::now_v7();
+    let driver_token = http.driver_at(driver, 48.8566, 2.3522).await;
+    let (status, trip) = http.request_trip(&rider, 48.8570, 2.3530).await;
+    assert_eq!(status, 201, "{trip}");
+    let trip_id = trip["trip_id"].as_str().unwrap().to_owned();
+    assert_eq!(http.offer_of(driver, &driver_token).await, trip_id);
+    let accept = format!("/api/trips/{trip_id}/accept");
+    let (s, b) = http.call("PUT", &accept, &driver_token, None).await;
+    assert_eq!(s, 200, "{b}");
+    http.drained().await;
+    engine.kill();
+
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let me = format!("/api/drivers/{driver}");
+    let (_, state) = http.call("GET", &me, &driver_token, None).await;
+    assert_eq!(state["current_trip"], trip_id.as_str(), "{state}");
+    let (s, b) = http
+        .call(
+            "DELETE",
+            &format!("/api/trips/{trip_id}"),
+            &driver_token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["status"], "MATCHING");
+    let mut freed = false;
+    for _ in 0..40 {
+        let (_, state) = http.call("GET", &me, &driver_token, None).await;
+        if state["current_trip"].is_null() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the driver who gave the trip up no longer serves it");
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn a_driver_restored_from_the_snapshot_is_offered_once_it_reconnects() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let dir = scratch_dir("restored-offer");
+    let env = [
+        ("HEXDISPATCH__REDIS__URL", redis),
+        (
+            "HEXDISPATCH__REDIS__KEY_PREFIX",
+            format!("hexdispatch-test-{}:", Uuid::now_v7()),
+        ),
+        ("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string()),
+    ];
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let rider = http.token(Role::Rider, Uuid::now_v7());
+    let driver = Uuid::now_v7();
+    let driver_token = http.driver_at(driver, 48.8566, 2.3522).await;
+    let (status, trip) = http.request_trip(&rider, 48.8570, 2.3530).await;
+    assert_eq!(status, 201, "{trip}");
+    let trip_id = trip["trip_id"].as_str().unwrap().to_owned();
+    assert_eq!(http.offer_of(driver, &driver_token).await, trip_id);
+    http.drained().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.kill();
+
+    // After the restart the driver is back in the index (listed) but has no session: the
+    // recovered trip must not spend its offer on it.
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let me = format!("/api/drivers/{driver}");
+    let operator = http.token(Role::Operator, Uuid::now_v7());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, state) = http.call("GET", &me, &operator, None).await;
+    assert_eq!(
+        state["status"], "online",
+        "restored from the snapshot: {state}"
+    );
+    assert!(
+        state["offer"].is_null(),
+        "no offer to an unreachable driver: {state}"
+    );
+
+    let client = awc::Client::default();
+    let (_, framed) = client
+        .ws(format!(
+            "{}/ws/driver",
+            engine.address.replace("http://", "ws://")
+        ))
+        .bearer_auth(&driver_token)
+        .connect()
+        .await
+        .expect("websocket connects");
+    let mut ws = crate::helpers::Socket::from(framed);
+    let session = ws.recv_json().await;
+    assert_eq!(session["type"], "session", "{session}");
+    let offer = ws
+        .gets_within("offer", Duration::from_secs(5))
+        .await
+        .expect("the reconnected driver is offered the recovered trip");
+    assert_eq!(offer["trip_id"], trip_id.as_str());
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn an_offer_held_across_a_reconnect_is_sent_again_after_the_session_frame() {
+    let app = spawn_app_with(|s| s.matching.offer_timeout_s = 30.0).await;
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let (driver, mut ws) = app.online_driver((48.8566, 2.3522)).await;
+    let r = app
+        .request_trip(&rider, (48.8570, 2.3530), (48.87, 2.30))
+        .await;
+    assert_eq!(r.status, 201);
+    let trip_id = r.body["trip_id"].as_str().unwrap().to_owned();
+    let first = ws.recv_type("offer").await;
+    ws.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut ws = app
+        .driver_socket(&app.driver_token(driver, "economy"))
+        .await;
+    let session = ws.recv_json().await;
+    assert_eq!(session["type"], "session", "{session}");
+    let again = ws.recv_json().await;
+    assert_eq!(again["type"], "offer", "{again}");
+    assert_eq!(again["trip_id"], trip_id.as_str());
+    assert!(
+        again["expires_in_ms"].as_i64().unwrap() < first["expires_in_ms"].as_i64().unwrap(),
+        "the offer keeps its deadline: {first} then {again}"
+    );
+    ws.send(json!({"type": "accept", "trip_id": trip_id})).await;
+    let won = ws.recv_type("trip_assigned").await;
+    assert_eq!(won["trip"]["driver_id"], driver.to_string());
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_accept_racing_a_rider_cancel_never_strands_the_driver() {
+    let app = spawn_app_with(|s| s.matching.offer_timeout_s = 30.0).await;
+    let (driver, mut ws) = app.online_driver((48.8566, 2.3522)).await;
+    let driver_token = app.driver_token(driver, "economy");
+    let mut rng = rand::rng();
+    for round in 0..30 {
+        let rider = app.token(Role::Rider, Uuid::now_v7());
+        let r = app
+            .request_trip(&rider, (48.8570, 2.3530), (48.87, 2.30))
+            .await;
+        assert_eq!(r.status, 201, "round {round}: {}", r.body);
+        let trip_id = r.body["trip_id"].as_str().unwrap().to_owned();
+        let offer = ws.recv_type("offer").await;
+        assert_eq!(offer["trip_id"], trip_id.as_str(), "round {round}");
+        let accept_delay = Duration::from_micros(rng.random_range(0..3_000));
+        let cancel_delay = Duration::from_micros(rng.random_range(0..3_000));
+        let accept = async {
+            tokio::time::sleep(accept_delay).await;
+            app.put(
+                &format!("/api/trips/{trip_id}/accept"),
+                Some(&driver_token),
+                "",
+            )
+            .await
+        };
+        let cancel = async {
+            tokio::time::sleep(cancel_delay).await;
+            app.delete(&format!("/api/trips/{trip_id}"), Some(&rider))
+                .await
+        };
+        let (accepted, cancelled) = tokio::join!(accept, cancel);
+        assert_eq!(cancelled.status, 200, "round {round}: {}", cancelled.body);
+        assert!(
+            [200, 409].contains(&accepted.status),
+            "round {round}: {}",
+            accepted.body
+        );
+        // Whoever won, the trip is cancelled and the driver must be free for the next one.
+        let mut free = false;
+        for _ in 0..40 {
+            let me = app
+                .get(&format!("/api/drivers/{driver}"), Some(&driver_token))
+                .await;
+            if me.body["current_trip"].is_null() && me.body["available"] == true {
+                free = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(
+            free,
+            "round {round}: the driver is stranded on a cancelled trip"
+        );
+        while ws
+            .gets_within_any(Duration::from_millis(20))
+            .await
+            .is_some()
+        {}
+    }
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn one_unreadable_trip_is_skipped_and_the_engine_starts() {
+    let dir = scratch_dir("corrupt-trip");
+    let env = [("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string())];
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let operator = http.token(Role::Operator, Uuid::now_v7());
+    let rider = http.token(Role::Rider, Uuid::now_v7());
+    let (_, broken) = http.request_trip(&rider, 10.0, 10.0).await;
+    let (_, sound) = http.request_trip(&rider, 11.0, 11.0).await;
+    let broken = broken["trip_id"].as_str().unwrap().to_owned();
+    let sound = sound["trip_id"].as_str().unwrap().to_owned();
+    http.drained().await;
+    engine.kill();
+
+    // Damage one trip's log in the store.
+    let db = dir.join("data/hexdispatch.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        db.display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE trip_events SET data = '{not json' WHERE trip_id = $1")
+        .bind(&broken)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let trip = http.trip(&operator, &sound).await;
+    assert_eq!(
+        trip["status"], "MATCHING",
+        "the sound trip was recovered: {trip}"
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
