@@ -384,6 +384,9 @@ pub struct TripSettings {
     pub pin_lockout_s: f64,
     /// Least time between two `driver_location` frames to a rider, milliseconds.
     pub rider_location_interval_ms: u64,
+    /// How long a finished trip, its idempotency key and its place in the rider's history stay
+    /// in memory after its last change, seconds (the store keeps them for good).
+    pub retention_s: f64,
 }
 
 impl Default for TripSettings {
@@ -394,6 +397,7 @@ impl Default for TripSettings {
             max_pin_attempts: 5,
             pin_lockout_s: 60.0,
             rider_location_interval_ms: 1_000,
+            retention_s: 3_600.0,
         }
     }
 }
@@ -817,6 +821,7 @@ impl Settings {
         }
         positive("matching.offer_timeout_s", self.matching.offer_timeout_s)?;
         positive("matching.rest_reach_s", self.matching.rest_reach_s)?;
+        positive("trip.retention_s", self.trip.retention_s)?;
         positive("trip.arrival_radius_m", self.trip.arrival_radius_m)?;
         if !(self.trip.free_cancel_s.is_finite() && self.trip.free_cancel_s >= 0.0) {
             return Err(invalid("trip.free_cancel_s", "must be zero or positive"));

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::web;
 use anyhow::Context as _;
 
 use crate::actors::Core;
@@ -117,7 +118,8 @@ impl Engine {
                 .context("cannot reach Redis (redis.url)")?;
             core.attach_snapshot(snapshot);
         }
-        let state = AppState::new(core.clone(), metrics)?;
+        let state = web::Data::new(AppState::new(core.clone(), metrics)?);
+        actix_rt::spawn(sweep(web::Data::clone(&state), core.shutdown_signal()));
         let server = crate::http::server(state, listener)?;
         tracing::info!(port, "hexdispatch listening");
         let (trips, drivers) = core.recover().await.context("recovery failed")?;
@@ -180,6 +182,24 @@ impl Engine {
             handle.stop().await;
         });
         self.run_until_stopped().await
+    }
+}
+
+/// Forgets, every so often, what has outlived its retention (finished trips, idle limiter
+/// entries), so memory does not grow with history.
+async fn sweep(state: web::Data<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(state.prune_interval());
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let forgotten = state.prune(crate::clock::now_ms());
+                if forgotten > 0 {
+                    tracing::debug!(forgotten, "finished trips left memory");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
     }
 }
 

@@ -355,6 +355,13 @@ impl Core {
         Ok(trips)
     }
 
+    /// Forgets finished trips older than `trip.retention_s` (the store keeps them). Returns the
+    /// number forgotten.
+    pub fn prune_history(&self, now_ms: i64) -> usize {
+        let retention_ms = (self.settings.trip.retention_s * 1_000.0) as i64;
+        self.trips.prune(now_ms, retention_ms)
+    }
+
     /// Tells sessions and background tasks that the engine is stopping.
     pub fn signal_shutdown(&self) {
         let _ = self.shutdown.send(true);

@@ -10,6 +10,14 @@ use uuid::Uuid;
 
 use crate::dispatch::{EventRecord, Trip, TripStatus};
 
+/// When a time-ordered (v7) id was made, epoch ms; 0 for other ids.
+fn created_ms(id: Uuid) -> i64 {
+    id.get_timestamp().map_or(0, |t| {
+        let (secs, nanos) = t.to_unix();
+        i64::try_from(secs).unwrap_or(i64::MAX) * 1_000 + i64::from(nanos / 1_000_000)
+    })
+}
+
 struct Stored {
     trip: Trip,
     events: Vec<EventRecord>,
@@ -134,6 +142,47 @@ impl TripStore {
             None => ids.iter().rev().take(limit).copied().collect(),
         };
         ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Forgets finished trips whose last change is older than `retention_ms`, their place in
+    /// their riders' histories, and idempotency keys of trips created before then that are not
+    /// in memory any more. Returns the number of trips forgotten. The durable store keeps all of
+    /// it; reads fall back to it.
+    pub fn prune(&self, now_ms: i64, retention_ms: i64) -> usize {
+        let horizon = now_ms.saturating_sub(retention_ms);
+        let old: Vec<(Uuid, Uuid)> = self
+            .trips
+            .iter()
+            .filter(|s| !s.trip.status.is_live() && s.trip.updated_ms <= horizon)
+            .map(|s| (s.trip.trip_id, s.trip.rider_id))
+            .collect();
+        for (trip_id, rider_id) in &old {
+            self.trips
+                .remove_if(trip_id, |_, s| !s.trip.status.is_live() && s.trip.updated_ms <= horizon);
+            let emptied = self.by_rider.get_mut(rider_id).is_some_and(|mut ids| {
+                ids.remove(trip_id);
+                ids.is_empty()
+            });
+            if emptied {
+                self.by_rider.remove_if(rider_id, |_, ids| ids.is_empty());
+            }
+        }
+        self.keys.retain(|_, request| {
+            self.trips.contains_key(&request.trip_id) || created_ms(request.trip_id) > horizon
+        });
+        old.len()
+    }
+
+    /// Idempotency keys held in memory.
+    #[must_use]
+    pub fn keys_len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Riders with a history in memory.
+    #[must_use]
+    pub fn riders_len(&self) -> usize {
+        self.by_rider.len()
     }
 
     /// Trips by status, for the stats.

@@ -17,7 +17,8 @@ use crate::config::{AuthSettings, LimitSettings};
 pub struct Lockout {
     max_failures: u32,
     lock_ms: i64,
-    accounts: DashMap<String, (u32, i64)>,
+    /// Failures in a row, locked until (epoch ms, 0: not locked), last failure (epoch ms).
+    accounts: DashMap<String, (u32, i64, i64)>,
 }
 
 impl Lockout {
@@ -42,18 +43,37 @@ impl Lockout {
 
     /// Records a failure; returns the lock's length in seconds if this one locked the account.
     pub fn failed(&self, account: &str, now_ms: i64) -> Option<u64> {
-        let mut entry = self.accounts.entry(account.to_owned()).or_insert((0, 0));
+        let mut entry = self.accounts.entry(account.to_owned()).or_insert((0, 0, now_ms));
         if entry.1 <= now_ms && entry.1 != 0 {
             // The previous lock ran out: count afresh.
-            *entry = (0, 0);
+            *entry = (0, 0, now_ms);
         }
         entry.0 += 1;
+        entry.2 = now_ms;
         if entry.0 >= self.max_failures {
             entry.1 = now_ms.saturating_add(self.lock_ms);
             entry.0 = 0;
             return Some(u64::try_from(self.lock_ms / 1_000).unwrap_or(1).max(1));
         }
         None
+    }
+
+    /// Forgets accounts with no lock in force and no failure for a lock's length.
+    pub fn prune(&self, now_ms: i64) {
+        self.accounts
+            .retain(|_, e| e.1 > now_ms || e.2.saturating_add(self.lock_ms) > now_ms);
+    }
+
+    /// Accounts tracked.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Whether no account is tracked.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
     }
 
     /// A successful login clears the account's failures.
@@ -75,6 +95,24 @@ impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
         Self {
             inner: RateLimiter::keyed(Quota::per_minute(n)),
         }
+    }
+
+    /// Forgets keys whose bucket is full again (they would be allowed a whole burst anyway).
+    pub fn prune(&self) {
+        self.inner.retain_recent();
+        self.inner.shrink_to_fit();
+    }
+
+    /// Keys tracked.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether no key is tracked.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
     }
 
     /// `Ok` if `key` may go now, else the seconds to wait.
@@ -115,6 +153,17 @@ impl Limits {
             trips_by_ip: Limiter::per_minute(limits.trips_per_ip_per_minute),
             lockout: Lockout::new(auth.max_login_failures, auth.lockout_s),
         })
+    }
+}
+
+impl Limits {
+    /// Sweeps every limiter and the lockout.
+    pub fn prune(&self, now_ms: i64) {
+        self.auth_by_ip.prune();
+        self.logins_by_account.prune();
+        self.trips_by_rider.prune();
+        self.trips_by_ip.prune();
+        self.lockout.prune(now_ms);
     }
 }
 
@@ -171,6 +220,33 @@ mod tests {
         assert_eq!(l.failed("a", 60_003), None, "and counting starts again");
         l.succeeded("a");
         assert_eq!(l.failed("a", 60_004), None);
+    }
+
+    #[test]
+    fn the_lockout_forgets_quiet_accounts_and_keeps_locked_ones() {
+        let l = Lockout::new(2, 60);
+        l.failed("quiet", 0);
+        l.failed("locked", 0);
+        l.failed("locked", 1);
+        l.prune(59_000);
+        assert_eq!(l.len(), 2, "a failure within a lock's length is remembered");
+        l.prune(60_000);
+        assert_eq!(l.len(), 1, "a quiet account is forgotten");
+        assert_eq!(l.locked("locked", 60_000), Some(1), "the lock stays in force");
+        l.prune(61_002);
+        assert!(l.is_empty(), "and goes once it ran out");
+    }
+
+    #[test]
+    fn idle_limiter_buckets_are_swept() {
+        let limiter = Limiter::per_minute(600_000);
+        for i in 0..100_u32 {
+            limiter.check(&i).unwrap();
+        }
+        assert_eq!(limiter.len(), 100);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        limiter.prune();
+        assert!(limiter.is_empty(), "{} buckets left", limiter.len());
     }
 
     #[test]

@@ -423,14 +423,13 @@ async fn count_responses(
 /// # Errors
 ///
 /// I/O errors from the listener.
-pub fn server(state: AppState, listener: TcpListener) -> std::io::Result<Server> {
-    let workers = match state.settings.http.workers {
+pub fn server(data: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = match data.settings.http.workers {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         n => n,
     };
-    let timeout = state.settings.http.shutdown_timeout();
-    let origins = state.settings.limits.cors_origins.clone();
-    let data = web::Data::new(state);
+    let timeout = data.settings.http.shutdown_timeout();
+    let origins = data.settings.limits.cors_origins.clone();
     let server = HttpServer::new(move || {
         let mut cors = actix_cors::Cors::default()
             .allowed_methods(["GET", "POST", "PUT", "DELETE"])

@@ -54,6 +54,21 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Forgets what has outlived its retention: finished trips (`trip.retention_s`), idle
+    /// rate-limiter buckets and lockout entries. Returns the number of trips forgotten.
+    pub fn prune(&self, now_ms: i64) -> usize {
+        self.limits.prune(now_ms);
+        self.core.prune_history(now_ms)
+    }
+
+    /// How often [`AppState::prune`] should run: a tenth of the retention, between 1 s and 60 s.
+    #[must_use]
+    pub fn prune_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64((self.settings.trip.retention_s / 10.0).clamp(1.0, 60.0))
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Core;
 

@@ -337,3 +337,76 @@ async fn one_unreadable_trip_is_skipped_and_the_engine_starts() {
     drop(engine);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_rt::test]
+async fn finished_trips_leave_memory_after_the_retention_and_are_read_back_from_the_store() {
+    let app = spawn_app_with(|s| s.trip.retention_s = 0.5).await;
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let r = app
+            .post(
+                "/api/trips",
+                Some(&rider),
+                &json!({
+                    "origin": {"lat": 10.0, "lng": 10.0 + f64::from(i) * 0.01},
+                    "destination": {"lat": 10.1, "lng": 10.1},
+                    "idempotency_key": format!("key-{i}"),
+                })
+                .to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.body["trip_id"].as_str().unwrap().to_owned();
+        let cancelled = app.delete(&format!("/api/trips/{id}"), Some(&rider)).await;
+        assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+        ids.push(id);
+    }
+    assert_eq!(app.core.trips.len(), 20);
+    let persistence = app.core.persistence().unwrap().clone();
+    assert!(persistence.flush(Duration::from_secs(10)).await);
+    let mut forgotten = false;
+    for _ in 0..60 {
+        if app.core.trips.is_empty()
+            && app.core.trips.keys_len() == 0
+            && app.core.trips.riders_len() == 0
+        {
+            forgotten = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        forgotten,
+        "trips {}, keys {}, riders {} still in memory",
+        app.core.trips.len(),
+        app.core.trips.keys_len(),
+        app.core.trips.riders_len()
+    );
+    // Still there for whoever asks: the store answers.
+    let again = app.get(&format!("/api/trips/{}", ids[3]), Some(&rider)).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["status"], "CANCELLED");
+    let history = app
+        .get(
+            &format!("/api/riders/{}/trips?limit=100", again.body["rider_id"].as_str().unwrap()),
+            Some(&rider),
+        )
+        .await;
+    assert_eq!(history.body["trips"].as_array().unwrap().len(), 20);
+    let replay = app
+        .post(
+            "/api/trips",
+            Some(&rider),
+            &json!({
+                "origin": {"lat": 10.0, "lng": 10.05},
+                "destination": {"lat": 10.1, "lng": 10.1},
+                "idempotency_key": "key-5",
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(replay.status, 201, "{}", replay.body);
+    assert_eq!(replay.body["trip_id"], ids[5].as_str(), "the key is still honoured");
+    app.handle.stop().await;
+}
