@@ -70,7 +70,16 @@ pub const PAYMENTS: &str = "hexdispatch_payments_total";
 /// Payment messages dead-lettered, by `reason` (`malformed` | `attempts`).
 pub const PAYMENTS_DEAD_LETTERED: &str = "hexdispatch_payment_messages_dead_lettered_total";
 
+/// Actor handlers that panicked and whose actor was rebuilt from what it owns, by `actor`
+/// (`trip` | `cell`).
+pub const ACTOR_RESTARTS: &str = "hexdispatch_actor_restarts_total";
+
 fn describe() {
+    describe_counter!(
+        ACTOR_RESTARTS,
+        Unit::Count,
+        "Actor handlers that panicked; the actor was rebuilt from what it owns."
+    );
     describe_counter!(
         OUTBOX_PUBLISHED,
         Unit::Count,

@@ -13,6 +13,7 @@ use h3o::{CellIndex, Resolution};
 use metrics::{Counter, counter};
 use uuid::Uuid;
 
+use super::supervision::guarded;
 use crate::clock::now_ms;
 use crate::geo::{IndexedDriver, NearbyHit, NearbyQuery, SpatialIndex, Upserted};
 use crate::metrics::{INDEX_EVICTIONS, INDEX_UPSERTS};
@@ -97,11 +98,17 @@ pub struct CellStats {
 pub struct CellActor {
     shard: CellIndex,
     index: SpatialIndex,
+    index_res: Resolution,
+    /// Asks the shard's drivers to place themselves again (after a rebuild).
+    resettle: Option<Resettle>,
     /// Positions older than this are evicted.
     ttl_ms: i64,
     upserts: Counter,
     applied: u64,
 }
+
+/// Asks every driver placed in a shard to place itself again.
+pub type Resettle = std::sync::Arc<dyn Fn(CellIndex) + Send + Sync>;
 
 impl CellActor {
     /// A cell actor for `shard`, indexing at `index_res`, evicting positions older than `ttl`.
@@ -110,9 +117,27 @@ impl CellActor {
         Self {
             shard,
             index: SpatialIndex::new(index_res),
+            index_res,
+            resettle: None,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             upserts: counter!(INDEX_UPSERTS),
             applied: 0,
+        }
+    }
+
+    /// Rebuilds from the drivers themselves after `resettle` asks them to place themselves again.
+    #[must_use]
+    pub fn with_resettle(mut self, resettle: Option<Resettle>) -> Self {
+        self.resettle = resettle;
+        self
+    }
+
+    /// A handler panicked: the index may be half-changed. Start it empty and have the shard's
+    /// drivers place themselves again.
+    fn rebuild(&mut self) {
+        self.index = SpatialIndex::new(self.index_res);
+        if let Some(resettle) = &self.resettle {
+            resettle(self.shard);
         }
     }
 
@@ -144,7 +169,13 @@ impl Handler<Upsert> for CellActor {
     type Result = ();
 
     fn handle(&mut self, msg: Upsert, _: &mut Self::Context) {
-        let _: Upserted = self.index.upsert(msg.0);
+        if guarded("cell", || {
+            let _: Upserted = self.index.upsert(msg.0);
+        })
+        .is_none()
+        {
+            self.rebuild();
+        }
         self.upserts.increment(1);
         self.applied += 1;
     }
@@ -154,7 +185,9 @@ impl Handler<Remove> for CellActor {
     type Result = ();
 
     fn handle(&mut self, msg: Remove, _: &mut Self::Context) {
-        self.index.remove(msg.driver_id);
+        if guarded("cell", || self.index.remove(msg.driver_id)).is_none() {
+            self.rebuild();
+        }
     }
 }
 
@@ -162,7 +195,13 @@ impl Handler<SetAvailable> for CellActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetAvailable, _: &mut Self::Context) {
-        self.index.set_available(msg.driver_id, msg.available);
+        if guarded("cell", || {
+            self.index.set_available(msg.driver_id, msg.available)
+        })
+        .is_none()
+        {
+            self.rebuild();
+        }
     }
 }
 
@@ -172,13 +211,18 @@ impl Handler<Nearby> for CellActor {
     fn handle(&mut self, Nearby { query, origin }: Nearby, _: &mut Self::Context) -> Self::Result {
         // Rings pay off around a point inside this shard; from outside it they would mostly visit
         // cells this shard does not hold.
-        MessageResult(
-            if origin.parent(self.shard.resolution()) == Some(self.shard) {
+        let shard = self.shard;
+        let answer = guarded("cell", || {
+            if origin.parent(shard.resolution()) == Some(shard) {
                 self.index.nearest_from(origin, &query)
             } else {
                 self.index.nearest_best_first(&query)
-            },
-        )
+            }
+        });
+        MessageResult(answer.unwrap_or_else(|| {
+            self.rebuild();
+            Vec::new()
+        }))
     }
 }
 
@@ -200,6 +244,17 @@ impl Handler<Heat> for CellActor {
                 .into_iter()
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+impl Handler<super::supervision::Crash> for CellActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::supervision::Crash, _: &mut Self::Context) {
+        if guarded("cell", || panic!("injected")).is_none() {
+            self.rebuild();
+        }
     }
 }
 

@@ -136,6 +136,13 @@ impl Core {
             )
             .unwrap_or(i64::MAX),
         });
+        let drivers = DriverRegistry::default();
+        let registry = drivers.clone();
+        shards.set_resettle(Arc::new(move |shard| {
+            for driver in registry.all() {
+                driver.do_send(super::driver::Resettle { shard });
+            }
+        }));
         let core = Self(Arc::new(CoreInner {
             trips: TripStore::default(),
             trip_actors: TripRegistry::default(),
@@ -151,7 +158,7 @@ impl Core {
             notifications: OnceLock::new(),
             settings,
             shards,
-            drivers: DriverRegistry::default(),
+            drivers,
             directory: DriverDirectory::default(),
             vehicles: VehicleTypes::default(),
             default_vehicle,
@@ -379,6 +386,7 @@ impl Core {
     pub fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
+        self.shards.stopping();
         let arbiters = std::mem::take(
             &mut *self
                 .arbiters

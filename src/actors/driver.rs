@@ -132,6 +132,14 @@ pub enum OfferReply {
     Unreachable,
 }
 
+/// The cell actor of `shard` rebuilt its index: a driver placed there puts itself back.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resettle {
+    /// The rebuilt shard.
+    pub shard: CellIndex,
+}
+
 /// The driver just called a REST route: it counts as reachable for `matching.rest_reach_s`.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -303,16 +311,29 @@ impl DriverActor {
         self.session.is_some() || now - self.last_rest_ms <= self.rest_reach_ms
     }
 
-    /// Tells the matching trips within reach that the driver can take an offer.
+    /// Tells the matching trips within reach, nearest first and one at a time, that the driver
+    /// can take an offer, until one of them offers. (Telling them all at once would send every
+    /// waiting trip an offer to make, all but one refused: quadratic when many trips wait and
+    /// many drivers free up.)
     fn announce_free(&self) {
-        if let Some(position) = self.position {
-            for (_, trip) in self.core.board.in_reach(position.point, self.vehicle) {
-                trip.do_send(DriverFree {
-                    driver_id: self.driver_id,
-                    position: position.point,
-                });
-            }
+        let Some(position) = self.position else {
+            return;
+        };
+        let trips = self.core.board.in_reach(position.point, self.vehicle);
+        if trips.is_empty() {
+            return;
         }
+        let free = DriverFree {
+            driver_id: self.driver_id,
+            position: position.point,
+        };
+        actix_rt::spawn(async move {
+            for (_, trip) in trips {
+                if trip.send(free).await.unwrap_or(false) {
+                    break;
+                }
+            }
+        });
     }
 
     /// Why an offer of a trip whose actor is gone ended, from the trip's stored state.
@@ -687,6 +708,22 @@ impl Handler<Detach> for DriverActor {
         {
             self.session = None;
             self.review(ctx);
+        }
+    }
+}
+
+impl Handler<Resettle> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resettle, _: &mut Self::Context) {
+        if self
+            .placed
+            .as_ref()
+            .is_some_and(|(shard, _)| *shard == msg.shard)
+        {
+            // The entry is gone with the old index: place it again, nothing to remove.
+            self.placed = None;
+            self.place();
         }
     }
 }

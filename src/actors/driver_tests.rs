@@ -223,3 +223,37 @@ async fn an_unreachable_driver_is_not_offered_until_it_attaches_a_session() {
     assert!(frame.contains(&trip.trip_id.to_string()), "{frame}");
     core.shutdown();
 }
+
+#[actix::test]
+async fn a_cell_actor_that_panics_gets_its_drivers_back_and_answers_queries() {
+    let core = Core::start(Settings::default()).unwrap();
+    let mut drivers = Vec::new();
+    for i in 0..5 {
+        let driver = core.driver(Uuid::now_v7(), None).unwrap();
+        driver.send(SetStatus(DriverStatus::Online)).await.unwrap();
+        driver
+            .send(update(48.85 + f64::from(i) * 0.001, 2.35))
+            .await
+            .unwrap();
+        drivers.push(driver);
+    }
+    assert_eq!(core.nearby(query(48.85, 2.35)).await.unwrap().len(), 5);
+    let shard = core.shards.shards()[0].clone();
+    shard
+        .addr
+        .send(crate::actors::supervision::Crash)
+        .await
+        .unwrap();
+    assert!(shard.addr.connected(), "the same cell actor still answers");
+    // The rebuilt cell starts empty and its drivers place themselves again.
+    let mut found = 0;
+    for _ in 0..40 {
+        found = core.nearby(query(48.85, 2.35)).await.unwrap().len();
+        if found == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(found, 5, "every driver is back in the rebuilt shard");
+    core.shutdown();
+}

@@ -5,7 +5,8 @@
 //! ([`core`]), the trip use cases ([`use_cases`]: request, drive), start-up [`recovery`], the
 //! live-trip store ([`trip_store`]), the [`market`] (tariffs, surge, promotion uses), the shard
 //! map ([`shards`]), registries, driver profiles ([`directory`]), the matching [`board`], rider
-//! sockets ([`riders`]) and what clients are shown ([`protocol`]).
+//! sockets ([`riders`]), what clients are shown ([`protocol`]) and what keeps one failure from
+//! spreading ([`supervision`]).
 //!
 //! Data flows one way: session → driver actor → cell actor; queries go from the caller straight to
 //! the cell actors (one hop) and back; trips offer through driver actors, which arbitrate. Nothing
@@ -24,6 +25,7 @@ pub mod recovery;
 pub mod registry;
 pub mod riders;
 pub mod shards;
+pub mod supervision;
 pub mod trip;
 pub mod trip_store;
 pub mod use_cases;

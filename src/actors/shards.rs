@@ -17,7 +17,7 @@ use h3o::CellIndex;
 use metrics::{Gauge, Histogram, gauge, histogram};
 use rustc_hash::FxHashMap;
 
-use super::cell::{CellActor, CountAvailable, Heat, Nearby};
+use super::cell::{CellActor, CountAvailable, Heat, Nearby, Resettle};
 use crate::geo::{Grid, NearbyHit, NearbyQuery, UnitVec, cell_centre, metres_to_chord};
 use crate::metrics::{NEARBY_DURATION, SHARDS};
 
@@ -60,6 +60,10 @@ pub struct ShardMap {
     table: ArcSwap<ShardTable>,
     /// Serialises shard creation so two drivers entering a new shard start one actor, not two.
     births: Mutex<()>,
+    /// How a rebuilt cell actor gets its drivers back.
+    resettle: std::sync::OnceLock<Resettle>,
+    /// Set once the engine stops its arbiters: a silent cell actor is then expected.
+    stopping: std::sync::atomic::AtomicBool,
     latency: Histogram,
     shard_count: Gauge,
 }
@@ -75,9 +79,17 @@ impl ShardMap {
             ttl,
             table: ArcSwap::from_pointee(ShardTable::default()),
             births: Mutex::new(()),
+            resettle: std::sync::OnceLock::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             latency: histogram!(NEARBY_DURATION),
             shard_count: gauge!(SHARDS),
         }
+    }
+
+    /// Sets how a cell actor that rebuilt itself asks its drivers to place themselves again (once,
+    /// before the first shard is born).
+    pub fn set_resettle(&self, resettle: Resettle) {
+        let _ = self.resettle.set(resettle);
     }
 
     /// The grid shards are cut from.
@@ -92,21 +104,31 @@ impl ShardMap {
         self.table.load().shards.clone()
     }
 
-    /// The cell actor owning `shard`, started on first use.
+    /// The cell actor owning `shard`, started on first use (and started again if it died).
     pub fn shard(&self, shard: CellIndex) -> Addr<CellActor> {
         if let Some(&i) = self.table.load().by_cell.get(&shard) {
-            return self.table.load().shards[i].addr.clone();
+            let addr = &self.table.load().shards[i].addr;
+            if addr.connected() {
+                return addr.clone();
+            }
         }
         let _birth = self
             .births
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.table.load_full();
-        if let Some(&i) = current.by_cell.get(&shard) {
-            return current.shards[i].addr.clone();
-        }
+        let dead = match current.by_cell.get(&shard) {
+            Some(&i) if current.shards[i].addr.connected() => {
+                return current.shards[i].addr.clone();
+            }
+            Some(&i) => Some(i),
+            None => None,
+        };
         let (index_res, ttl) = (self.grid.index_res(), self.ttl);
-        let actor = move |_: &mut Context<CellActor>| CellActor::new(shard, index_res, ttl);
+        let resettle = self.resettle.get().cloned();
+        let actor = move |_: &mut Context<CellActor>| {
+            CellActor::new(shard, index_res, ttl).with_resettle(resettle)
+        };
         let addr = if self.arbiters.is_empty() {
             CellActor::create(actor)
         } else {
@@ -127,12 +149,46 @@ impl ShardMap {
                 .collect(),
         };
         let mut next = ShardTable::clone(&current);
+        if let Some(i) = dead {
+            // A cell actor that died is replaced; its drivers place themselves in the new one.
+            next.shards[i] = entry;
+            self.table.store(next.into());
+            tracing::error!(%shard, "cell actor was gone; started a new one");
+            if let Some(resettle) = self.resettle.get() {
+                resettle(shard);
+            }
+            return addr;
+        }
         next.by_cell.insert(shard, next.shards.len());
         next.shards.push(entry);
         self.shard_count.set(next.shards.len() as f64);
         self.table.store(next.into());
         tracing::debug!(%shard, "cell actor started");
         addr
+    }
+
+    /// The engine is stopping its cell actors: do not start them again.
+    pub fn stopping(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Starts again every cell actor that is gone (a query found one not answering).
+    pub fn revive(&self) {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let dead: Vec<CellIndex> = self
+            .table
+            .load()
+            .shards
+            .iter()
+            .filter(|s| !s.addr.connected())
+            .map(|s| s.cell)
+            .collect();
+        for cell in dead {
+            self.shard(cell);
+        }
     }
 
     /// The cell actors whose drivers may lie within `query`'s circle.
@@ -228,12 +284,12 @@ impl ShardMap {
         let message = Nearby { query, origin };
         let hits = match shards.as_slice() {
             [] => Vec::new(),
-            [only] => only.send(message).await?,
+            [only] => only.send(message).await.inspect_err(|_| self.revive())?,
             many => {
                 let answers = join_all(many.iter().map(|addr| addr.send(message))).await;
                 let mut all = Vec::with_capacity(query.limit * answers.len());
                 for answer in answers {
-                    all.extend(answer?);
+                    all.extend(answer.inspect_err(|_| self.revive())?);
                 }
                 merge(all, query.limit)
             }

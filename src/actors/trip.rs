@@ -30,6 +30,7 @@ use super::board::Posting;
 use super::core::Core;
 use super::driver::{DriverActor, Offer, OfferReply, TripNotice, Withdraw};
 use super::protocol::{self, DriverSummary, OfferEnd, OfferTerms};
+use super::supervision::guarded;
 use crate::clock::now_ms;
 use crate::dispatch::Position;
 use crate::dispatch::{
@@ -44,10 +45,13 @@ use crate::metrics::{
 /// Messages a trip actor may have queued. Its driver's positions arrive with `try_send`, at the
 /// driver's pace (one every few seconds), so this is slack for bursts, not a buffer for floods.
 const TRIP_MAILBOX: usize = 1_024;
+/// How soon a search asks again after a shard failed to answer.
+const QUERY_RETRY: Duration = Duration::from_millis(250);
 
-/// An available driver is near: offer it if the trip has room and has not tried it.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// An available driver is near: offer it if the trip has room and has not tried it. Answers
+/// whether an offer is on its way, so the driver asks the next trip only if not.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "bool")]
 pub struct DriverFree {
     /// The driver.
     pub driver_id: Uuid,
@@ -112,6 +116,9 @@ pub enum ActError {
         /// Seconds until the next attempt is taken.
         retry_after_s: u64,
     },
+    /// The trip failed while handling this and was rebuilt from its stored state; retry.
+    #[error("the trip could not handle this just now; retry")]
+    Failed,
 }
 
 /// An assigned driver acts on the trip.
@@ -418,13 +425,19 @@ impl TripActor {
         };
         self.filling = true;
         let core = self.core.clone();
-        async move { core.nearby(query).await.unwrap_or_default() }
+        async move { core.nearby(query).await }
             .into_actor(self)
-            .map(move |hits, actor, ctx| {
+            .map(move |answer, actor, ctx| {
                 actor.filling = false;
                 if actor.trip.status != TripStatus::Matching {
                     return;
                 }
+                let Ok(hits) = answer else {
+                    // A shard did not answer: that says nothing about who is near. Ask again
+                    // shortly rather than count it as nobody and widen or give up.
+                    ctx.run_later(QUERY_RETRY, |actor, ctx| actor.fill(ctx));
+                    return;
+                };
                 let mut offered = 0;
                 for hit in hits {
                     if actor.search.room(&actor.policy) == 0 {
@@ -607,40 +620,6 @@ impl Actor for TripActor {
     }
 }
 
-impl Handler<Halt> for TripActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-impl Handler<DriverFree> for TripActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: DriverFree, ctx: &mut Self::Context) {
-        self.search.freed(msg.driver_id);
-        if self.trip.status != TripStatus::Matching
-            || self.search.room(&self.policy) == 0
-            || !self.search.may_offer(msg.driver_id)
-        {
-            return;
-        }
-        if msg.position.distance_m(self.trip.origin) <= self.trip.radius_m {
-            self.offer(msg.driver_id, ctx);
-        }
-    }
-}
-
-impl Handler<Accepting> for TripActor {
-    type Result = MessageResult<Accepting>;
-
-    fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
-        let request_id = msg.request_id.clone();
-        MessageResult(self.for_request(request_id, |actor| actor.accepting(msg, ctx)))
-    }
-}
-
 impl TripActor {
     fn accepting(&mut self, msg: Accepting, ctx: &mut Context<Self>) -> Result<Trip, OfferEnd> {
         if self.trip.status != TripStatus::Matching || !self.search.is_open(msg.driver_id) {
@@ -671,62 +650,6 @@ impl TripActor {
         Ok(self.trip.clone())
     }
 }
-
-impl Handler<Declining> for TripActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Declining, ctx: &mut Self::Context) {
-        if self.search.closed(msg.driver_id) {
-            self.cancel_timer(msg.driver_id, ctx);
-            counter!(OFFERS, "outcome" => "declined").increment(1);
-            self.fill(ctx);
-        }
-    }
-}
-
-impl Handler<DriverMoved> for TripActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: DriverMoved, ctx: &mut Self::Context) {
-        if self.trip.driver_id != Some(msg.driver_id) {
-            return;
-        }
-        self.follow(msg.position);
-        let point = msg.position.point;
-        if self.trip.status == TripStatus::Accepted
-            && point.distance_m(self.trip.origin) <= self.core.settings.trip.arrival_radius_m
-        {
-            let _ = self.commit(
-                ctx,
-                &TripCommand::Arrive {
-                    driver_id: msg.driver_id,
-                    source: ArrivalSource::Geofence,
-                },
-                false,
-            );
-        }
-        let now = now_ms();
-        let interval =
-            i64::try_from(self.core.settings.trip.rider_location_interval_ms).unwrap_or(i64::MAX);
-        if self.trip.status.is_live() && now - self.last_rider_location_ms >= interval {
-            self.last_rider_location_ms = now;
-            self.core.riders.send(
-                self.trip.rider_id,
-                &protocol::driver_location(self.trip.trip_id, point, msg.position.heading),
-            );
-        }
-    }
-}
-
-impl Handler<DriverAct> for TripActor {
-    type Result = MessageResult<DriverAct>;
-
-    fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
-        let request_id = msg.request_id.clone();
-        MessageResult(self.for_request(request_id, |actor| actor.driver_act(msg, ctx)))
-    }
-}
-
 impl TripActor {
     fn driver_act(&mut self, msg: DriverAct, ctx: &mut Context<Self>) -> Result<Trip, ActError> {
         let driver_id = msg.driver_id;
@@ -825,20 +748,198 @@ impl TripActor {
     }
 }
 
-impl Handler<RiderCancel> for TripActor {
-    type Result = MessageResult<RiderCancel>;
+impl TripActor {
+    fn driver_free(&mut self, msg: DriverFree, ctx: &mut Context<Self>) -> bool {
+        self.search.freed(msg.driver_id);
+        if self.trip.status != TripStatus::Matching
+            || self.search.room(&self.policy) == 0
+            || !self.search.may_offer(msg.driver_id)
+        {
+            return false;
+        }
+        msg.position.distance_m(self.trip.origin) <= self.trip.radius_m
+            && self.offer(msg.driver_id, ctx)
+    }
 
-    fn handle(&mut self, msg: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
+    fn declining(&mut self, msg: Declining, ctx: &mut Context<Self>) {
+        if self.search.closed(msg.driver_id) {
+            self.cancel_timer(msg.driver_id, ctx);
+            counter!(OFFERS, "outcome" => "declined").increment(1);
+            self.fill(ctx);
+        }
+    }
+
+    fn driver_moved(&mut self, msg: DriverMoved, ctx: &mut Context<Self>) {
+        if self.trip.driver_id != Some(msg.driver_id) {
+            return;
+        }
+        self.follow(msg.position);
+        let point = msg.position.point;
+        if self.trip.status == TripStatus::Accepted
+            && point.distance_m(self.trip.origin) <= self.core.settings.trip.arrival_radius_m
+        {
+            let _ = self.commit(
+                ctx,
+                &TripCommand::Arrive {
+                    driver_id: msg.driver_id,
+                    source: ArrivalSource::Geofence,
+                },
+                false,
+            );
+        }
+        let now = now_ms();
+        let interval =
+            i64::try_from(self.core.settings.trip.rider_location_interval_ms).unwrap_or(i64::MAX);
+        if self.trip.status.is_live() && now - self.last_rider_location_ms >= interval {
+            self.last_rider_location_ms = now;
+            self.core.riders.send(
+                self.trip.rider_id,
+                &protocol::driver_location(self.trip.trip_id, point, msg.position.heading),
+            );
+        }
+    }
+
+    fn rider_cancel(
+        &mut self,
+        msg: RiderCancel,
+        ctx: &mut Context<Self>,
+    ) -> Result<Trip, ActError> {
         let free_cancel_ms = i64::try_from(
             Duration::from_secs_f64(self.core.settings.trip.free_cancel_s).as_millis(),
         )
         .unwrap_or(i64::MAX);
-        MessageResult(self.for_request(msg.request_id, |actor| {
+        self.for_request(msg.request_id, |actor| {
             actor
                 .commit(ctx, &TripCommand::RiderCancel { free_cancel_ms }, false)
                 .map(|()| actor.trip.clone())
                 .map_err(ActError::from)
+        })
+    }
+
+    /// A handler panicked: this actor's own state may be half-changed. Withdraw what it had
+    /// open, drop its timers and start again from the trip as last stored (the store's truth).
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
+        let stored = self
+            .core
+            .trips
+            .get(self.trip.trip_id)
+            .unwrap_or_else(|| self.trip.clone());
+        self.withdraw_all(OfferEnd::Expired, ctx);
+        if let Some(handle) = self.step_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        for (_, handle) in self.offer_timers.drain() {
+            ctx.cancel_future(handle);
+        }
+        let mut fresh = Self::new(self.core.clone(), stored, self.vehicle);
+        fresh.driver = self.driver.take();
+        fresh.trail = self.trail;
+        fresh.last_position = self.last_position;
+        fresh.pin_failures = self.pin_failures;
+        fresh.pin_locked_until_ms = self.pin_locked_until_ms;
+        fresh.first_offer_sent = true;
+        *self = fresh;
+        match self.trip.status {
+            TripStatus::Matching => {
+                self.post(ctx);
+                self.arm_step(ctx);
+                self.fill(ctx);
+            }
+            status if !status.is_live() => self.finish(ctx),
+            _ => {}
+        }
+    }
+}
+
+impl Handler<Halt> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<DriverFree> for TripActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: DriverFree, ctx: &mut Self::Context) -> bool {
+        guarded("trip", || self.driver_free(msg, ctx)).unwrap_or_else(|| {
+            self.rebuild(ctx);
+            false
+        })
+    }
+}
+
+impl Handler<Accepting> for TripActor {
+    type Result = MessageResult<Accepting>;
+
+    fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
+        let request_id = msg.request_id.clone();
+        let answer = guarded("trip", || {
+            self.for_request(request_id, |actor| actor.accepting(msg, ctx))
+        });
+        MessageResult(answer.unwrap_or_else(|| {
+            self.rebuild(ctx);
+            Err(OfferEnd::Expired)
         }))
+    }
+}
+
+impl Handler<Declining> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Declining, ctx: &mut Self::Context) {
+        if guarded("trip", || self.declining(msg, ctx)).is_none() {
+            self.rebuild(ctx);
+        }
+    }
+}
+
+impl Handler<DriverMoved> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DriverMoved, ctx: &mut Self::Context) {
+        if guarded("trip", || self.driver_moved(msg, ctx)).is_none() {
+            self.rebuild(ctx);
+        }
+    }
+}
+
+impl Handler<DriverAct> for TripActor {
+    type Result = MessageResult<DriverAct>;
+
+    fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
+        let request_id = msg.request_id.clone();
+        let answer = guarded("trip", || {
+            self.for_request(request_id, |actor| actor.driver_act(msg, ctx))
+        });
+        MessageResult(answer.unwrap_or_else(|| {
+            self.rebuild(ctx);
+            Err(ActError::Failed)
+        }))
+    }
+}
+
+impl Handler<RiderCancel> for TripActor {
+    type Result = MessageResult<RiderCancel>;
+
+    fn handle(&mut self, msg: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
+        let answer = guarded("trip", || self.rider_cancel(msg, ctx));
+        MessageResult(answer.unwrap_or_else(|| {
+            self.rebuild(ctx);
+            Err(ActError::Failed)
+        }))
+    }
+}
+
+#[cfg(test)]
+impl Handler<super::supervision::Crash> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::supervision::Crash, ctx: &mut Self::Context) {
+        if guarded("trip", || panic!("injected")).is_none() {
+            self.rebuild(ctx);
+        }
     }
 }
 

@@ -157,8 +157,9 @@ impl TripStore {
             .map(|s| (s.trip.trip_id, s.trip.rider_id))
             .collect();
         for (trip_id, rider_id) in &old {
-            self.trips
-                .remove_if(trip_id, |_, s| !s.trip.status.is_live() && s.trip.updated_ms <= horizon);
+            self.trips.remove_if(trip_id, |_, s| {
+                !s.trip.status.is_live() && s.trip.updated_ms <= horizon
+            });
             let emptied = self.by_rider.get_mut(rider_id).is_some_and(|mut ids| {
                 ids.remove(trip_id);
                 ids.is_empty()

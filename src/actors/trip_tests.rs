@@ -349,3 +349,64 @@ fn first_vehicle(core: &Core) -> VehicleId {
         .intern(&core.default_vehicle)
         .expect("the default vehicle type")
 }
+
+#[actix::test]
+async fn a_trip_actor_that_panics_is_rebuilt_and_its_trip_goes_on() {
+    let core = Core::start(Settings::default()).unwrap();
+    let pickup = point(48.8566, 2.3522);
+    let (driver_id, addr, mut rx) = driver(&core, point(48.8570, 2.3530)).await;
+    let trip = request(&core, pickup).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(offers(&mut rx), 1);
+    let actor = core.trip_actors.get(trip.trip_id).unwrap();
+
+    // A panic while matching: the actor lives on at the same address and offers again.
+    actor.send(super::super::supervision::Crash).await.unwrap();
+    assert!(actor.connected(), "the same address still answers");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = frames(&mut rx);
+    assert!(
+        sent.iter().any(|f| f["type"] == "offer"),
+        "the rebuilt search offers the driver again: {sent:?}"
+    );
+    let answer = addr
+        .send(Respond {
+            trip_id: trip.trip_id,
+            accept: true,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(answer, Ok(Answer::Assigned(_))), "{answer:?}");
+
+    // A panic while assigned: the driver keeps its trip and can finish it.
+    actor.send(super::super::supervision::Crash).await.unwrap();
+    for action in [
+        DriverAction::Arrive,
+        DriverAction::Start(trip.pin.clone()),
+        DriverAction::Complete,
+    ] {
+        actor
+            .send(DriverAct {
+                driver_id,
+                action,
+                via_socket: true,
+                request_id: None,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        core.trips.get(trip.trip_id).unwrap().status,
+        TripStatus::TripCompleted
+    );
+    let state = addr.send(GetSnapshot).await.unwrap();
+    assert_eq!(
+        state.current_trip, None,
+        "the driver is free after its trip"
+    );
+    assert!(state.available);
+    core.shutdown();
+}

@@ -182,6 +182,7 @@ impl From<ActError> for ApiError {
                 retry_after_s,
             ),
             ActError::Trip(t) => t.into(),
+            ActError::Failed => Self::unavailable("trip_unavailable", e.to_string()),
         }
     }
 }

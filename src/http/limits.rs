@@ -43,7 +43,10 @@ impl Lockout {
 
     /// Records a failure; returns the lock's length in seconds if this one locked the account.
     pub fn failed(&self, account: &str, now_ms: i64) -> Option<u64> {
-        let mut entry = self.accounts.entry(account.to_owned()).or_insert((0, 0, now_ms));
+        let mut entry = self
+            .accounts
+            .entry(account.to_owned())
+            .or_insert((0, 0, now_ms));
         if entry.1 <= now_ms && entry.1 != 0 {
             // The previous lock ran out: count afresh.
             *entry = (0, 0, now_ms);
@@ -232,7 +235,11 @@ mod tests {
         assert_eq!(l.len(), 2, "a failure within a lock's length is remembered");
         l.prune(60_000);
         assert_eq!(l.len(), 1, "a quiet account is forgotten");
-        assert_eq!(l.locked("locked", 60_000), Some(1), "the lock stays in force");
+        assert_eq!(
+            l.locked("locked", 60_000),
+            Some(1),
+            "the lock stays in force"
+        );
         l.prune(61_002);
         assert!(l.is_empty(), "and goes once it ran out");
     }

@@ -384,12 +384,17 @@ async fn finished_trips_leave_memory_after_the_retention_and_are_read_back_from_
         app.core.trips.riders_len()
     );
     // Still there for whoever asks: the store answers.
-    let again = app.get(&format!("/api/trips/{}", ids[3]), Some(&rider)).await;
+    let again = app
+        .get(&format!("/api/trips/{}", ids[3]), Some(&rider))
+        .await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["status"], "CANCELLED");
     let history = app
         .get(
-            &format!("/api/riders/{}/trips?limit=100", again.body["rider_id"].as_str().unwrap()),
+            &format!(
+                "/api/riders/{}/trips?limit=100",
+                again.body["rider_id"].as_str().unwrap()
+            ),
             Some(&rider),
         )
         .await;
@@ -407,6 +412,10 @@ async fn finished_trips_leave_memory_after_the_retention_and_are_read_back_from_
         )
         .await;
     assert_eq!(replay.status, 201, "{}", replay.body);
-    assert_eq!(replay.body["trip_id"], ids[5].as_str(), "the key is still honoured");
+    assert_eq!(
+        replay.body["trip_id"],
+        ids[5].as_str(),
+        "the key is still honoured"
+    );
     app.handle.stop().await;
 }
