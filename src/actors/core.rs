@@ -256,16 +256,17 @@ impl Core {
     /// Records a trip's new events: in memory at once, in the durable store behind, and tells the
     /// notification actor.
     pub fn save_trip(&self, trip: &Trip, records: Vec<EventRecord>) {
-        self.save_trip_from(trip, records, None);
+        let _ = self.save_trip_from(trip, records, None);
     }
 
-    /// As [`Core::save_trip`], for events caused by the HTTP request `request_id`.
+    /// As [`Core::save_trip`], for events caused by the HTTP request `request_id`; the receiver
+    /// fires once these events (and so every earlier one) are committed.
     pub fn save_trip_from(
         &self,
         trip: &Trip,
         records: Vec<EventRecord>,
         request_id: Option<Arc<str>>,
-    ) {
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         self.trips.append(trip, &records);
         if let Some(notifications) = self.notifications.get() {
             for record in &records {
@@ -279,17 +280,17 @@ impl Core {
                 });
             }
         }
-        if let Some(p) = self.persistence()
-            && p.write(Write::Trip(Box::new(TripWrite {
-                trip: trip.clone(),
-                records,
-                idempotency: None,
-                request_id,
-            })))
-            .is_err()
-        {
+        let p = self.persistence()?;
+        let queued = p.write_durable(Write::Trip(Box::new(TripWrite {
+            trip: trip.clone(),
+            records,
+            idempotency: None,
+            request_id,
+        })));
+        if queued.is_err() {
             tracing::error!(trip_id = %trip.trip_id, "trip events not queued: the writer has stopped");
         }
+        queued.ok()
     }
 
     /// A trip: from memory, or read back from the durable store (and then kept in memory).

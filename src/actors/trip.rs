@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use metrics::{counter, gauge, histogram};
 use rustc_hash::FxHashMap;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::board::Posting;
@@ -180,6 +181,11 @@ pub struct TripActor {
     first_offer_sent: bool,
     /// The HTTP request whose message is being handled, for the events it causes.
     request_id: Option<Arc<str>>,
+    /// Fires once the latest committed events are in the store: an answer that tells a driver
+    /// or rider what happened waits for it (up to `database.ack_timeout_s`).
+    durable: Option<oneshot::Receiver<()>>,
+    /// `database.ack_timeout_s`.
+    ack_timeout: Duration,
 }
 
 impl TripActor {
@@ -193,6 +199,7 @@ impl TripActor {
             fare_estimate: trip.quote.estimate.total,
             vehicle_type: trip.vehicle_type.clone(),
         });
+        let core_ack_timeout_s = core.settings.database.ack_timeout_s;
         let mut search = Search::at_step(trip.step, now_ms());
         for &driver in &trip.excluded {
             search.exclude(driver);
@@ -218,6 +225,8 @@ impl TripActor {
             requested_at: Instant::now(),
             first_offer_sent: false,
             request_id: None,
+            durable: None,
+            ack_timeout: Duration::from_secs_f64(core_ack_timeout_s),
         }
     }
 
@@ -255,7 +264,8 @@ impl TripActor {
                 changes.push((before, self.trip.status, record.event.clone()));
             }
         }
-        self.core
+        self.durable = self
+            .core
             .save_trip_from(&self.trip, records, self.request_id.clone());
         for (before, after, event) in changes {
             self.announce(before, after, &event, quiet_driver);
@@ -816,6 +826,19 @@ impl TripActor {
         })
     }
 
+    /// `answer`, given once what it reports is in the store (up to `database.ack_timeout_s`:
+    /// during a database outage dispatch goes on and the events follow when it returns).
+    fn when_durable<T: Send + 'static>(&mut self, answer: T) -> ResponseFuture<T> {
+        let durable = self.durable.take();
+        let limit = self.ack_timeout;
+        Box::pin(async move {
+            if let Some(committed) = durable {
+                let _ = tokio::time::timeout(limit, committed).await;
+            }
+            answer
+        })
+    }
+
     /// A handler panicked: this actor's own state may be half-changed. Withdraw what it had
     /// open, drop its timers and start again from the trip as last stored (the store's truth).
     fn rebuild(&mut self, ctx: &mut Context<Self>) {
@@ -871,17 +894,18 @@ impl Handler<DriverFree> for TripActor {
 }
 
 impl Handler<Accepting> for TripActor {
-    type Result = MessageResult<Accepting>;
+    type Result = ResponseFuture<Result<Trip, OfferEnd>>;
 
     fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
         let request_id = msg.request_id.clone();
         let answer = guarded("trip", || {
             self.for_request(request_id, |actor| actor.accepting(msg, ctx))
         });
-        MessageResult(answer.unwrap_or_else(|| {
+        let answer = answer.unwrap_or_else(|| {
             self.rebuild(ctx);
             Err(OfferEnd::Expired)
-        }))
+        });
+        self.when_durable(answer)
     }
 }
 
@@ -906,29 +930,31 @@ impl Handler<DriverMoved> for TripActor {
 }
 
 impl Handler<DriverAct> for TripActor {
-    type Result = MessageResult<DriverAct>;
+    type Result = ResponseFuture<Result<Trip, ActError>>;
 
     fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
         let request_id = msg.request_id.clone();
         let answer = guarded("trip", || {
             self.for_request(request_id, |actor| actor.driver_act(msg, ctx))
         });
-        MessageResult(answer.unwrap_or_else(|| {
+        let answer = answer.unwrap_or_else(|| {
             self.rebuild(ctx);
             Err(ActError::Failed)
-        }))
+        });
+        self.when_durable(answer)
     }
 }
 
 impl Handler<RiderCancel> for TripActor {
-    type Result = MessageResult<RiderCancel>;
+    type Result = ResponseFuture<Result<Trip, ActError>>;
 
     fn handle(&mut self, msg: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
         let answer = guarded("trip", || self.rider_cancel(msg, ctx));
-        MessageResult(answer.unwrap_or_else(|| {
+        let answer = answer.unwrap_or_else(|| {
             self.rebuild(ctx);
             Err(ActError::Failed)
-        }))
+        });
+        self.when_durable(answer)
     }
 }
 

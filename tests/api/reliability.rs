@@ -419,3 +419,164 @@ async fn finished_trips_leave_memory_after_the_retention_and_are_read_back_from_
     );
     app.handle.stop().await;
 }
+
+/// A driver app that goes online at `at`, accepts every offer and never finishes a trip; it
+/// records the trips the engine told it it won, and stops when its socket closes.
+async fn eager_driver(
+    address: String,
+    token: String,
+    driver: Uuid,
+    at: (f64, f64),
+    won: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<Uuid, String>>>,
+) {
+    let client = awc::Client::default();
+    let Ok((_, framed)) = client
+        .ws(format!("{}/ws/driver", address.replace("http://", "ws://")))
+        .bearer_auth(&token)
+        .connect()
+        .await
+    else {
+        return;
+    };
+    let mut ws = crate::helpers::Socket::from(framed);
+    ws.send(json!({"type": "location", "lat": at.0, "lng": at.1}))
+        .await;
+    ws.send(json!({"type": "status", "status": "online"})).await;
+    while let Some(frame) = ws.gets_within_any(Duration::from_secs(30)).await {
+        match frame["type"].as_str() {
+            Some("offer") => {
+                ws.send(json!({"type": "accept", "trip_id": frame["trip_id"]}))
+                    .await;
+            }
+            Some("trip_assigned") => {
+                let trip = frame["trip"]["trip_id"].as_str().unwrap_or_default();
+                won.borrow_mut().insert(driver, trip.to_owned());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Checks, after a restart, what SPEC §6 and §8 promise: every acknowledged trip is there with
+/// an unbroken event log; every trip a driver was told it won is still that driver's; no driver
+/// holds two trips; every driver comes back either on the trip that names it or free.
+async fn check_after_restart(
+    engine: &EngineProcess,
+    acknowledged: &[String],
+    drivers: &[(Uuid, String)],
+    won: &std::collections::HashMap<Uuid, String>,
+    phase: &str,
+) {
+    let http = Http::new(&engine.address);
+    let operator = http.token(Role::Operator, Uuid::now_v7());
+    let mut held: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for id in acknowledged {
+        let trip = http.trip(&operator, id).await;
+        let events = http.events(&operator, id).await;
+        let seqs: Vec<i64> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_i64().unwrap())
+            .collect();
+        let expected: Vec<i64> = (1..=i64::try_from(seqs.len()).unwrap()).collect();
+        assert_eq!(seqs, expected, "{phase}: trip {id} has a gap in its log");
+        assert!(seqs.len() >= 2, "{phase}: trip {id} lost its first events");
+        if let Some(driver) = trip["driver_id"].as_str() {
+            let previous = held.insert(driver.to_owned(), id.clone());
+            assert!(
+                previous.is_none(),
+                "{phase}: driver {driver} holds {previous:?} and {id}"
+            );
+        }
+    }
+    for (driver, trip) in won {
+        let stored = http.trip(&operator, trip).await;
+        assert_eq!(
+            stored["driver_id"],
+            driver.to_string(),
+            "{phase}: driver {driver} was told it won {trip}: {stored}"
+        );
+        assert!(
+            ["ACCEPTED", "DRIVER_ARRIVING", "TRIP_STARTED"]
+                .contains(&stored["status"].as_str().unwrap()),
+            "{phase}: {stored}"
+        );
+    }
+    for (driver, token) in drivers {
+        let (_, me) = http
+            .call("GET", &format!("/api/drivers/{driver}"), token, None)
+            .await;
+        match held.get(&driver.to_string()) {
+            Some(trip) => assert_eq!(me["current_trip"], trip.as_str(), "{phase}: {me}"),
+            None => assert!(
+                me["current_trip"].is_null(),
+                "{phase}: a busy driver with no trip: {me}"
+            ),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn under_load_sigterm_then_kill_9_then_restart_lose_nothing_acknowledged() {
+    let dir = scratch_dir("fault-load");
+    let env = [
+        ("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string()),
+        (
+            "HEXDISPATCH__LIMITS__TRIPS_PER_RIDER_PER_MINUTE",
+            "10000".to_string(),
+        ),
+    ];
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut drivers: Vec<(Uuid, String)> = Vec::new();
+    let won = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashMap::new()));
+    for phase in ["sigterm", "kill -9"] {
+        let engine = EngineProcess::start(&dir, &env).await;
+        let http = Http::new(&engine.address);
+        let rider = http.token(Role::Rider, Uuid::now_v7());
+        // Fifteen drivers around the centre, streaming and accepting.
+        for i in 0..15 {
+            let driver = Uuid::now_v7();
+            let token = http.token(Role::Driver, driver);
+            let at = (
+                48.85 + f64::from(i % 5) * 0.002,
+                2.35 + f64::from(i / 5) * 0.002,
+            );
+            actix_rt::spawn(eager_driver(
+                engine.address.clone(),
+                token.clone(),
+                driver,
+                at,
+                won.clone(),
+            ));
+            drivers.push((driver, token));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Riders request while drivers accept; the engine is stopped in the middle of it.
+        for i in 0..30 {
+            let (status, body) = http
+                .request_trip(&rider, 48.851 + f64::from(i % 7) * 0.001, 2.351)
+                .await;
+            if status == 201 {
+                acknowledged.push(body["trip_id"].as_str().unwrap().to_owned());
+            }
+            if i == 20 {
+                if phase == "sigterm" {
+                    let stopped = engine.terminate(Duration::from_secs(30)).await;
+                    assert!(stopped, "the engine drains and exits on SIGTERM");
+                } else {
+                    engine.kill();
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let engine = EngineProcess::start(&dir, &env).await;
+        let snapshot = won.borrow().clone();
+        assert!(!snapshot.is_empty(), "{phase}: some drivers won trips");
+        check_after_restart(&engine, &acknowledged, &drivers, &snapshot, phase).await;
+        engine.kill();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
