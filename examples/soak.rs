@@ -105,8 +105,7 @@ fn main() {
                 .request_trip(
                     rider,
                     TripRequest {
-                        origin: LatLng::new(centre.0 + 0.0005, centre.1 + 0.0005)
-                            .expect("valid"),
+                        origin: LatLng::new(centre.0 + 0.0005, centre.1 + 0.0005).expect("valid"),
                         destination: LatLng::new(here.0 + 0.01, here.1 + 0.01).expect("valid"),
                         vehicle_type: None,
                         promo_code: None,
@@ -123,7 +122,10 @@ fn main() {
             for _ in 0..50 {
                 for (id, addr) in &pool {
                     if let Ok(snapshot) = addr.send(hexdispatch::actors::driver::GetSnapshot).await
-                        && snapshot.offer.as_ref().is_some_and(|o| o.trip_id == trip.trip_id)
+                        && snapshot
+                            .offer
+                            .as_ref()
+                            .is_some_and(|o| o.trip_id == trip.trip_id)
                         && let Ok(Ok(_)) = addr
                             .send(Respond {
                                 trip_id: trip.trip_id,

@@ -87,6 +87,8 @@ pub struct CoreInner {
     pub default_vehicle: VehicleType,
     /// When the engine started.
     pub started: Instant,
+    /// Drivers online now (whether or not their socket is open).
+    online: std::sync::atomic::AtomicI64,
     ready: AtomicBool,
     shutdown: watch::Sender<bool>,
     arbiters: Mutex<Vec<Arbiter>>,
@@ -163,6 +165,7 @@ impl Core {
             vehicles: VehicleTypes::default(),
             default_vehicle,
             started: Instant::now(),
+            online: std::sync::atomic::AtomicI64::new(0),
             ready: AtomicBool::new(false),
             shutdown,
             arbiters: Mutex::new(arbiters),
@@ -368,6 +371,18 @@ impl Core {
     pub fn prune_history(&self, now_ms: i64) -> usize {
         let retention_ms = (self.settings.trip.retention_s * 1_000.0) as i64;
         self.trips.prune(now_ms, retention_ms)
+    }
+
+    /// A driver went online (`+1`) or offline (`-1`).
+    pub fn online_changed(&self, by: i64) {
+        self.online.fetch_add(by, Ordering::AcqRel);
+        metrics::gauge!(crate::metrics::DRIVERS_ONLINE).increment(by as f64);
+    }
+
+    /// Drivers online now.
+    #[must_use]
+    pub fn drivers_online(&self) -> u64 {
+        u64::try_from(self.online.load(Ordering::Acquire)).unwrap_or(0)
     }
 
     /// Tells sessions and background tasks that the engine is stopping.

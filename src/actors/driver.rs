@@ -41,7 +41,7 @@ use crate::dispatch::Position;
 use crate::dispatch::{DriverStatus, VehicleType};
 use crate::dispatch::{Trip, TripStatus};
 use crate::geo::{IndexedDriver, LatLng, VehicleId};
-use crate::metrics::{DRIVER_ACTORS, DRIVERS_ONLINE, LOCATION_UPDATES_DROPPED};
+use crate::metrics::{DRIVER_ACTORS, LOCATION_UPDATES_DROPPED};
 
 /// Offers the driver lost or declined, remembered so a late accept is told why it lost.
 const RECENT_OFFERS: usize = 8;
@@ -309,6 +309,36 @@ impl DriverActor {
     /// Whether an offer can reach the driver now: an open session, or a recent REST call.
     fn is_reachable(&self, now: i64) -> bool {
         self.session.is_some() || now - self.last_rest_ms <= self.rest_reach_ms
+    }
+
+    /// Publishes `driver.online` / `driver.offline` through the outbox (SPEC §8).
+    fn publish_status(&self, status: DriverStatus, reason: &str) {
+        let Some(persistence) = self.core.persistence() else {
+            return;
+        };
+        let at_ms = now_ms();
+        let mut payload = serde_json::json!({
+            "driver_id": self.driver_id,
+            "status": status.as_str(),
+            "vehicle_type": self.vehicle_type.as_str(),
+            "reason": reason,
+            "at_ms": at_ms,
+        });
+        if let Some(p) = self.position {
+            payload["position"] = serde_json::json!({"lat": p.point.lat(), "lng": p.point.lng()});
+        }
+        let row = crate::persistence::OutboxRow {
+            message_id: format!("driver:{}:{}", self.driver_id, Uuid::now_v7()),
+            routing_key: format!("driver.{}", status.as_str()),
+            payload: payload.to_string(),
+            created_ms: at_ms,
+        };
+        if persistence
+            .write(crate::persistence::Write::Message(row))
+            .is_err()
+        {
+            tracing::warn!(driver_id = %self.driver_id, "driver event not queued: the writer has stopped");
+        }
     }
 
     /// Tells the matching trips within reach, nearest first and one at a time, that the driver
@@ -583,7 +613,9 @@ impl Actor for DriverActor {
             let _ = p.write(crate::persistence::Write::Driver(row));
         }
         if self.status == DriverStatus::Online {
-            gauge!(DRIVERS_ONLINE).decrement(1.0);
+            self.core.online_changed(-1);
+            // Its position went stale with no session: it is offline from now on.
+            self.publish_status(DriverStatus::Offline, "stale");
         }
         self.core.drivers.remove(self.driver_id, &ctx.address());
         self.core.directory.save(DriverProfile {
@@ -653,7 +685,7 @@ impl Handler<SetStatus> for DriverActor {
             self.status = status;
             match status {
                 DriverStatus::Online => {
-                    gauge!(DRIVERS_ONLINE).increment(1.0);
+                    self.core.online_changed(1);
                     if self.is_fresh(now_ms()) {
                         self.place();
                         self.listed_available = false;
@@ -661,13 +693,14 @@ impl Handler<SetStatus> for DriverActor {
                     }
                 }
                 DriverStatus::Offline => {
-                    gauge!(DRIVERS_ONLINE).decrement(1.0);
+                    self.core.online_changed(-1);
                     self.drop_offer();
                     self.unplace();
                     self.listed_available = false;
                 }
             }
             self.snapshot_state(true);
+            self.publish_status(status, "requested");
             tracing::info!(driver_id = %self.driver_id, status = status.as_str(), "driver status changed");
             self.review(ctx);
         }
@@ -756,7 +789,7 @@ impl Handler<Restore> for DriverActor {
         self.position = Some(position);
         if self.status != DriverStatus::Online {
             self.status = DriverStatus::Online;
-            gauge!(DRIVERS_ONLINE).increment(1.0);
+            self.core.online_changed(1);
         }
         self.place();
         self.listed_available = false;

@@ -416,6 +416,43 @@ pub fn with_ref(mut frame: serde_json::Value, reference: Option<&RawValue>) -> S
     frame.to_string()
 }
 
+/// What `/ws/ops` counts (`stats`).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpsStats {
+    /// Drivers online now, with or without an open socket.
+    pub drivers_online: u64,
+    /// Driver actors running (online, connected, or lingering after a session).
+    pub driver_actors: usize,
+    /// Trips not finished.
+    pub trips_live: usize,
+    /// Trips in memory by status: the live ones and those finished within `trip.retention_s`.
+    pub trips_by_status: BTreeMap<String, u64>,
+    /// Riders with an open socket.
+    pub riders_connected: usize,
+    /// When counted, epoch ms.
+    pub ts_ms: i64,
+}
+
+/// `stats` for `/ws/ops`.
+#[must_use]
+pub fn ops_stats(stats: &OpsStats) -> Value {
+    let mut frame = json!(stats);
+    frame["type"] = json!("stats");
+    frame
+}
+
+/// `heatmap` for `/ws/ops`.
+#[must_use]
+pub fn heatmap(res: u8, cells: &impl Serialize, ts_ms: i64) -> Value {
+    json!({"type": "heatmap", "res": res, "cells": cells, "ts_ms": ts_ms})
+}
+
+/// The rider socket's first frame: its live trips.
+#[must_use]
+pub fn rider_session(rider_id: Uuid, trips: &[TripView]) -> String {
+    json!({"type": "session", "rider_id": rider_id, "trips": trips}).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

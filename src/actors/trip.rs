@@ -35,8 +35,8 @@ use super::supervision::guarded;
 use crate::clock::now_ms;
 use crate::dispatch::Position;
 use crate::dispatch::{
-    ArrivalSource, MatchingPolicy, Search, Trail, Trip, TripCommand, TripError, TripEvent,
-    TripStatus, decide, price, to_u64,
+    ArrivalSource, MatchingPolicy, OfferOutcome, Search, Trail, Trip, TripCommand, TripError,
+    TripEvent, TripStatus, decide, price, to_u64,
 };
 use crate::geo::{NearbyQuery, VehicleId};
 use crate::metrics::{
@@ -276,6 +276,18 @@ impl TripActor {
         Ok(())
     }
 
+    /// Writes a note to the trip's log (an offer made or ended): stored behind, like every later
+    /// event, so matching never waits for it.
+    fn note(&mut self, event: TripEvent) {
+        let records = self.trip.records(vec![event], now_ms());
+        for record in &records {
+            self.trip.apply(record);
+        }
+        let _ = self
+            .core
+            .save_trip_from(&self.trip, records, self.request_id.clone());
+    }
+
     /// Tells the rider (and the driver, unless it caused the change over its socket) about a
     /// status change, and counts it.
     fn announce(
@@ -377,6 +389,15 @@ impl TripActor {
 
     fn withdraw(&mut self, driver_id: Uuid, reason: OfferEnd, ctx: &mut Context<Self>) {
         self.cancel_timer(driver_id, ctx);
+        self.note(TripEvent::OfferEnded {
+            driver_id,
+            outcome: match reason {
+                OfferEnd::Taken => OfferOutcome::Taken,
+                OfferEnd::RiderCancelled => OfferOutcome::RiderCancelled,
+                OfferEnd::Expired => OfferOutcome::Expired,
+                OfferEnd::Declined => OfferOutcome::Declined,
+            },
+        });
         counter!(OFFERS, "outcome" => reason.as_str()).increment(1);
         if let Some(addr) = self.core.drivers.get(driver_id) {
             addr.do_send(Withdraw {
@@ -454,7 +475,7 @@ impl TripActor {
                         break;
                     }
                     let id = hit.driver.driver_id;
-                    if actor.search.may_offer(id) && actor.offer(id, ctx) {
+                    if actor.search.may_offer(id) && actor.offer(id, hit.distance_m, ctx) {
                         offered += 1;
                     }
                 }
@@ -468,7 +489,7 @@ impl TripActor {
     }
 
     /// Sends one offer; false if the driver has no actor.
-    fn offer(&mut self, driver_id: Uuid, ctx: &mut Context<Self>) -> bool {
+    fn offer(&mut self, driver_id: Uuid, distance_m: f64, ctx: &mut Context<Self>) -> bool {
         let Some(addr) = self.core.drivers.get(driver_id) else {
             return false;
         };
@@ -485,6 +506,11 @@ impl TripActor {
             Ok(OfferReply::Delivered) => {
                 if actor.search.delivered(driver_id, expires_ms) {
                     counter!(OFFERS, "outcome" => "sent").increment(1);
+                    actor.note(TripEvent::OfferSent {
+                        driver_id,
+                        distance_m: to_u64(distance_m.round()),
+                        expires_ms,
+                    });
                     if !std::mem::replace(&mut actor.first_offer_sent, true) {
                         histogram!(TRIP_TIME_TO_FIRST_OFFER)
                             .record(actor.requested_at.elapsed().as_secs_f64());
@@ -498,12 +524,13 @@ impl TripActor {
             Ok(reply @ (OfferReply::Busy | OfferReply::Unreachable)) => {
                 if actor.search.is_open(driver_id) {
                     actor.search.refused(driver_id);
-                    let outcome = if reply == OfferReply::Busy {
-                        "busy"
+                    let (label, outcome) = if reply == OfferReply::Busy {
+                        ("busy", OfferOutcome::Busy)
                     } else {
-                        "unreachable"
+                        ("unreachable", OfferOutcome::Unreachable)
                     };
-                    counter!(OFFERS, "outcome" => outcome).increment(1);
+                    counter!(OFFERS, "outcome" => label).increment(1);
+                    actor.note(TripEvent::OfferEnded { driver_id, outcome });
                 }
                 actor.fill(ctx);
             }
@@ -651,6 +678,10 @@ impl TripActor {
             return Err(OfferEnd::Expired);
         }
         counter!(OFFERS, "outcome" => "accepted").increment(1);
+        self.note(TripEvent::OfferEnded {
+            driver_id: msg.driver_id,
+            outcome: OfferOutcome::Accepted,
+        });
         histogram!(TRIP_TIME_TO_ACCEPT).record(self.requested_at.elapsed().as_secs_f64());
         self.withdraw_all(OfferEnd::Taken, ctx);
         if let Some(handle) = self.step_timer.take() {
@@ -768,13 +799,21 @@ impl TripActor {
             return false;
         }
         msg.position.distance_m(self.trip.origin) <= self.trip.radius_m
-            && self.offer(msg.driver_id, ctx)
+            && self.offer(
+                msg.driver_id,
+                msg.position.distance_m(self.trip.origin),
+                ctx,
+            )
     }
 
     fn declining(&mut self, msg: Declining, ctx: &mut Context<Self>) {
         if self.search.closed(msg.driver_id) {
             self.cancel_timer(msg.driver_id, ctx);
             counter!(OFFERS, "outcome" => "declined").increment(1);
+            self.note(TripEvent::OfferEnded {
+                driver_id: msg.driver_id,
+                outcome: OfferOutcome::Declined,
+            });
             self.fill(ctx);
         }
     }

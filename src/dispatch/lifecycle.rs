@@ -206,6 +206,25 @@ pub enum TripEvent {
     #[serde(rename = "trip.no_driver_found")]
     NoDriverFound {},
     /// The fare was charged.
+    /// An offer reached a driver. Changes nothing in the trip's state: the log answers who was
+    /// offered the trip and when.
+    #[serde(rename = "trip.offer_sent")]
+    OfferSent {
+        /// The driver offered.
+        driver_id: Uuid,
+        /// Its distance to the pickup, metres.
+        distance_m: u64,
+        /// When the offer runs out, epoch ms.
+        expires_ms: i64,
+    },
+    /// An offer ended (or could not be made), and how. Changes nothing in the trip's state.
+    #[serde(rename = "trip.offer_ended")]
+    OfferEnded {
+        /// The driver offered.
+        driver_id: Uuid,
+        /// How it ended.
+        outcome: OfferOutcome,
+    },
     #[serde(rename = "payment.captured")]
     PaymentProcessed {
         /// What was charged.
@@ -234,10 +253,32 @@ impl TripEvent {
             Self::DriverCancelled { .. } => "trip.driver_cancelled",
             Self::RiderCancelled { .. } => "trip.cancelled",
             Self::NoDriverFound {} => "trip.no_driver_found",
+            Self::OfferSent { .. } => "trip.offer_sent",
+            Self::OfferEnded { .. } => "trip.offer_ended",
             Self::PaymentProcessed { .. } => "payment.captured",
             Self::PaymentFailed { .. } => "payment.failed",
         }
     }
+}
+
+/// How an offer ended (`trip.offer_ended`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfferOutcome {
+    /// The driver won the trip.
+    Accepted,
+    /// The driver turned it down.
+    Declined,
+    /// Its time ran out (or the search ended).
+    Expired,
+    /// Another driver won.
+    Taken,
+    /// The rider cancelled.
+    RiderCancelled,
+    /// The driver held another offer or a trip, or was offline, when it arrived.
+    Busy,
+    /// The driver had no open session and no recent REST call.
+    Unreachable,
 }
 
 /// An event as stored: its place in the trip's log and when it happened.
@@ -554,6 +595,14 @@ impl Trip {
     /// Folds one event into the state. Never refuses: events are facts.
     pub fn apply(&mut self, record: &EventRecord) {
         let at = record.at_ms;
+        if matches!(
+            record.event,
+            TripEvent::OfferSent { .. } | TripEvent::OfferEnded { .. }
+        ) {
+            // A note in the log, not a change of state.
+            self.version = record.seq;
+            return;
+        }
         let status = match &record.event {
             TripEvent::Requested { .. } => TripStatus::Requested,
             TripEvent::MatchingStarted { radius_m } => {
@@ -596,6 +645,7 @@ impl Trip {
             TripEvent::NoDriverFound {} => TripStatus::NoDriverFound,
             TripEvent::PaymentProcessed { .. } => TripStatus::PaymentProcessed,
             TripEvent::PaymentFailed { .. } => TripStatus::PaymentFailed,
+            TripEvent::OfferSent { .. } | TripEvent::OfferEnded { .. } => self.status,
         };
         self.status = status;
         self.status_times.insert(status, at);

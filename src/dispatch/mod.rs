@@ -16,8 +16,8 @@ mod vehicle;
 
 pub use driver_state::{DriverStatus, Position};
 pub use lifecycle::{
-    ArrivalSource, EventRecord, NewTrip, Quote, ReplayError, Trip, TripCommand, TripError,
-    TripEvent, TripStatus, decide, pin_from,
+    ArrivalSource, EventRecord, NewTrip, OfferOutcome, Quote, ReplayError, Trip, TripCommand,
+    TripError, TripEvent, TripStatus, decide, pin_from,
 };
 pub use matching::{MatchingMode, MatchingPolicy, Search};
 pub use money::{Currency, InvalidCurrency, Money, div_round_half_up};

@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::input::{FieldError, Query};
 use super::ws::{Opened, close, open};
 use crate::actors::Core;
+use crate::actors::protocol;
 use crate::clock::now_ms;
 use crate::dispatch::Role;
 use crate::http::AppState;
@@ -170,13 +171,13 @@ fn stats(core: &Core) -> serde_json::Value {
         .into_iter()
         .map(|(s, n)| (s.as_str().to_owned(), n))
         .collect();
-    json!({
-        "type": "stats",
-        "drivers_connected": core.drivers.len(),
-        "trips_live": core.trip_actors.len(),
-        "trips_by_status": by_status,
-        "riders_connected": core.riders.len(),
-        "ts_ms": now_ms(),
+    protocol::ops_stats(&protocol::OpsStats {
+        drivers_online: core.drivers_online(),
+        driver_actors: core.drivers.len(),
+        trips_live: core.trip_actors.len(),
+        trips_by_status: by_status,
+        riders_connected: core.riders.len(),
+        ts_ms: now_ms(),
     })
 }
 
@@ -210,7 +211,7 @@ pub async fn ops_socket(
                         let Ok(cells) = heatmap(&core, res, Metric::Supply).await else {
                             break Some((CloseCode::Away, "engine stopping".to_owned()));
                         };
-                        let frame = json!({"type": "heatmap", "res": u8::from(res), "cells": cells, "ts_ms": now_ms()});
+                        let frame = protocol::heatmap(u8::from(res), &cells, now_ms());
                         if session.text(frame.to_string()).await.is_err()
                             || session.text(stats(&core).to_string()).await.is_err()
                         {

@@ -147,8 +147,38 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// A `sqlite:` URL that creates its file (and the file's folder) when missing, as the default
+/// path does: `mode=rwc` is added unless the URL names a mode; in-memory URLs are left alone.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path.is_empty() || path.starts_with(":memory:") || query.contains("mode=memory") {
+        return Ok(url.to_owned());
+    }
+    if let Some(folder) = Path::new(path)
+        .parent()
+        .filter(|f| !f.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(folder).map_err(|source| StoreError::Folder {
+            path: folder.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(if query.split('&').any(|p| p.starts_with("mode=")) {
+        url.to_owned()
+    } else if query.is_empty() {
+        format!("{url}?mode=rwc")
+    } else {
+        format!("{url}&mode=rwc")
+    })
+}
+
 impl Store {
-    /// Connects to `url`, or to the SQLite file [`DEFAULT_SQLITE_PATH`] when it is `None`.
+    /// Connects to `url`, or to the SQLite file [`DEFAULT_SQLITE_PATH`] when it is `None`. A SQLite
+    /// file that does not exist yet is created, with its folder.
     ///
     /// # Errors
     ///
@@ -156,6 +186,7 @@ impl Store {
     pub async fn connect(url: Option<&str>) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let url = match url {
+            Some(url) if url.starts_with("sqlite:") => sqlite_url(url)?,
             Some(url) => url.to_owned(),
             None => {
                 let folder = Path::new(DEFAULT_SQLITE_PATH)
@@ -690,5 +721,36 @@ mod tests {
     fn placeholders_number_rows_and_columns() {
         assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(placeholders(1, 1), "($1)");
+    }
+
+    #[test]
+    fn sqlite_urls_create_their_file_unless_they_name_a_mode() {
+        assert_eq!(
+            sqlite_url("sqlite::memory:").unwrap(),
+            "sqlite::memory:",
+            "in memory: untouched"
+        );
+        assert_eq!(
+            sqlite_url("sqlite://x.db?mode=ro").unwrap(),
+            "sqlite://x.db?mode=ro",
+            "a named mode is kept"
+        );
+        assert_eq!(
+            sqlite_url("sqlite://x.db?cache=shared").unwrap(),
+            "sqlite://x.db?cache=shared&mode=rwc"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_sqlite_url_to_a_new_file_in_a_new_folder_opens_and_migrates() {
+        let dir = std::env::temp_dir().join(format!("hexdispatch-url-{}", Uuid::now_v7()));
+        let file = dir.join("some/nested/file.db");
+        let store = Store::connect(Some(&format!("sqlite://{}", file.display())))
+            .await
+            .expect("the file is created, not refused");
+        store.migrate().await.unwrap();
+        assert!(file.exists(), "{} was created", file.display());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

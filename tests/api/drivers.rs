@@ -316,3 +316,45 @@ async fn a_token_with_a_malformed_vehicle_type_is_refused_clearly() {
             .contains("vehicle_type")
     );
 }
+
+#[actix_rt::test]
+async fn status_changes_are_published_as_driver_events() {
+    let app = spawn_app().await;
+    let mut bus = app.core.bus.subscribe();
+    let driver = Uuid::now_v7();
+    let token = app.driver_token(driver, "economy");
+    let at = serde_json::json!({"lat": 48.85, "lng": 2.35}).to_string();
+    let r = app
+        .put(
+            &format!("/api/drivers/{driver}/location"),
+            Some(&token),
+            &at,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(app.set_status(driver, &token, "online").await.status, 200);
+    assert_eq!(app.set_status(driver, &token, "offline").await.status, 200);
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while seen.len() < 2 {
+        let message = tokio::time::timeout_at(deadline, bus.recv())
+            .await
+            .expect("driver events within 5 s")
+            .expect("the bus is open");
+        if !message.routing_key.starts_with("driver.") {
+            continue;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(body["driver_id"], driver.to_string(), "{body}");
+        assert_eq!(body["position"]["lat"], 48.85, "{body}");
+        seen.push((message.routing_key.clone(), body["status"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("driver.online".to_owned(), serde_json::json!("online")),
+            ("driver.offline".to_owned(), serde_json::json!("offline")),
+        ]
+    );
+    app.handle.stop().await;
+}

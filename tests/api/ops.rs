@@ -144,7 +144,11 @@ async fn the_ops_socket_pushes_heatmaps_that_follow_the_drivers() {
         "{first}"
     );
     let stats = ws.recv_type("stats").await;
-    assert!(stats["drivers_connected"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        stats["drivers_online"], 1,
+        "one driver online, no socket: {stats}"
+    );
+    assert!(stats["driver_actors"].as_u64().unwrap() >= 1, "{stats}");
     // The driver drives 20 km away: a later heatmap shows it there and not here.
     place(&app, driver, 52.70, 13.405).await;
     let mut moved = false;
@@ -158,6 +162,17 @@ async fn the_ops_socket_pushes_heatmaps_that_follow_the_drivers() {
         }
     }
     assert!(moved, "the heatmap followed the driver");
+    // It goes offline: the count follows.
+    let token = app.driver_token(driver, "economy");
+    assert_eq!(app.set_status(driver, &token, "offline").await.status, 200);
+    let mut counted = false;
+    for _ in 0..20 {
+        if ws.recv_type("stats").await["drivers_online"] == 0 {
+            counted = true;
+            break;
+        }
+    }
+    assert!(counted, "drivers_online counts the driver out");
 
     let (_, framed) = awc::Client::default()
         .ws(format!(

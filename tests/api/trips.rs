@@ -33,6 +33,7 @@ async fn trip(app: &TestApp, token: &str, trip_id: &str) -> Value {
     r.body
 }
 
+/// The trip's lifecycle events, oldest first (offer notes left out: see `offers_and_their_outcomes_are_in_the_trip_log`).
 async fn event_types(app: &TestApp, token: &str, trip_id: &str) -> Vec<String> {
     let r = app
         .get(&format!("/api/trips/{trip_id}/events"), Some(token))
@@ -43,6 +44,7 @@ async fn event_types(app: &TestApp, token: &str, trip_id: &str) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|e| id(&e["type"]))
+        .filter(|kind| !kind.starts_with("trip.offer_"))
         .collect()
 }
 
@@ -963,4 +965,73 @@ async fn rider_history_is_newest_first_and_paginated() {
         .get(&format!("/api/riders/{rider_id}/trips"), Some(&operator))
         .await;
     assert_eq!(seen.body["trips"].as_array().unwrap().len(), 5);
+}
+
+#[actix_rt::test]
+async fn offers_and_their_outcomes_are_in_the_trip_log() {
+    let app = spawn_app_with(|s| s.matching.offer_timeout_s = 30.0).await;
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    let (near, mut near_ws) = app.online_driver(east(100.0)).await;
+    let (far, mut far_ws) = app.online_driver(east(400.0)).await;
+    let r = app.request_trip(&rider, PICKUP, DROPOFF).await;
+    assert_eq!(r.status, 201);
+    let trip_id = id(&r.body["trip_id"]);
+    near_ws.recv_type("offer").await;
+    far_ws.recv_type("offer").await;
+    near_ws
+        .send(json!({"type": "decline", "trip_id": trip_id}))
+        .await;
+    near_ws.recv_json().await;
+    far_ws
+        .send(json!({"type": "accept", "trip_id": trip_id}))
+        .await;
+    far_ws.recv_type("trip_assigned").await;
+
+    let mut offers = Vec::new();
+    for _ in 0..40 {
+        let r = app
+            .get(&format!("/api/trips/{trip_id}/events"), Some(&operator))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        offers = r.body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"].as_str().unwrap().starts_with("trip.offer_"))
+            .cloned()
+            .collect::<Vec<_>>();
+        if offers.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let sent: Vec<String> = offers
+        .iter()
+        .filter(|e| e["type"] == "trip.offer_sent")
+        .map(|e| id(&e["data"]["driver_id"]))
+        .collect();
+    assert_eq!(sent.len(), 2, "{offers:?}");
+    assert!(sent.contains(&near.to_string()) && sent.contains(&far.to_string()));
+    for e in offers.iter().filter(|e| e["type"] == "trip.offer_sent") {
+        assert!(e["data"]["distance_m"].as_u64().unwrap() > 0, "{e}");
+        assert!(e["data"]["expires_ms"].as_i64().unwrap() > 0, "{e}");
+    }
+    let ended: Vec<(String, String)> = offers
+        .iter()
+        .filter(|e| e["type"] == "trip.offer_ended")
+        .map(|e| (id(&e["data"]["driver_id"]), id(&e["data"]["outcome"])))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            (near.to_string(), "declined".to_owned()),
+            (far.to_string(), "accepted".to_owned()),
+        ]
+    );
+    // The notes change nothing: the trip is ACCEPTED by the far driver.
+    let t = trip(&app, &rider, &trip_id).await;
+    assert_eq!(t["status"], "ACCEPTED");
+    assert_eq!(t["driver_id"], far.to_string());
+    app.handle.stop().await;
 }

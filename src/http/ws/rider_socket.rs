@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, ProtocolError, Session};
 use metrics::{counter, gauge};
-use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -18,7 +17,7 @@ use super::{MAX_FRAME_BYTES, Opened, close, open};
 use crate::actors::Core;
 use crate::actors::protocol::Outbound;
 use crate::actors::protocol::error_frame;
-use crate::actors::protocol::{TripView, Viewer};
+use crate::actors::protocol::{self, TripView, Viewer};
 use crate::dispatch::Role;
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -68,7 +67,7 @@ async fn run(
         .filter(|t| t.status.is_live())
         .map(|t| TripView::of(t, Viewer::Rider))
         .collect();
-    let hello = json!({"type": "session", "rider_id": rider_id, "trips": live}).to_string();
+    let hello = protocol::rider_session(rider_id, &live);
     if session.text(hello).await.is_err() {
         core.riders.detach(rider_id, session_id);
         return;
