@@ -12,7 +12,7 @@
 //! - [`dispatch`] — pure domain: driver status and position, roles, vehicle types, money, the trip
 //!   lifecycle, matching policy, pricing, surge, promotions, ledger rules. Imports [`geo`] only.
 //! - [`persistence`] — adapters: the sqlx store, users, wallets, the batching writer, the
-//!   RabbitMQ/in-process bus, the Redis snapshot. Imports [`dispatch`], [`geo`], [`config`].
+//!   RabbitMQ/in-process bus, the Redis snapshot. Imports [`dispatch`] and the leaves.
 //! - [`actors`] — the running system: cell, driver, trip, notification actors, the payment desk,
 //!   the shared handle set [`actors::Core`], trip use cases, recovery, the live-trip store, the
 //!   market. Imports [`persistence`], [`dispatch`], [`geo`], [`config`].
@@ -22,9 +22,10 @@
 //! - [`engine`] — the composition root. Imports everything; nothing imports it.
 //! - [`tools`] — what drives the engine from outside (`hexdispatch migrate`, `create-operator`,
 //!   `seed-drivers`, `token`). Imports [`http`] and below; the engine never uses it.
-//! - Leaves any part may use: [`config`] (settings), [`clock`] (epoch ms), [`metrics`] (the
-//!   metric catalogue), [`telemetry`] (log output). `geo` and `dispatch` use none of them but are
-//!   given settings as domain values and times as arguments.
+//! - Shared by the parts above `dispatch`: [`config`] (settings; it imports [`dispatch`] and
+//!   [`geo`] for the domain types its values parse into, never the reverse), [`clock`] (epoch
+//!   ms), [`metrics`] (the metric catalogue), [`telemetry`] (log output). `geo` and `dispatch` use
+//!   none of them: they are given settings as domain values and times as arguments.
 //!
 //! Every file, in one hop, is in the README's code map.
 

@@ -6,8 +6,8 @@
 //! 3. no import cycle spans two parts.
 //!
 //! A part is a folder under `src/` or a top-level file (`engine`, `config`, `clock`, …). Imports
-//! are read from the code (comments skipped): `crate::part`, `crate::{part, …}`, and `super::`
-//! paths that climb out of a part.
+//! are read from the code (comments skipped): `crate::part`, `crate::{part, …}`, names the crate
+//! root re-exports (`crate::Engine` is `engine`), and `super::` paths that climb out of a part.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ const IMPURE_CRATES: &[&str] = &[
     "redis",
 ];
 
-/// One source file: its module path below the crate root (`["http", "ws", "frames"]`) and text.
+/// One source file: its module path below the crate root (`["http", "ws", "inbound"]`) and text.
 struct Source {
     module: Vec<String>,
     text: String,
@@ -66,10 +66,7 @@ fn read_tree(root: &Path) -> Vec<Source> {
     walk(root, &mut files);
     files
         .into_iter()
-        .filter(|f| {
-            f.file_name()
-                .is_some_and(|n| n != "main.rs" && n != "lib.rs")
-        })
+        .filter(|f| f != &root.join("main.rs") && f != &root.join("lib.rs"))
         .map(|f| Source {
             module: module_path(f.strip_prefix(root).expect("below src/")),
             text: std::fs::read_to_string(&f).expect("a readable source file"),
@@ -93,6 +90,29 @@ fn ident_at(s: &str) -> &str {
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(s.len());
     &s[..end]
+}
+
+/// Names the crate root re-exports (`pub use engine::{Engine, …}` in lib.rs), by the part they
+/// come from, so `crate::Engine` counts as an import of `engine`.
+fn root_reexports() -> BTreeMap<String, String> {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .expect("src/lib.rs");
+    let mut names = BTreeMap::new();
+    for line in lib
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub use "))
+    {
+        let (part, rest) = line.split_once("::").unwrap_or((line, ""));
+        let items = rest.trim_end_matches(';');
+        let items = items.trim_start_matches('{').trim_end_matches('}');
+        for item in items.split(',') {
+            let name = item.rsplit("::").next().unwrap_or(item).trim();
+            if !name.is_empty() {
+                names.insert(name.to_owned(), part.to_owned());
+            }
+        }
+    }
+    names
 }
 
 /// The parts (crate-level modules) a file refers to.
@@ -127,20 +147,26 @@ fn referenced_parts(source: &Source) -> BTreeSet<String> {
             continue;
         }
         let mut rest = &code[i..];
+        // `super` in the file of module `a::b` is `a`; one more `super` is the crate root.
         let mut module = source.module.clone();
-        module.pop();
+        let mut climbed_out = false;
         while let Some(r) = rest.strip_prefix("super::") {
             rest = r;
-            if module.pop().is_none() {
+            module.pop();
+            if module.is_empty() {
+                climbed_out = true;
                 break;
             }
         }
-        if module.is_empty() {
+        if climbed_out {
             out.insert(ident_at(rest).to_owned());
         }
     }
-    out.retain(|p| !p.is_empty() && p != "self" && p != "super");
-    out
+    let reexports = root_reexports();
+    out.into_iter()
+        .filter(|p| !p.is_empty() && p != "self" && p != "super")
+        .map(|p| reexports.get(&p).cloned().unwrap_or(p))
+        .collect()
 }
 
 /// External crates a file names in `use` lines or paths.
@@ -148,8 +174,16 @@ fn uses_crate(source: &Source, krate: &str) -> bool {
     let code = code(&source.text);
     let needle = format!("{krate}::");
     code.match_indices(&needle).any(|(i, _)| {
-        let before = code[..i].chars().next_back();
-        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        let head = &code[..i];
+        // `::actix::…` names the crate too; `foo::actix::…` is some module's item.
+        let head = match head.strip_suffix("::") {
+            Some(h) if !h.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') => h,
+            _ => head,
+        };
+        !head
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     })
 }
 
@@ -283,6 +317,27 @@ fn the_check_catches_each_kind_of_violation() {
             "geo::index (geo) uses the crate actix",
         ),
         (
+            "an absolute path to an impure crate",
+            vec![file("dispatch::lifecycle", "let x = ::sqlx::query(\"\");")],
+            "dispatch::lifecycle (dispatch) uses the crate sqlx",
+        ),
+        (
+            "the composition root through its re-export at the crate root",
+            vec![file("persistence::store", "use crate::Engine;")],
+            "persistence::store (persistence) imports crate::engine",
+        ),
+        (
+            "super:: out of a module folder's own file",
+            vec![
+                file(
+                    "http::ws::inbound",
+                    "use super::super::super::engine::Engine;",
+                ),
+                file("engine", "use crate::http::AppState;"),
+            ],
+            "import cycle between parts: engine → http → engine",
+        ),
+        (
             "a cycle between two parts",
             vec![
                 file("persistence::store", "use crate::metrics::X;"),
@@ -303,8 +358,9 @@ fn the_check_catches_each_kind_of_violation() {
             "actors::trip",
             "// a comment naming crate::http is not an import\nuse crate::dispatch::Trip;",
         ),
-        file("http::trips", "use crate::actors::Core;"),
-        file("dispatch::trip", "use crate::geo::LatLng;"),
+        file("http::trip_routes", "use crate::actors::Core;"),
+        file("dispatch::lifecycle", "use crate::geo::LatLng;"),
+        file("actors::core", "use super::trip_store::TripStore;"),
     ];
     assert_eq!(
         violations(&fine),

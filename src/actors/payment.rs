@@ -83,7 +83,35 @@ impl PaymentGateway for InHouseWallet<'_> {
     }
 }
 
-/// Settles trips, one at a time.
+/// Why a top-up went nowhere.
+#[derive(Debug, thiserror::Error)]
+pub enum TopUpError {
+    /// No durable store is attached.
+    #[error("no store is attached")]
+    NoStore,
+    /// The wallet holds another currency.
+    #[error("{0}")]
+    CurrencyMismatch(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// Retrying the rider's failed payments failed.
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+}
+
+/// What a top-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToppedUp {
+    /// The wallet's balance after it (and after any payment it settled).
+    pub balance: Money,
+    /// Whether this call credited the wallet (false: the reference was used before).
+    pub applied: bool,
+    /// Failed payments of the rider settled right after.
+    pub payments_retried: usize,
+}
+
+/// Settles trips, one at a time, and tops wallets up.
 pub struct PaymentDesk {
     /// Serialises settlements, so two deliveries of one completion never append events at once.
     turn: Mutex<()>,
@@ -98,6 +126,49 @@ impl Default for PaymentDesk {
 }
 
 impl PaymentDesk {
+    /// Credits `amount` to `rider`'s wallet once per `reference` (through the in-house wallet),
+    /// then retries the rider's failed payments.
+    ///
+    /// # Errors
+    ///
+    /// [`TopUpError`]: no store, a currency other than the wallet's, a store failure.
+    pub async fn top_up(
+        &self,
+        core: &Core,
+        rider: Uuid,
+        amount: Money,
+        reference: &str,
+    ) -> Result<ToppedUp, TopUpError> {
+        let store = core.persistence().ok_or(TopUpError::NoStore)?.store();
+        let account = crate::dispatch::ledger::rider_account(rider);
+        let (balance, applied) = InHouseWallet(store)
+            .credit(&account, amount, reference)
+            .await
+            .map_err(|e| match e {
+                StoreError::Corrupt(m) => TopUpError::CurrencyMismatch(m),
+                other => TopUpError::Store(other),
+            })?;
+        let payments_retried = if applied {
+            self.retry_failed(core, rider).await?
+        } else {
+            0
+        };
+        let balance = if payments_retried > 0 {
+            store
+                .balance(&account)
+                .await
+                .map_err(TopUpError::Store)?
+                .unwrap_or(balance)
+        } else {
+            balance
+        };
+        Ok(ToppedUp {
+            balance,
+            applied,
+            payments_retried,
+        })
+    }
+
     /// Settles `trip_id`: charges it once and records the outcome on the trip.
     ///
     /// # Errors

@@ -18,11 +18,7 @@ use crate::dispatch::VehicleType;
 use crate::http::AppState;
 use crate::http::limits::FAILED_LOGIN_DELAY;
 use crate::http::passwords::{refresh_token, token_hash};
-use crate::persistence::users::{CreateUserError, NewUser, RefreshUse};
-
-fn store_down(e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable("database_unavailable", format!("the store failed: {e}"))
-}
+use crate::persistence::users::{NewUser, RefreshUse};
 
 /// The client's address (the TCP peer: forwarded-for headers are not trusted).
 fn client_ip(req: &HttpRequest) -> IpAddr {
@@ -143,10 +139,7 @@ pub async fn register(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let store = core
-        .persistence()
-        .ok_or_else(|| store_down("no store"))?
-        .store();
+    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
     let user_id = Uuid::now_v7();
     let user = NewUser {
         user_id,
@@ -157,16 +150,7 @@ pub async fn register(
         phone,
         vehicle,
     };
-    match store.create_user(&user, now_ms()).await {
-        Ok(()) => {}
-        Err(CreateUserError::EmailTaken) => {
-            return Err(ApiError::conflict(
-                "email_taken",
-                "this e-mail is registered already; log in instead",
-            ));
-        }
-        Err(CreateUserError::Store(e)) => return Err(store_down(e)),
-    }
+    store.create_user(&user, now_ms()).await?;
     tracing::info!(%user_id, role = role.as_str(), "user registered");
     Ok(HttpResponse::Created().json(json!({"id": user_id, "role": role})))
 }
@@ -196,11 +180,10 @@ async fn token_pair(
         i64::try_from(core.settings.auth.refresh_ttl_s.saturating_mul(1_000)).unwrap_or(i64::MAX),
     );
     core.persistence()
-        .ok_or_else(|| store_down("no store"))?
+        .ok_or_else(ApiError::no_store)?
         .store()
         .add_refresh_token(&hash, family, user_id, now, expires)
-        .await
-        .map_err(store_down)?;
+        .await?;
     Ok(json!({
         "access_token": access,
         "refresh_token": refresh,
@@ -242,11 +225,8 @@ pub async fn login(
                 wait,
             )
         })?;
-    let store = core
-        .persistence()
-        .ok_or_else(|| store_down("no store"))?
-        .store();
-    let user = store.user_by_email(&email).await.map_err(store_down)?;
+    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
+    let user = store.user_by_email(&email).await?;
     let verified = match &user {
         Some(u) => {
             let (passwords, phc) = (core.passwords.clone(), u.password_hash.clone());
@@ -288,20 +268,15 @@ pub async fn refresh(
     limit(&core, &req)?;
     let body: RefreshBody = json_body(&req, payload).await?;
     let token = text(body.refresh_token, "refresh_token", 1, 256)?;
-    let store = core
-        .persistence()
-        .ok_or_else(|| store_down("no store"))?
-        .store();
+    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
     match store
         .use_refresh_token(&token_hash(&token), now_ms())
-        .await
-        .map_err(store_down)?
+        .await?
     {
         RefreshUse::Fresh { user_id, family_id } => {
             let (role, vehicle_type) = store
                 .user(user_id)
-                .await
-                .map_err(store_down)?
+                .await?
                 .ok_or_else(|| ApiError::unauthorized("invalid_token", "the account is gone"))?;
             let pair = token_pair(&core, user_id, role, vehicle_type, &family_id).await?;
             Ok(HttpResponse::Ok().json(pair))

@@ -7,11 +7,13 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::actors::market::QuoteError;
+use crate::actors::payment::{SettleError, TopUpError};
 use crate::actors::trip::ActError;
 use crate::actors::{DriveError, DriverLookupError, RequestError};
-use crate::dispatch::{PromoError, TripError};
+use crate::dispatch::{InvalidVehicleType, PromoError, TripError};
 use crate::http::tokens::TokenError;
 use crate::persistence::StoreError;
+use crate::persistence::users::CreateUserError;
 
 /// An error answered to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +98,12 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
+    /// 503: the engine runs without a durable store (bare cores only).
+    #[must_use]
+    pub fn no_store() -> Self {
+        Self::unavailable("database_unavailable", "no store is attached")
+    }
+
     /// 500, logging the cause.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
@@ -132,7 +140,42 @@ impl ResponseError for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = %e, "the durable store failed a request");
-        Self::unavailable("database_unavailable", e.to_string())
+        Self::unavailable("database_unavailable", format!("the store failed: {e}"))
+    }
+}
+
+impl From<CreateUserError> for ApiError {
+    fn from(e: CreateUserError) -> Self {
+        match e {
+            CreateUserError::EmailTaken => Self::conflict(
+                "email_taken",
+                "this e-mail is registered already; log in instead",
+            ),
+            CreateUserError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<InvalidVehicleType> for ApiError {
+    fn from(e: InvalidVehicleType) -> Self {
+        Self::bad_request("invalid_field", e.to_string())
+    }
+}
+
+impl From<SettleError> for ApiError {
+    fn from(e: SettleError) -> Self {
+        Self::unavailable("database_unavailable", format!("the store failed: {e}"))
+    }
+}
+
+impl From<TopUpError> for ApiError {
+    fn from(e: TopUpError) -> Self {
+        match e {
+            TopUpError::NoStore => Self::no_store(),
+            TopUpError::CurrencyMismatch(m) => Self::unprocessable("currency_mismatch", m),
+            TopUpError::Store(s) => s.into(),
+            TopUpError::Settle(s) => s.into(),
+        }
     }
 }
 
@@ -200,7 +243,7 @@ impl From<DriveError> for ApiError {
 impl From<DriverLookupError> for ApiError {
     fn from(e: DriverLookupError) -> Self {
         match e {
-            DriverLookupError::Vehicle(v) => Self::bad_request("invalid_field", v.to_string()),
+            DriverLookupError::Vehicle(v) => v.into(),
             DriverLookupError::TooMany(t) => {
                 Self::unprocessable("too_many_vehicle_types", t.to_string())
             }
@@ -211,7 +254,7 @@ impl From<DriverLookupError> for ApiError {
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         match e {
-            RequestError::Vehicle(v) => Self::bad_request("invalid_field", v.to_string()),
+            RequestError::Vehicle(v) => v.into(),
             RequestError::TooMany(t) => {
                 Self::unprocessable("too_many_vehicle_types", t.to_string())
             }

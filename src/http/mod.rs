@@ -1,6 +1,6 @@
 //! The HTTP and WebSocket edge (actix-web): the server's state ([`state`]: the core plus keys,
 //! password hashing, limiters), routes per resource (`*_routes`, [`accounts`], [`locations`],
-//! [`pricing`], [`ops`], [`health`]), the caller extractor ([`caller`]), input parsing
+//! [`pricing_routes`], [`ops`], [`health`]), the caller extractor ([`caller`]), input parsing
 //! ([`input`]), the error envelope with its `From` impls for domain errors ([`error`]), and the
 //! socket sessions ([`ws`]). Handlers parse, authorise, then talk to the core's actors.
 
@@ -16,7 +16,7 @@ pub mod openapi;
 pub mod ops;
 pub mod passwords;
 pub mod payment_routes;
-pub mod pricing;
+pub mod pricing_routes;
 pub mod state;
 pub mod tokens;
 pub mod trip_routes;
@@ -160,14 +160,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/pricing/estimate",
         "rider, operator",
         "Fare estimate.",
-        pricing::estimate
+        pricing_routes::estimate
     ),
     endpoint!(
         get,
         "/api/pricing/surge",
         "rider, operator",
         "Surge multiplier at a point.",
-        pricing::surge
+        pricing_routes::surge
     ),
     endpoint!(
         post,

@@ -9,7 +9,6 @@ use super::error::ApiError;
 use super::input::{FieldError, Query, json_body};
 use super::trip_routes::short_text;
 use crate::actors::Core;
-use crate::actors::payment::{InHouseWallet, PaymentGateway};
 use crate::actors::protocol::{TripView, Viewer};
 use crate::clock::rfc3339;
 use crate::dispatch::Role;
@@ -21,13 +20,8 @@ use crate::persistence::Persistence;
 /// Largest single top-up, minor units.
 const MAX_TOPUP: i64 = 100_000_000;
 
-fn store_down(e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable("database_unavailable", format!("the store failed: {e}"))
-}
-
 fn persistence(core: &Core) -> Result<&Persistence, ApiError> {
-    core.persistence()
-        .ok_or_else(|| ApiError::unavailable("database_unavailable", "no store is attached"))
+    core.persistence().ok_or_else(ApiError::no_store)
 }
 
 fn default_currency(core: &Core) -> Currency {
@@ -45,8 +39,7 @@ pub async fn wallet(
     let balance = persistence(&core)?
         .store()
         .balance(&rider_account(rider))
-        .await
-        .map_err(store_down)?
+        .await?
         .unwrap_or_else(|| Money::zero(default_currency(&core)));
     Ok(HttpResponse::Ok().json(json!({"rider_id": rider, "balance": balance})))
 }
@@ -94,42 +87,15 @@ pub async fn top_up(
     .map_err(|e| FieldError::invalid("amount.currency", e))?;
     let reference = short_text(body.reference, "reference", 128)?
         .ok_or_else(|| FieldError::missing("reference"))?;
-    let store = persistence(&core)?.store();
-    let (balance, applied) = InHouseWallet(store)
-        .credit(
-            &rider_account(rider),
-            Money::new(minor, currency),
-            &reference,
-        )
-        .await
-        .map_err(|e| match e {
-            crate::persistence::StoreError::Corrupt(m) => {
-                ApiError::unprocessable("currency_mismatch", m)
-            }
-            other => store_down(other),
-        })?;
-    let retried = if applied {
-        core.payments
-            .retry_failed(&core, rider)
-            .await
-            .map_err(store_down)?
-    } else {
-        0
-    };
-    let balance = if retried > 0 {
-        store
-            .balance(&rider_account(rider))
-            .await
-            .map_err(store_down)?
-            .unwrap_or(balance)
-    } else {
-        balance
-    };
+    let done = core
+        .payments
+        .top_up(&core, rider, Money::new(minor, currency), &reference)
+        .await?;
     Ok(HttpResponse::Ok().json(json!({
         "rider_id": rider,
-        "balance": balance,
-        "applied": applied,
-        "payments_retried": retried,
+        "balance": done.balance,
+        "applied": done.applied,
+        "payments_retried": done.payments_retried,
     })))
 }
 
@@ -143,15 +109,10 @@ pub async fn receipt(
     let trip_id = parse_id(&path, "trip id")?;
     let trip = core
         .load_trip(trip_id)
-        .await
-        .map_err(store_down)?
+        .await?
         .ok_or_else(|| ApiError::not_found("trip_not_found", format!("no trip {trip_id}")))?;
     let viewer = caller.trip_viewer(&trip)?;
-    let charge = persistence(&core)?
-        .store()
-        .payment(trip_id)
-        .await
-        .map_err(store_down)?;
+    let charge = persistence(&core)?.store().payment(trip_id).await?;
     let status = match (trip.status, &charge) {
         (_, Some(_)) => "captured",
         (TripStatus::PaymentFailed, None) => "failed",
@@ -206,8 +167,7 @@ pub async fn earnings(
     let rows = persistence(&core)?
         .store()
         .earnings(driver, from_ms, to_ms)
-        .await
-        .map_err(store_down)?;
+        .await?;
     let currency = rows
         .first()
         .map_or_else(|| default_currency(&core), |r| r.amount.currency);

@@ -35,8 +35,7 @@ pub async fn estimate(
     let origin = point(body.origin, "origin")?;
     let destination = point(body.destination, "destination")?;
     let vehicle_type = match short_text(body.vehicle_type, "vehicle_type", 32)? {
-        Some(raw) => VehicleType::parse(&raw)
-            .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?,
+        Some(raw) => VehicleType::parse(&raw)?,
         None => core.default_vehicle.clone(),
     };
     let promo_code = short_text(body.promo_code, "promo_code", 64)?;
