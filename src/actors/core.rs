@@ -202,6 +202,12 @@ impl Core {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Whether the engine has begun to stop.
+    #[must_use]
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Whether start-up has finished.
     #[must_use]
     pub fn is_ready(&self) -> bool {

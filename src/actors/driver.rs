@@ -614,8 +614,11 @@ impl Actor for DriverActor {
         }
         if self.status == DriverStatus::Online {
             self.core.online_changed(-1);
-            // Its position went stale with no session: it is offline from now on.
-            self.publish_status(DriverStatus::Offline, "stale");
+            // Its position went stale with no session: it is offline from now on. (Not when the
+            // engine stops: the driver is still online, and comes back so after a restart.)
+            if !self.core.is_stopping() {
+                self.publish_status(DriverStatus::Offline, "stale");
+            }
         }
         self.core.drivers.remove(self.driver_id, &ctx.address());
         self.core.directory.save(DriverProfile {
@@ -790,6 +793,7 @@ impl Handler<Restore> for DriverActor {
         if self.status != DriverStatus::Online {
             self.status = DriverStatus::Online;
             self.core.online_changed(1);
+            self.publish_status(DriverStatus::Online, "restored");
         }
         self.place();
         self.listed_available = false;

@@ -117,8 +117,9 @@ impl ShardMap {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.table.load_full();
+        let stopping = self.stopping.load(std::sync::atomic::Ordering::Acquire);
         let dead = match current.by_cell.get(&shard) {
-            Some(&i) if current.shards[i].addr.connected() => {
+            Some(&i) if current.shards[i].addr.connected() || stopping => {
                 return current.shards[i].addr.clone();
             }
             Some(&i) => Some(i),

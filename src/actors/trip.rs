@@ -335,7 +335,8 @@ impl TripActor {
                 | TripStatus::Cancelled
         ) && !matches!(event, TripEvent::DriverCancelled { .. });
         // After a restart the trip knows its driver's id but not yet its actor.
-        let addr = self.driver.clone().or_else(|| {
+        // A driver actor that stopped and started again has a new address: find it by id.
+        let addr = self.driver.clone().filter(Addr::connected).or_else(|| {
             self.trip
                 .driver_id
                 .and_then(|driver| self.core.drivers.get(driver))
@@ -504,7 +505,17 @@ impl TripActor {
         .into_actor(self)
         .map(move |reply, actor, ctx| match reply {
             Ok(OfferReply::Delivered) => {
-                if actor.search.delivered(driver_id, expires_ms) {
+                if !actor.search.delivered(driver_id, expires_ms) {
+                    // Closed while on its way (the trip was taken or ended): the driver holds it
+                    // now, so withdraw it again, after the offer, where it cannot be overtaken.
+                    let reason = actor.rejection();
+                    if let Some(addr) = actor.core.drivers.get(driver_id) {
+                        addr.do_send(Withdraw {
+                            trip_id: actor.trip.trip_id,
+                            reason,
+                        });
+                    }
+                } else {
                     counter!(OFFERS, "outcome" => "sent").increment(1);
                     actor.note(TripEvent::OfferSent {
                         driver_id,
@@ -763,6 +774,7 @@ impl TripActor {
                     let addr = self
                         .driver
                         .take()
+                        .filter(Addr::connected)
                         .or_else(|| self.core.drivers.get(driver_id));
                     if let Some(addr) = addr {
                         addr.do_send(TripNotice {
@@ -936,13 +948,20 @@ impl Handler<Accepting> for TripActor {
     type Result = ResponseFuture<Result<Trip, OfferEnd>>;
 
     fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
+        self.durable = None;
         let request_id = msg.request_id.clone();
+        let driver_id = msg.driver_id;
         let answer = guarded("trip", || {
             self.for_request(request_id, |actor| actor.accepting(msg, ctx))
         });
         let answer = answer.unwrap_or_else(|| {
             self.rebuild(ctx);
-            Err(OfferEnd::Expired)
+            // The store says whether the assignment was made before the failure.
+            if self.trip.driver_id == Some(driver_id) && self.trip.status.is_live() {
+                Ok(self.trip.clone())
+            } else {
+                Err(OfferEnd::Expired)
+            }
         });
         self.when_durable(answer)
     }
@@ -972,13 +991,20 @@ impl Handler<DriverAct> for TripActor {
     type Result = ResponseFuture<Result<Trip, ActError>>;
 
     fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
+        self.durable = None;
         let request_id = msg.request_id.clone();
+        let before = self.trip.status;
         let answer = guarded("trip", || {
             self.for_request(request_id, |actor| actor.driver_act(msg, ctx))
         });
         let answer = answer.unwrap_or_else(|| {
             self.rebuild(ctx);
-            Err(ActError::Failed)
+            // Committed before the failure: say so rather than ask for a retry.
+            if self.trip.status == before {
+                Err(ActError::Failed)
+            } else {
+                Ok(self.trip.clone())
+            }
         });
         self.when_durable(answer)
     }
@@ -988,10 +1014,15 @@ impl Handler<RiderCancel> for TripActor {
     type Result = ResponseFuture<Result<Trip, ActError>>;
 
     fn handle(&mut self, msg: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
+        self.durable = None;
         let answer = guarded("trip", || self.rider_cancel(msg, ctx));
         let answer = answer.unwrap_or_else(|| {
             self.rebuild(ctx);
-            Err(ActError::Failed)
+            if self.trip.status == TripStatus::Cancelled {
+                Ok(self.trip.clone())
+            } else {
+                Err(ActError::Failed)
+            }
         });
         self.when_durable(answer)
     }

@@ -156,10 +156,16 @@ impl TripStore {
             .filter(|s| !s.trip.status.is_live() && s.trip.updated_ms <= horizon)
             .map(|s| (s.trip.trip_id, s.trip.rider_id))
             .collect();
+        let mut forgotten = 0;
         for (trip_id, rider_id) in &old {
-            self.trips.remove_if(trip_id, |_, s| {
+            let removed = self.trips.remove_if(trip_id, |_, s| {
                 !s.trip.status.is_live() && s.trip.updated_ms <= horizon
             });
+            if removed.is_none() {
+                // Changed or read back meanwhile: it stays, with its place in the history.
+                continue;
+            }
+            forgotten += 1;
             let emptied = self.by_rider.get_mut(rider_id).is_some_and(|mut ids| {
                 ids.remove(trip_id);
                 ids.is_empty()
@@ -171,7 +177,7 @@ impl TripStore {
         self.keys.retain(|_, request| {
             self.trips.contains_key(&request.trip_id) || created_ms(request.trip_id) > horizon
         });
-        old.len()
+        forgotten
     }
 
     /// Idempotency keys held in memory.

@@ -580,3 +580,150 @@ async fn under_load_sigterm_then_kill_9_then_restart_lose_nothing_acknowledged()
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits (≤ 2 s) until the drivers and trips agree: a live trip that names a driver is that
+/// driver's current trip; a driver's current trip names it and is live; a driver with no trip
+/// that is online is available again. Panics naming `what` otherwise.
+async fn settle_consistent(
+    app: &crate::helpers::TestApp,
+    drivers: &[(Uuid, String)],
+    trips: &[String],
+    what: &str,
+) {
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    let mut last = String::new();
+    for _ in 0..80 {
+        let mut problems = Vec::new();
+        let mut named: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for trip in trips {
+            let t = app
+                .get(&format!("/api/trips/{trip}"), Some(&operator))
+                .await;
+            let live = ["ACCEPTED", "DRIVER_ARRIVING", "TRIP_STARTED"]
+                .contains(&t.body["status"].as_str().unwrap_or(""));
+            if let (true, Some(d)) = (live, t.body["driver_id"].as_str()) {
+                if let Some(other) = named.insert(d.to_owned(), trip.clone()) {
+                    problems.push(format!("driver {d} holds {other} and {trip}"));
+                }
+            }
+        }
+        for (driver, _) in drivers {
+            let me = app
+                .get(&format!("/api/drivers/{driver}"), Some(&operator))
+                .await
+                .body;
+            let current = me["current_trip"].as_str().map(str::to_owned);
+            let expected = named.get(&driver.to_string()).cloned();
+            if current != expected {
+                problems.push(format!(
+                    "driver {driver} serves {current:?}, the trips say {expected:?}"
+                ));
+            }
+            if current.is_none() && me["status"] == "online" && me["available"] != true {
+                problems.push(format!(
+                    "driver {driver} is online, free and not available: {me}"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            return;
+        }
+        last = problems.join("; ");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: {last}");
+}
+
+fn jitter(rng: &mut impl Rng, max_ms: u64) -> Duration {
+    Duration::from_micros(rng.random_range(0..max_ms * 1_000))
+}
+
+#[actix_rt::test]
+async fn races_around_offers_and_cancellations_never_strand_a_driver() {
+    let app = spawn_app_with(|s| s.matching.offer_timeout_s = 0.4).await;
+    let mut rng = rand::rng();
+    let (driver, mut ws) = app.online_driver((48.8566, 2.3522)).await;
+    let token = app.driver_token(driver, "economy");
+    let drivers = vec![(driver, token.clone())];
+    let mut trips = Vec::new();
+    for round in 0..12 {
+        let rider = app.token(Role::Rider, Uuid::now_v7());
+        let r = app
+            .request_trip(&rider, (48.8570, 2.3530), (48.87, 2.30))
+            .await;
+        assert_eq!(r.status, 201, "round {round}: {}", r.body);
+        let trip_id = r.body["trip_id"].as_str().unwrap().to_owned();
+        trips.push(trip_id.clone());
+        let Some(offer) = ws.gets_within("offer", Duration::from_secs(3)).await else {
+            panic!("round {round}: no offer")
+        };
+        assert_eq!(offer["trip_id"], trip_id.as_str());
+        match round % 4 {
+            // Accept against the offer's expiry (0.4 s).
+            0 => {
+                tokio::time::sleep(Duration::from_millis(340) + jitter(&mut rng, 120)).await;
+                let _ = app
+                    .put(&format!("/api/trips/{trip_id}/accept"), Some(&token), "")
+                    .await;
+            }
+            // Accept against the driver going offline, then online again.
+            1 => {
+                let accept = async {
+                    tokio::time::sleep(jitter(&mut rng.clone(), 4)).await;
+                    app.put(&format!("/api/trips/{trip_id}/accept"), Some(&token), "")
+                        .await
+                };
+                let offline = async {
+                    tokio::time::sleep(jitter(&mut rand::rng(), 4)).await;
+                    app.set_status(driver, &token, "offline").await
+                };
+                let _ = tokio::join!(accept, offline);
+                app.set_status(driver, &token, "online").await;
+            }
+            // Reconnect during the offer, then accept on the new socket.
+            2 => {
+                ws.close().await;
+                tokio::time::sleep(jitter(&mut rng, 30)).await;
+                ws = app.driver_socket(&token).await;
+                let _ = ws.recv_json().await;
+                ws.send(json!({"type": "accept", "trip_id": trip_id})).await;
+            }
+            // Accepted, then the driver and the rider cancel at once.
+            _ => {
+                let won = app
+                    .put(&format!("/api/trips/{trip_id}/accept"), Some(&token), "")
+                    .await;
+                assert_eq!(won.status, 200, "round {round}: {}", won.body);
+                let by_driver = async {
+                    tokio::time::sleep(jitter(&mut rng.clone(), 4)).await;
+                    app.delete(&format!("/api/trips/{trip_id}"), Some(&token))
+                        .await
+                };
+                let by_rider = async {
+                    tokio::time::sleep(jitter(&mut rand::rng(), 4)).await;
+                    app.delete(&format!("/api/trips/{trip_id}"), Some(&rider))
+                        .await
+                };
+                let _ = tokio::join!(by_driver, by_rider);
+            }
+        }
+        settle_consistent(&app, &drivers, &trips, &format!("round {round}")).await;
+        // Whatever is left of this trip is cancelled, so the next round starts clean.
+        let _ = app
+            .delete(&format!("/api/trips/{trip_id}"), Some(&rider))
+            .await;
+        settle_consistent(
+            &app,
+            &drivers,
+            &trips,
+            &format!("round {round}, cleaned up"),
+        )
+        .await;
+        while ws
+            .gets_within_any(Duration::from_millis(20))
+            .await
+            .is_some()
+        {}
+    }
+    app.handle.stop().await;
+}
