@@ -601,10 +601,10 @@ async fn settle_consistent(
                 .await;
             let live = ["ACCEPTED", "DRIVER_ARRIVING", "TRIP_STARTED"]
                 .contains(&t.body["status"].as_str().unwrap_or(""));
-            if let (true, Some(d)) = (live, t.body["driver_id"].as_str()) {
-                if let Some(other) = named.insert(d.to_owned(), trip.clone()) {
-                    problems.push(format!("driver {d} holds {other} and {trip}"));
-                }
+            if let (true, Some(d)) = (live, t.body["driver_id"].as_str())
+                && let Some(other) = named.insert(d.to_owned(), trip.clone())
+            {
+                problems.push(format!("driver {d} holds {other} and {trip}"));
             }
         }
         for (driver, _) in drivers {
