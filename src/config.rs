@@ -102,6 +102,9 @@ pub struct HttpSettings {
     pub workers: usize,
     /// Seconds a graceful stop waits for in-flight requests.
     pub shutdown_timeout_s: u64,
+    /// Listen backlog: connections the kernel queues before the engine accepts them (a restart
+    /// brings every driver back at once). The kernel caps it at `net.core.somaxconn`.
+    pub backlog: u32,
 }
 
 impl HttpSettings {
@@ -119,6 +122,7 @@ impl Default for HttpSettings {
             port: 8080,
             workers: 0,
             shutdown_timeout_s: 10,
+            backlog: 4_096,
         }
     }
 }
@@ -557,6 +561,10 @@ pub struct DriverSettings {
     pub idle_grace_s: f64,
     /// Location messages a driver actor may have queued; more are dropped and counted.
     pub mailbox: usize,
+    /// How long nearby keeps listing a driver whose session dropped (or who was restored from the
+    /// snapshot and has not come back), seconds; then it is hidden until it reconnects or calls
+    /// REST again.
+    pub reconnect_grace_s: f64,
 }
 
 impl Default for DriverSettings {
@@ -564,6 +572,7 @@ impl Default for DriverSettings {
         Self {
             idle_grace_s: 60.0,
             mailbox: 64,
+            reconnect_grace_s: 60.0,
         }
     }
 }
@@ -822,6 +831,7 @@ impl Settings {
         positive("matching.offer_timeout_s", self.matching.offer_timeout_s)?;
         positive("matching.rest_reach_s", self.matching.rest_reach_s)?;
         positive("trip.retention_s", self.trip.retention_s)?;
+        positive("driver.reconnect_grace_s", self.driver.reconnect_grace_s)?;
         positive("trip.arrival_radius_m", self.trip.arrival_radius_m)?;
         if !(self.trip.free_cancel_s.is_finite() && self.trip.free_cancel_s >= 0.0) {
             return Err(invalid("trip.free_cancel_s", "must be zero or positive"));

@@ -4,7 +4,6 @@
 //! [`EngineHandle::stop`] drains. `main`, the integration tests and the benchmarks all start
 //! exactly this. Nothing else lives here.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -71,7 +70,11 @@ impl Engine {
     /// Invalid settings, a port that cannot be bound, a database or Redis that cannot be reached,
     /// or a recovery that fails.
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind((settings.http.host.as_str(), settings.http.port))?;
+        let listener = crate::http::bind(
+            &settings.http.host,
+            settings.http.port,
+            settings.http.backlog,
+        )?;
         let port = listener.local_addr()?.port();
         let metrics = crate::metrics::install();
         let core = Core::start(settings)?;

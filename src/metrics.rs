@@ -70,11 +70,22 @@ pub const PAYMENTS: &str = "hexdispatch_payments_total";
 /// Payment messages dead-lettered, by `reason` (`malformed` | `attempts`).
 pub const PAYMENTS_DEAD_LETTERED: &str = "hexdispatch_payment_messages_dead_lettered_total";
 
+/// Socket sessions that ended, by `role` (driver, rider) and `reason`: `gone` (the peer vanished
+/// or an I/O error: no close frame could be exchanged), `closed` (the client closed it), `idle`,
+/// `replaced` (a newer session of the same driver), `shutdown`, `frame_too_large`,
+/// `protocol_error`.
+pub const WS_DISCONNECTS: &str = "hexdispatch_ws_disconnects_total";
+
 /// Actor handlers that panicked and whose actor was rebuilt from what it owns, by `actor`
 /// (`trip` | `cell`).
 pub const ACTOR_RESTARTS: &str = "hexdispatch_actor_restarts_total";
 
 fn describe() {
+    describe_counter!(
+        WS_DISCONNECTS,
+        Unit::Count,
+        "Socket sessions that ended, by role and reason."
+    );
     describe_counter!(
         ACTOR_RESTARTS,
         Unit::Count,

@@ -240,6 +240,10 @@ pub struct DriverActor {
     listed_available: bool,
     /// When the driver last called a REST route, epoch ms (0: never).
     last_rest_ms: i64,
+    /// Out of reach longer than `driver.reconnect_grace_s`: not listed by nearby until it is back.
+    hidden: bool,
+    /// Pending end of the reconnect grace.
+    grace_timer: Option<SpawnHandle>,
     /// `matching.rest_reach_s` in ms.
     rest_reach_ms: i64,
     /// When a position was last stored as a history sample / written to the snapshot, epoch ms.
@@ -270,6 +274,8 @@ impl DriverActor {
             recent: VecDeque::with_capacity(RECENT_OFFERS),
             listed_available: false,
             last_rest_ms: 0,
+            hidden: false,
+            grace_timer: None,
             rest_reach_ms,
             last_sample_ms: 0,
             last_snapshot_ms: 0,
@@ -304,6 +310,32 @@ impl DriverActor {
                 .offer
                 .as_ref()
                 .is_none_or(|o| !o.accepting && now > o.expires_ms + OFFER_GRACE_MS)
+    }
+
+    /// The driver just became reachable (a session, a REST call): it is listed again.
+    fn back_in_reach(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.grace_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        if std::mem::take(&mut self.hidden) {
+            self.sync_availability();
+        }
+    }
+
+    /// The driver went out of reach (its session dropped, or it was restored with none): nearby
+    /// keeps listing it for `driver.reconnect_grace_s`, then hides it until it is back.
+    fn start_grace(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.grace_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let grace = Duration::from_secs_f64(self.core.settings.driver.reconnect_grace_s);
+        self.grace_timer = Some(ctx.run_later(grace, |actor, _| {
+            actor.grace_timer = None;
+            if !actor.is_reachable(now_ms()) {
+                actor.hidden = true;
+                actor.sync_availability();
+            }
+        }));
     }
 
     /// Whether an offer can reach the driver now: an open session, or a recent REST call.
@@ -475,7 +507,7 @@ impl DriverActor {
     /// available, tells the matching trips in reach.
     fn sync_availability(&mut self) {
         let now = now_ms();
-        let available = self.is_available(now) && self.is_fresh(now);
+        let available = self.is_available(now) && self.is_fresh(now) && !self.hidden;
         if available == self.listed_available {
             return;
         }
@@ -521,7 +553,7 @@ impl DriverActor {
             position: position.point,
             heading: position.heading,
             vehicle: self.vehicle,
-            available: self.is_available(now_ms()),
+            available: self.is_available(now_ms()) && !self.hidden,
             seen_ms: position.received_ms,
         };
         self.listed_available = entry.available;
@@ -728,6 +760,7 @@ impl Handler<Attach> for DriverActor {
         if !was_reachable && self.listed_available {
             self.announce_free();
         }
+        self.back_in_reach(ctx);
         self.review(ctx);
         MessageResult(self.snapshot())
     }
@@ -743,6 +776,7 @@ impl Handler<Detach> for DriverActor {
             .is_some_and(|s| s.id == msg.session_id)
         {
             self.session = None;
+            self.start_grace(ctx);
             self.review(ctx);
         }
     }
@@ -767,13 +801,14 @@ impl Handler<Resettle> for DriverActor {
 impl Handler<Reached> for DriverActor {
     type Result = ();
 
-    fn handle(&mut self, _: Reached, _: &mut Self::Context) {
+    fn handle(&mut self, _: Reached, ctx: &mut Self::Context) {
         let now = now_ms();
         let was_reachable = self.is_reachable(now);
         self.last_rest_ms = now;
         if !was_reachable && self.listed_available {
             self.announce_free();
         }
+        self.back_in_reach(ctx);
     }
 }
 
@@ -798,6 +833,7 @@ impl Handler<Restore> for DriverActor {
         self.place();
         self.listed_available = false;
         self.sync_availability();
+        self.start_grace(ctx);
         self.review(ctx);
     }
 }

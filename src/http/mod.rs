@@ -418,6 +418,30 @@ async fn count_responses(
     Ok(response)
 }
 
+/// Binds the listener the server will use, with `http.backlog` (port 0 picks a free port).
+///
+/// # Errors
+///
+/// The address cannot be resolved or bound.
+pub fn bind(host: &str, port: u16, backlog: u32) -> std::io::Result<TcpListener> {
+    use std::net::ToSocketAddrs;
+    let address = (host, port).to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("no address for {host}"),
+        )
+    })?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
 /// Builds the HTTP server on an already bound listener.
 ///
 /// # Errors

@@ -447,3 +447,123 @@ async fn a_graceful_stop_closes_sockets_with_going_away() {
     actix_rt::spawn(async move { handle.stop().await });
     assert_eq!(ws.expect_close().await, Some(1001));
 }
+
+/// The value of one series in `/metrics` text (0 when absent).
+fn series(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[actix_rt::test]
+async fn a_peer_that_vanishes_is_counted_as_gone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let before = app
+        .get("/metrics", None)
+        .await
+        .body
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let gone = |m: &str| {
+        series(
+            m,
+            "hexdispatch_ws_disconnects_total",
+            &["role=\"driver\"", "reason=\"gone\""],
+        )
+    };
+    let driver = Uuid::now_v7();
+    let token = app.driver_token(driver, "economy");
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let upgrade = format!(
+        "GET /ws/driver?token={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut buf = vec![0_u8; 4096];
+    let n = tcp.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The connection is reset, as when a phone loses its network: no close frame, no FIN.
+    // A zero linger resets at once; it never blocks the thread on drop.
+    #[allow(deprecated)]
+    tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(tcp);
+    let mut counted = false;
+    for _ in 0..40 {
+        let now = app
+            .get("/metrics", None)
+            .await
+            .body
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        if gone(&now) > gone(&before) {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(counted, "the vanished peer is counted as gone");
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_dropped_driver_stays_listed_for_the_grace_then_hides_until_it_is_back() {
+    let app = spawn_app_with(|s| s.driver.reconnect_grace_s = 0.4).await;
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let (driver, ws) = app.online_driver((48.8566, 2.3522)).await;
+    let query = "lat=48.8566&lng=2.3522&radius=2000&limit=5";
+    let listed = |body: &serde_json::Value| {
+        body["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["driver_id"] == driver.to_string())
+    };
+    assert!(listed(&app.nearby(&rider, query).await.body));
+    // The app loses its network.
+    ws.close().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        listed(&app.nearby(&rider, query).await.body),
+        "within the grace the driver is still on riders' maps"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !listed(&app.nearby(&rider, query).await.body),
+        "past the grace a driver nobody can reach is hidden"
+    );
+    let me = app
+        .get(
+            &format!("/api/drivers/{driver}"),
+            Some(&app.token(Role::Operator, Uuid::now_v7())),
+        )
+        .await;
+    assert_eq!(
+        me.body["status"], "online",
+        "hidden, not offline: {}",
+        me.body
+    );
+    // It comes back: listed again at once.
+    let mut ws = app
+        .driver_socket(&app.driver_token(driver, "economy"))
+        .await;
+    assert_eq!(ws.recv_json().await["type"], "session");
+    let mut back = false;
+    for _ in 0..20 {
+        if listed(&app.nearby(&rider, query).await.body) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(back, "a driver that reconnects is listed again");
+    app.handle.stop().await;
+}

@@ -159,3 +159,29 @@ async fn the_openapi_document_is_valid_and_covers_every_route() {
         }
     }
 }
+
+#[actix_rt::test]
+async fn the_listener_uses_the_configured_backlog() {
+    let app = crate::helpers::spawn_app_with(|s| s.http.backlog = 1_234).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let listed = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output();
+    let Some(output) = listed.ok().filter(|o| o.status.success()) else {
+        assert!(
+            std::env::var_os("HEXDISPATCH_REQUIRE_SERVICES").is_none(),
+            "`ss` (iproute2) is required here to read the listen backlog"
+        );
+        eprintln!("SKIPPED: the backlog test needs `ss` (iproute2)");
+        app.handle.stop().await;
+        return;
+    };
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    // LISTEN <accept queue> <backlog> <local address> <peer>
+    let backlog: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(backlog, ["1234"], "ss says: {text}");
+    app.handle.stop().await;
+}

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::inbound::{DriverCommand, parse_driver_frame};
-use super::{MAX_FRAME_BYTES, Opened, close, open};
+use super::{MAX_FRAME_BYTES, Opened, close, disconnect_reason, open};
 use crate::actors::Core;
 use crate::actors::driver::{
     Answer, AnswerError, Attach, Detach, DriverActor, GetSnapshot, Location, Respond, SessionLink,
@@ -38,7 +38,8 @@ use crate::http::driver_routes::own_actor;
 use crate::http::error::ApiError;
 use crate::http::trip_routes::answer_error;
 use crate::metrics::{
-    LOCATION_UPDATES, LOCATION_UPDATES_DROPPED, WS_FRAMES_REJECTED, WS_SESSIONS_OPEN,
+    LOCATION_UPDATES, LOCATION_UPDATES_DROPPED, WS_DISCONNECTS, WS_FRAMES_REJECTED,
+    WS_SESSIONS_OPEN,
 };
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -130,7 +131,9 @@ async fn run(
                 let message = match inbound {
                     None => break End::Gone,
                     Some(Ok(message)) => message,
-                    Some(Err(ProtocolError::Overflow | ProtocolError::Io(_))) => {
+                    // The peer vanished or the connection failed: nothing to close.
+                    Some(Err(ProtocolError::Io(_))) => break End::Gone,
+                    Some(Err(ProtocolError::Overflow)) => {
                         counter!(WS_FRAMES_REJECTED, "code" => "frame_too_large").increment(1);
                         break End::Close(CloseCode::Size, format!("frames are limited to {MAX_FRAME_BYTES} bytes"));
                     }
@@ -217,6 +220,11 @@ async fn run(
         session_id: link.id,
     });
     open.decrement(1.0);
+    let reason = match &end {
+        End::Gone => disconnect_reason(None),
+        End::Close(code, text) => disconnect_reason(Some((*code, text.as_str()))),
+    };
+    counter!(WS_DISCONNECTS, "role" => "driver", "reason" => reason).increment(1);
     if let End::Close(code, reason) = end {
         close(session, code, reason).await;
     }

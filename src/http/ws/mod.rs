@@ -74,6 +74,21 @@ pub fn open(
     }
 }
 
+/// How a session ended, for `hexdispatch_ws_disconnects_total{reason}`.
+#[must_use]
+pub fn disconnect_reason(end: Option<(CloseCode, &str)>) -> &'static str {
+    match end {
+        None => "gone",
+        Some((CloseCode::Normal, "idle timeout")) => "idle",
+        Some((CloseCode::Normal, _)) => "closed",
+        Some((CloseCode::Away, _)) => "shutdown",
+        Some((CloseCode::Size, _)) => "frame_too_large",
+        Some((CloseCode::Protocol, _)) => "protocol_error",
+        Some((CloseCode::Other(4000), _)) => "replaced",
+        Some(_) => "other",
+    }
+}
+
 /// Closes a socket with `code` and `reason`.
 pub async fn close(session: Session, code: CloseCode, reason: String) {
     let _ = session

@@ -13,7 +13,7 @@ use metrics::{counter, gauge};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{MAX_FRAME_BYTES, Opened, close, open};
+use super::{MAX_FRAME_BYTES, Opened, close, disconnect_reason, open};
 use crate::actors::Core;
 use crate::actors::protocol::Outbound;
 use crate::actors::protocol::error_frame;
@@ -21,7 +21,7 @@ use crate::actors::protocol::{self, TripView, Viewer};
 use crate::dispatch::Role;
 use crate::http::AppState;
 use crate::http::error::ApiError;
-use crate::metrics::{WS_FRAMES_REJECTED, WS_SESSIONS_OPEN};
+use crate::metrics::{WS_DISCONNECTS, WS_FRAMES_REJECTED, WS_SESSIONS_OPEN};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -86,7 +86,9 @@ async fn run(
                 let message = match inbound {
                     None => break None,
                     Some(Ok(message)) => message,
-                    Some(Err(ProtocolError::Overflow | ProtocolError::Io(_))) => {
+                    // The peer vanished or the connection failed: nothing to close.
+                    Some(Err(ProtocolError::Io(_))) => break None,
+                    Some(Err(ProtocolError::Overflow)) => {
                         counter!(WS_FRAMES_REJECTED, "code" => "frame_too_large").increment(1);
                         break Some((CloseCode::Size, format!("frames are limited to {MAX_FRAME_BYTES} bytes")));
                     }
@@ -133,6 +135,8 @@ async fn run(
     };
     core.riders.detach(rider_id, session_id);
     open.decrement(1.0);
+    let reason = disconnect_reason(end.as_ref().map(|(code, text)| (*code, text.as_str())));
+    counter!(WS_DISCONNECTS, "role" => "rider", "reason" => reason).increment(1);
     if let Some((code, reason)) = end {
         close(session, code, reason).await;
     }
