@@ -58,7 +58,13 @@ fn start_engine(binary: &str, dir: &std::path::Path, port: u16) -> Child {
 }
 
 /// One HTTP/1.1 request on a fresh connection; the status and the JSON body.
-async fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> Option<(u16, Value)> {
+async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Option<(u16, Value)> {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
@@ -111,7 +117,7 @@ async fn driver(
     at: (f64, f64),
     shared: Arc<Shared>,
 ) {
-    let accepts = n % 2 == 0;
+    let accepts = n.is_multiple_of(2);
     loop {
         let epoch = shared.epoch.load(Ordering::Acquire);
         let started = Instant::now();
@@ -151,7 +157,10 @@ async fn driver(
                 Some("session") if !greeted => {
                     greeted = true;
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    shared.latency_us[epoch].lock().unwrap_or_else(|e| e.into_inner()).push(micros);
+                    shared.latency_us[epoch]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(micros);
                     shared.sessions[epoch].fetch_add(1, Ordering::AcqRel);
                     if epoch == 1
                         && let Some(trip) = frame["trip"]["trip_id"].as_str()

@@ -257,3 +257,39 @@ async fn a_cell_actor_that_panics_gets_its_drivers_back_and_answers_queries() {
     assert_eq!(found, 5, "every driver is back in the rebuilt shard");
     core.shutdown();
 }
+
+#[actix::test]
+async fn an_accept_that_finds_its_trip_gone_says_how_the_trip_ended() {
+    let core = Core::start(Settings::default()).unwrap();
+    let Requested::Created(trip) = core
+        .request_trip(
+            Uuid::now_v7(),
+            TripRequest {
+                origin: LatLng::new(10.0, 10.0).unwrap(),
+                destination: LatLng::new(10.1, 10.1).unwrap(),
+                vehicle_type: None,
+                promo_code: None,
+                idempotency_key: None,
+                request_id: None,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a new trip")
+    };
+    let actor = core.trip_actors.get(trip.trip_id).unwrap();
+    actor
+        .send(crate::actors::trip::RiderCancel { request_id: None })
+        .await
+        .unwrap()
+        .unwrap();
+    let profile = core
+        .directory
+        .get_or_create(Uuid::now_v7(), core.default_vehicle.clone());
+    let vehicle = core.vehicles.intern(&profile.vehicle_type).unwrap();
+    let driver = DriverActor::new(core.clone(), profile, vehicle);
+    assert_eq!(driver.ended_reason(trip.trip_id), OfferEnd::RiderCancelled);
+    assert_eq!(driver.ended_reason(Uuid::now_v7()), OfferEnd::Expired);
+    core.shutdown();
+}

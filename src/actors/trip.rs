@@ -170,8 +170,6 @@ pub struct TripActor {
     refill: bool,
     /// The assigned driver's actor.
     driver: Option<Addr<DriverActor>>,
-    pin_failures: u32,
-    pin_locked_until_ms: i64,
     /// The assigned driver's latest position.
     last_position: Option<Position>,
     /// The trail driven since TRIP_STARTED (plausible movement only).
@@ -217,8 +215,6 @@ impl TripActor {
             filling: false,
             refill: false,
             driver: None,
-            pin_failures: 0,
-            pin_locked_until_ms: 0,
             last_position: None,
             trail: Trail::default(),
             last_rider_location_ms: 0,
@@ -719,28 +715,38 @@ impl TripActor {
                 .map_err(ActError::from),
             DriverAction::Start(pin) => {
                 let now = now_ms();
-                if now < self.pin_locked_until_ms && self.trip.driver_id == Some(driver_id) {
+                let locked_until = self.trip.pin_locked_until_ms;
+                if now < locked_until && self.trip.driver_id == Some(driver_id) {
                     let retry_after_s =
-                        u64::try_from((self.pin_locked_until_ms - now + 999) / 1_000).unwrap_or(1);
+                        u64::try_from((locked_until - now + 999) / 1_000).unwrap_or(1);
                     return Err(ActError::PinLocked { retry_after_s });
                 }
                 match self.commit(ctx, &TripCommand::Start { driver_id, pin }, quiet) {
                     Err(TripError::InvalidPin) => {
-                        self.pin_failures += 1;
-                        if self.pin_failures >= self.core.settings.trip.max_pin_attempts {
-                            self.pin_failures = 0;
-                            self.pin_locked_until_ms = now
-                                + i64::try_from(
-                                    Duration::from_secs_f64(self.core.settings.trip.pin_lockout_s)
-                                        .as_millis(),
-                                )
-                                .unwrap_or(i64::MAX);
-                        }
+                        // Counted in the trip's log, so a restart neither forgets the failures
+                        // nor lifts a lock.
+                        let failures = self.trip.pin_failures + 1;
+                        let rejected = if failures >= self.core.settings.trip.max_pin_attempts {
+                            let lock_ms = i64::try_from(
+                                Duration::from_secs_f64(self.core.settings.trip.pin_lockout_s)
+                                    .as_millis(),
+                            )
+                            .unwrap_or(i64::MAX);
+                            TripEvent::PinRejected {
+                                failures: 0,
+                                locked_until_ms: Some(now.saturating_add(lock_ms)),
+                            }
+                        } else {
+                            TripEvent::PinRejected {
+                                failures,
+                                locked_until_ms: None,
+                            }
+                        };
+                        self.note(rejected);
                         Err(ActError::Trip(TripError::InvalidPin))
                     }
                     Err(e) => Err(e.into()),
                     Ok(()) => {
-                        self.pin_failures = 0;
                         self.trail = Trail::default();
                         if let Some(p) = self.last_position {
                             self.trail.push(p.point, p.received_ms);
@@ -909,8 +915,6 @@ impl TripActor {
         fresh.driver = self.driver.take();
         fresh.trail = self.trail;
         fresh.last_position = self.last_position;
-        fresh.pin_failures = self.pin_failures;
-        fresh.pin_locked_until_ms = self.pin_locked_until_ms;
         fresh.first_offer_sent = true;
         *self = fresh;
         match self.trip.status {

@@ -410,3 +410,38 @@ async fn a_trip_actor_that_panics_is_rebuilt_and_its_trip_goes_on() {
     assert!(state.available);
     core.shutdown();
 }
+
+#[actix::test]
+async fn a_driver_that_frees_up_is_offered_by_one_waiting_trip_not_refused_by_all() {
+    let core = Core::start(Settings::default()).unwrap();
+    let pickup = point(48.8566, 2.3522);
+    let mut trips = Vec::new();
+    for _ in 0..8 {
+        trips.push(request(&core, pickup).await);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // One driver comes online in reach of all eight.
+    let (_, _addr, mut rx) = driver(&core, point(48.8570, 2.3530)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(offers(&mut rx), 1, "one offer reaches the driver");
+    let mut sent = 0;
+    let mut refused = 0;
+    for trip in &trips {
+        for record in core.trips.events(trip.trip_id).unwrap() {
+            match record.event {
+                TripEvent::OfferSent { .. } => sent += 1,
+                TripEvent::OfferEnded {
+                    outcome: crate::dispatch::OfferOutcome::Busy,
+                    ..
+                } => refused += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(sent, 1, "one trip made the offer");
+    assert_eq!(
+        refused, 0,
+        "no trip spent an offer the driver had to refuse"
+    );
+    core.shutdown();
+}

@@ -217,6 +217,15 @@ pub enum TripEvent {
         /// When the offer runs out, epoch ms.
         expires_ms: i64,
     },
+    /// A wrong start PIN was refused: the failures in a row so far, and the lock it caused, if
+    /// any (so a restart keeps counting and keeps the lock).
+    #[serde(rename = "trip.pin_rejected")]
+    PinRejected {
+        /// Wrong PINs in a row (0 once this one locked the trip).
+        failures: u32,
+        /// PINs are refused until then, epoch ms.
+        locked_until_ms: Option<i64>,
+    },
     /// An offer ended (or could not be made), and how. Changes nothing in the trip's state.
     #[serde(rename = "trip.offer_ended")]
     OfferEnded {
@@ -255,6 +264,7 @@ impl TripEvent {
             Self::NoDriverFound {} => "trip.no_driver_found",
             Self::OfferSent { .. } => "trip.offer_sent",
             Self::OfferEnded { .. } => "trip.offer_ended",
+            Self::PinRejected { .. } => "trip.pin_rejected",
             Self::PaymentProcessed { .. } => "payment.captured",
             Self::PaymentFailed { .. } => "payment.failed",
         }
@@ -473,6 +483,10 @@ pub struct Trip {
     pub updated_ms: i64,
     /// When each status was (last) entered.
     pub status_times: BTreeMap<TripStatus, i64>,
+    /// Wrong start PINs in a row since the last lock.
+    pub pin_failures: u32,
+    /// Start PINs are refused until then, epoch ms (0: not locked).
+    pub pin_locked_until_ms: i64,
     /// Seq of the latest event.
     pub version: u64,
 }
@@ -562,6 +576,8 @@ impl Trip {
             created_ms: record.at_ms,
             updated_ms: record.at_ms,
             status_times: BTreeMap::from([(TripStatus::Requested, record.at_ms)]),
+            pin_failures: 0,
+            pin_locked_until_ms: 0,
             version: record.seq,
         })
     }
@@ -595,6 +611,18 @@ impl Trip {
     /// Folds one event into the state. Never refuses: events are facts.
     pub fn apply(&mut self, record: &EventRecord) {
         let at = record.at_ms;
+        if let TripEvent::PinRejected {
+            failures,
+            locked_until_ms,
+        } = record.event
+        {
+            self.pin_failures = failures;
+            if let Some(until) = locked_until_ms {
+                self.pin_locked_until_ms = until;
+            }
+            self.version = record.seq;
+            return;
+        }
         if matches!(
             record.event,
             TripEvent::OfferSent { .. } | TripEvent::OfferEnded { .. }
@@ -645,7 +673,9 @@ impl Trip {
             TripEvent::NoDriverFound {} => TripStatus::NoDriverFound,
             TripEvent::PaymentProcessed { .. } => TripStatus::PaymentProcessed,
             TripEvent::PaymentFailed { .. } => TripStatus::PaymentFailed,
-            TripEvent::OfferSent { .. } | TripEvent::OfferEnded { .. } => self.status,
+            TripEvent::OfferSent { .. }
+            | TripEvent::OfferEnded { .. }
+            | TripEvent::PinRejected { .. } => self.status,
         };
         self.status = status;
         self.status_times.insert(status, at);

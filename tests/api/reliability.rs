@@ -727,3 +727,127 @@ async fn races_around_offers_and_cancellations_never_strand_a_driver() {
     }
     app.handle.stop().await;
 }
+
+/// An accepted trip on a REST-only driver of `engine`, arrived at the pickup: (trip id, PIN,
+/// driver token, rider token).
+async fn trip_at_pickup(http: &Http, driver: Uuid) -> (String, String, String, String) {
+    let rider = http.token(Role::Rider, Uuid::now_v7());
+    let driver_token = http.driver_at(driver, 48.8566, 2.3522).await;
+    let (status, trip) = http.request_trip(&rider, 48.8567, 2.3523).await;
+    assert_eq!(status, 201, "{trip}");
+    let trip_id = trip["trip_id"].as_str().unwrap().to_owned();
+    assert_eq!(http.offer_of(driver, &driver_token).await, trip_id);
+    for action in ["accept", "arrived"] {
+        let (s, b) = http
+            .call(
+                "PUT",
+                &format!("/api/trips/{trip_id}/{action}"),
+                &driver_token,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{action}: {b}");
+    }
+    let pin = http.trip(&rider, &trip_id).await["start_pin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (trip_id, pin, driver_token, rider)
+}
+
+#[actix_rt::test]
+async fn a_pin_lock_survives_kill_9() {
+    let dir = scratch_dir("pin-lock");
+    let env = [
+        ("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string()),
+        ("HEXDISPATCH__TRIP__MAX_PIN_ATTEMPTS", "3".to_string()),
+        ("HEXDISPATCH__TRIP__PIN_LOCKOUT_S", "600".to_string()),
+    ];
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let driver = Uuid::now_v7();
+    let (trip_id, pin, driver_token, _) = trip_at_pickup(&http, driver).await;
+    let wrong = if pin == "0000" { "1111" } else { "0000" };
+    let start = format!("/api/trips/{trip_id}/start");
+    for _ in 0..3 {
+        let (s, b) = http
+            .call("PUT", &start, &driver_token, Some(json!({"pin": wrong})))
+            .await;
+        assert_eq!(s, 422, "{b}");
+    }
+    let (s, b) = http
+        .call("PUT", &start, &driver_token, Some(json!({"pin": pin})))
+        .await;
+    assert_eq!(s, 429, "locked after three wrong PINs: {b}");
+    http.drained().await;
+    engine.kill();
+
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let (s, b) = http
+        .call("PUT", &start, &driver_token, Some(json!({"pin": pin})))
+        .await;
+    assert_eq!(s, 429, "the lock outlives the restart: {b}");
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[actix_rt::test]
+async fn a_trip_resumed_after_kill_9_keeps_the_distance_already_driven() {
+    let dir = scratch_dir("driven");
+    let env = [
+        ("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string()),
+        (
+            "HEXDISPATCH__DATABASE__LOCATION_SAMPLE_S",
+            "0.05".to_string(),
+        ),
+    ];
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let driver = Uuid::now_v7();
+    let (trip_id, pin, driver_token, rider) = trip_at_pickup(&http, driver).await;
+    let (s, b) = http
+        .call(
+            "PUT",
+            &format!("/api/trips/{trip_id}/start"),
+            &driver_token,
+            Some(json!({"pin": pin})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // 200 m north in 20 m hops, 500 ms apart: 40 m/s, plausible.
+    for i in 1..=10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (s, b) = http
+            .call(
+                "PUT",
+                &format!("/api/drivers/{driver}/location"),
+                &driver_token,
+                Some(json!({"lat": 48.8567 + f64::from(i) * 0.00018, "lng": 2.3523})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    http.drained().await;
+    engine.kill();
+
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let (s, b) = http
+        .call(
+            "PUT",
+            &format!("/api/trips/{trip_id}/complete"),
+            &driver_token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let done = http.trip(&rider, &trip_id).await;
+    let metres = done["fare_breakdown"]["distance_m"].as_u64().unwrap();
+    assert!(
+        (150..=260).contains(&metres),
+        "the ~200 m driven before the restart are priced: {metres} m"
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}

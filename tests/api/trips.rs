@@ -33,7 +33,8 @@ async fn trip(app: &TestApp, token: &str, trip_id: &str) -> Value {
     r.body
 }
 
-/// The trip's lifecycle events, oldest first (offer notes left out: see `offers_and_their_outcomes_are_in_the_trip_log`).
+/// The trip's lifecycle events, oldest first: notes that change no state (offers, see
+/// `offers_and_their_outcomes_are_in_the_trip_log`; refused PINs) are left out.
 async fn event_types(app: &TestApp, token: &str, trip_id: &str) -> Vec<String> {
     let r = app
         .get(&format!("/api/trips/{trip_id}/events"), Some(token))
@@ -44,7 +45,7 @@ async fn event_types(app: &TestApp, token: &str, trip_id: &str) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|e| id(&e["type"]))
-        .filter(|kind| !kind.starts_with("trip.offer_"))
+        .filter(|kind| !kind.starts_with("trip.offer_") && kind != "trip.pin_rejected")
         .collect()
 }
 
