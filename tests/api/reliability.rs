@@ -851,3 +851,198 @@ async fn a_trip_resumed_after_kill_9_keeps_the_distance_already_driven() {
     drop(engine);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[derive(Default)]
+struct Fleet {
+    /// Epoch (0 before the restart, 1 after) each driver last opened a session in.
+    sessions: std::collections::HashMap<Uuid, usize>,
+    /// The trip each driver was told it won.
+    won: std::collections::HashMap<Uuid, String>,
+    /// The trip each driver's `session` frame named after the restart.
+    trip_back: std::collections::HashMap<Uuid, String>,
+    epoch: usize,
+}
+
+/// A driver app that stays: it reconnects whenever its socket ends (every 100 ms while nothing
+/// listens), sends its position and goes online after each `session` frame, and accepts offers
+/// if `accepts`.
+async fn returning_driver(
+    address: String,
+    token: String,
+    driver: Uuid,
+    at: (f64, f64),
+    accepts: bool,
+    fleet: std::rc::Rc<std::cell::RefCell<Fleet>>,
+) {
+    let client = awc::Client::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let Ok((_, framed)) = client
+            .ws(format!("{}/ws/driver", address.replace("http://", "ws://")))
+            .bearer_auth(&token)
+            .connect()
+            .await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut ws = crate::helpers::Socket::from(framed);
+        while let Some(frame) = ws.gets_within_any(Duration::from_secs(60)).await {
+            match frame["type"].as_str() {
+                Some("session") => {
+                    {
+                        let mut f = fleet.borrow_mut();
+                        let epoch = f.epoch;
+                        f.sessions.insert(driver, epoch);
+                        if epoch == 1
+                            && let Some(trip) = frame["trip"]["trip_id"].as_str()
+                        {
+                            f.trip_back.insert(driver, trip.to_owned());
+                        }
+                    }
+                    ws.send(json!({"type": "location", "lat": at.0, "lng": at.1}))
+                        .await;
+                    ws.send(json!({"type": "status", "status": "online"})).await;
+                }
+                Some("offer") if accepts => {
+                    ws.send(json!({"type": "accept", "trip_id": frame["trip_id"]}))
+                        .await;
+                }
+                Some("trip_assigned") => {
+                    let trip = frame["trip"]["trip_id"].as_str().unwrap_or_default();
+                    fleet.borrow_mut().won.insert(driver, trip.to_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_restart_under_load_brings_every_driver_back_with_its_trip_and_listed() {
+    let dir = scratch_dir("restart-load");
+    let mut env = vec![
+        ("HEXDISPATCH__MATCHING__OFFER_TIMEOUT_S", "30".to_string()),
+        (
+            "HEXDISPATCH__LIMITS__TRIPS_PER_RIDER_PER_MINUTE",
+            "10000".to_string(),
+        ),
+    ];
+    if let Some(redis) = redis_url().await {
+        env.push(("HEXDISPATCH__REDIS__URL", redis));
+        env.push((
+            "HEXDISPATCH__REDIS__KEY_PREFIX",
+            format!("hexdispatch-test-{}:", Uuid::now_v7()),
+        ));
+    }
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
+    let fleet = std::rc::Rc::new(std::cell::RefCell::new(Fleet::default()));
+    let mut drivers = Vec::new();
+    for i in 0..40 {
+        let driver = Uuid::now_v7();
+        let token = http.token(Role::Driver, driver);
+        let at = (
+            48.85 + f64::from(i % 8) * 0.003,
+            2.35 + f64::from(i / 8) * 0.003,
+        );
+        actix_rt::spawn(returning_driver(
+            engine.address.clone(),
+            token.clone(),
+            driver,
+            at,
+            i % 2 == 0,
+            fleet.clone(),
+        ));
+        drivers.push((driver, token, at));
+    }
+    for _ in 0..100 {
+        if fleet.borrow().sessions.len() == drivers.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rider = http.token(Role::Rider, Uuid::now_v7());
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let (status, body) = http
+            .request_trip(&rider, 48.851 + f64::from(i % 5) * 0.003, 2.351)
+            .await;
+        if status == 201 {
+            acknowledged.push(body["trip_id"].as_str().unwrap().to_owned());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    http.drained().await;
+    let port = engine.port();
+    engine.kill();
+
+    fleet.borrow_mut().epoch = 1;
+    let restarted = std::time::Instant::now();
+    let engine = EngineProcess::start_on(&dir, &env, port).await;
+    let mut back = false;
+    for _ in 0..200 {
+        if fleet.borrow().sessions.values().all(|&e| e == 1) {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(back, "every driver reconnected after the restart");
+    eprintln!(
+        "restart under load: {} drivers back {} ms after the restart began",
+        drivers.len(),
+        restarted.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let won = fleet.borrow().won.clone();
+    assert!(!won.is_empty(), "some drivers won trips");
+    for (driver, trip) in &won {
+        assert_eq!(
+            fleet.borrow().trip_back.get(driver),
+            Some(trip),
+            "driver {driver} got its trip back in its session frame"
+        );
+    }
+    let plain: Vec<(Uuid, String)> = drivers.iter().map(|(d, t, _)| (*d, t.clone())).collect();
+    check_after_restart(&engine, &acknowledged, &plain, &won, "restart under load").await;
+    // Nearby lists every available driver where it is (one holding an offer or a trip is not
+    // available).
+    let http = Http::new(&engine.address);
+    for (driver, _, at) in &drivers {
+        if won.contains_key(driver) {
+            continue;
+        }
+        let (s, body) = http
+            .call(
+                "GET",
+                &format!(
+                    "/api/locations/nearby?lat={}&lng={}&radius=50&limit=10",
+                    at.0, at.1
+                ),
+                &rider,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let listed = body["drivers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["driver_id"] == driver.to_string());
+        let (_, me) = http
+            .call("GET", &format!("/api/drivers/{driver}"), &rider, None)
+            .await;
+        assert!(
+            listed || me["available"] != true,
+            "available driver {driver} is listed at its position after the restart: {me}"
+        );
+        assert!(
+            !listed || me["current_trip"].is_null(),
+            "a driver on a trip is not listed: {me}"
+        );
+    }
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,7 +104,21 @@ pub struct EngineProcess {
 impl EngineProcess {
     /// Starts `hexdispatch serve` with `env` overrides and waits for `/ready`.
     pub async fn start(dir: &std::path::Path, env: &[(&str, String)]) -> Self {
-        Self::spawn(dir, env, Stdio::inherit()).await
+        Self::spawn(dir, env, Stdio::inherit(), free_port()).await
+    }
+
+    /// As [`EngineProcess::start`], on `port` (a restart where the apps already connect).
+    pub async fn start_on(dir: &std::path::Path, env: &[(&str, String)], port: u16) -> Self {
+        Self::spawn(dir, env, Stdio::inherit(), port).await
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// As [`EngineProcess::start`], with the engine's log written to `log`.
@@ -114,11 +128,15 @@ impl EngineProcess {
         log: &std::path::Path,
     ) -> Self {
         let file = std::fs::File::create(log).expect("log file");
-        Self::spawn(dir, env, Stdio::from(file)).await
+        Self::spawn(dir, env, Stdio::from(file), free_port()).await
     }
 
-    async fn spawn(dir: &std::path::Path, env: &[(&str, String)], stderr: Stdio) -> Self {
-        let port = free_port();
+    async fn spawn(
+        dir: &std::path::Path,
+        env: &[(&str, String)],
+        stderr: Stdio,
+        port: u16,
+    ) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
             .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
             .current_dir(dir)
