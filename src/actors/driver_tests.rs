@@ -6,6 +6,28 @@ use crate::actors::{Requested, TripRequest};
 use crate::config::Settings;
 use crate::geo::NearbyQuery;
 
+/// A trip requested by a new rider from `origin` to `destination`.
+async fn request(core: &Core, origin: (f64, f64), destination: (f64, f64)) -> Trip {
+    let Requested::Created(trip) = core
+        .request_trip(
+            Uuid::now_v7(),
+            TripRequest {
+                origin: LatLng::new(origin.0, origin.1).unwrap(),
+                destination: LatLng::new(destination.0, destination.1).unwrap(),
+                vehicle_type: None,
+                promo_code: None,
+                idempotency_key: None,
+                request_id: None,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("a new trip")
+    };
+    *trip
+}
+
 fn update(lat: f64, lng: f64) -> Location {
     Location(LocationUpdate {
         point: LatLng::new(lat, lng).unwrap(),
@@ -135,23 +157,7 @@ async fn a_driver_reached_only_over_rest_who_declines_stops_once_its_position_is
     driver.send(Reached).await.unwrap();
     driver.send(update(48.8570, 2.3530)).await.unwrap();
     driver.send(SetStatus(DriverStatus::Online)).await.unwrap();
-    let Requested::Created(trip) = core
-        .request_trip(
-            Uuid::now_v7(),
-            TripRequest {
-                origin: LatLng::new(48.8566, 2.3522).unwrap(),
-                destination: LatLng::new(48.87, 2.30).unwrap(),
-                vehicle_type: None,
-                promo_code: None,
-                idempotency_key: None,
-                request_id: None,
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("a new trip")
-    };
+    let trip = request(&core, (48.8566, 2.3522), (48.87, 2.30)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let held = driver.send(GetSnapshot).await.unwrap();
     assert_eq!(held.offer.map(|o| o.trip_id), Some(trip.trip_id));
@@ -188,23 +194,7 @@ async fn an_unreachable_driver_is_not_offered_until_it_attaches_a_session() {
         }))
         .await
         .unwrap();
-    let Requested::Created(trip) = core
-        .request_trip(
-            Uuid::now_v7(),
-            TripRequest {
-                origin: LatLng::new(48.8566, 2.3522).unwrap(),
-                destination: LatLng::new(48.87, 2.30).unwrap(),
-                vehicle_type: None,
-                promo_code: None,
-                idempotency_key: None,
-                request_id: None,
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("a new trip")
-    };
+    let trip = request(&core, (48.8566, 2.3522), (48.87, 2.30)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         driver.send(GetSnapshot).await.unwrap().offer.is_none(),
@@ -261,23 +251,7 @@ async fn a_cell_actor_that_panics_gets_its_drivers_back_and_answers_queries() {
 #[actix::test]
 async fn an_accept_that_finds_its_trip_gone_says_how_the_trip_ended() {
     let core = Core::start(Settings::default()).unwrap();
-    let Requested::Created(trip) = core
-        .request_trip(
-            Uuid::now_v7(),
-            TripRequest {
-                origin: LatLng::new(10.0, 10.0).unwrap(),
-                destination: LatLng::new(10.1, 10.1).unwrap(),
-                vehicle_type: None,
-                promo_code: None,
-                idempotency_key: None,
-                request_id: None,
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("a new trip")
-    };
+    let trip = request(&core, (10.0, 10.0), (10.1, 10.1)).await;
     let actor = core.trip_actors.get(trip.trip_id).unwrap();
     actor
         .send(crate::actors::trip::RiderCancel { request_id: None })
