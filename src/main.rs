@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hexdispatch::config::Settings;
 use hexdispatch::dispatch::Role;
-use hexdispatch::tools::admin;
+use hexdispatch::tools::{admin, loadgen};
 use hexdispatch::{Engine, telemetry};
 use uuid::Uuid;
 
@@ -64,6 +64,48 @@ enum Command {
         /// Write the lines to this file instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Drive a running engine over HTTP and WebSockets and report throughput, latency and errors
+    /// (scenarios: search, spike, locations). Exits non-zero when a --threshold is missed.
+    Loadgen {
+        /// search | spike | locations.
+        scenario: loadgen::Scenario,
+        /// The engine, http://HOST:PORT.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration_s: f64,
+        /// Requests per second (search, spike).
+        #[arg(long, default_value_t = 1_000)]
+        rate: u32,
+        /// Keep-alive HTTP clients (search, spike).
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        /// Multiple of --rate during the middle third (spike).
+        #[arg(long, default_value_t = 3)]
+        spike_factor: u32,
+        /// Driver sockets (locations).
+        #[arg(long, default_value_t = 1_000)]
+        drivers: usize,
+        /// Milliseconds between two positions of one driver (locations).
+        #[arg(long, default_value_t = 4_000)]
+        interval_ms: u64,
+        /// Search radius, metres.
+        #[arg(long, default_value_t = 2_000)]
+        radius: u32,
+        /// The city: centre latitude, longitude and half-width in km.
+        #[arg(long, default_value = "52.52,13.405,15")]
+        city: String,
+        /// Driver tokens from `hexdispatch seed-drivers` (driver_id,token lines).
+        #[arg(long)]
+        tokens: Option<PathBuf>,
+        /// Write the JSON report here (and an SVG chart beside it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A condition such as p99_ms<20, errors<1 or rps>1000 (repeatable).
+        #[arg(long = "threshold")]
+        thresholds: Vec<loadgen::Threshold>,
     },
     /// Print a signed access token, and nothing else, on stdout.
     Token {
@@ -156,6 +198,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => print!("{lines}"),
             }
+            Ok(())
+        }
+        Command::Loadgen {
+            scenario,
+            url,
+            duration_s,
+            rate,
+            concurrency,
+            spike_factor,
+            drivers,
+            interval_ms,
+            radius,
+            city,
+            tokens,
+            out,
+            thresholds,
+        } => {
+            telemetry::init(&settings.log);
+            let parts: Vec<f64> = city
+                .split(',')
+                .map(|p| p.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .context("--city is lat,lng,half_width_km")?;
+            let [lat, lng, half_km] = parts[..] else {
+                anyhow::bail!("--city is lat,lng,half_width_km");
+            };
+            let tokens = match tokens {
+                Some(path) => Some(
+                    loadgen::read_tokens(
+                        &std::fs::read_to_string(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
+            anyhow::ensure!(
+                duration_s.is_finite() && duration_s > 0.0 && duration_s <= 86_400.0,
+                "--duration-s must be within (0, 86400]"
+            );
+            let options = loadgen::Options {
+                scenario,
+                url: url.trim_end_matches('/').to_owned(),
+                duration: std::time::Duration::from_secs_f64(duration_s),
+                rate,
+                concurrency,
+                spike_factor,
+                drivers,
+                interval: std::time::Duration::from_millis(interval_ms.max(1)),
+                radius_m: radius,
+                city: (lat, lng, half_km),
+                tokens,
+                thresholds,
+            };
+            let report = actix_web::rt::System::new().block_on(loadgen::run(&settings, options))?;
+            let json = serde_json::to_string_pretty(&report)?;
+            println!("{json}");
+            if let Some(path) = out {
+                std::fs::write(&path, &json)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                let svg = path.with_extension("svg");
+                std::fs::write(&svg, report.svg())
+                    .with_context(|| format!("cannot write {}", svg.display()))?;
+            }
+            anyhow::ensure!(report.passed(), "a threshold was missed");
             Ok(())
         }
         Command::Token {

@@ -3,3 +3,4 @@
 //! token). The engine itself never calls these.
 
 pub mod admin;
+pub mod loadgen;

@@ -14,6 +14,7 @@ mod durability;
 mod fuzz;
 mod health;
 mod helpers;
+mod loadgen;
 mod nearby;
 mod ops;
 mod payments;

@@ -1,0 +1,147 @@
+//! `hexdispatch loadgen` against an engine started here: a short run of each scenario, the
+//! report's numbers, thresholds that pass and fail, the token file of `seed-drivers`.
+
+use std::time::Duration;
+
+use hexdispatch::config::Settings;
+use hexdispatch::dispatch::Role;
+use hexdispatch::tools::loadgen::{self, Options, Scenario, Threshold};
+use secrecy::SecretString;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{SECRET, TestApp, spawn_app};
+
+fn settings() -> Settings {
+    let mut settings = Settings::default();
+    settings.auth.jwt_secret = SecretString::from(SECRET);
+    settings
+}
+
+fn options(app: &TestApp, scenario: Scenario, thresholds: &[&str]) -> Options {
+    Options {
+        scenario,
+        url: app.address.clone(),
+        duration: Duration::from_millis(1_500),
+        rate: 200,
+        concurrency: 4,
+        spike_factor: 3,
+        drivers: 20,
+        interval: Duration::from_millis(100),
+        radius_m: 2_000,
+        city: (52.52, 13.405, 3.0),
+        tokens: None,
+        thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
+    }
+}
+
+async fn drivers_online(app: &TestApp, n: u32) {
+    for i in 0..n {
+        let driver = Uuid::now_v7();
+        let token = app.driver_token(driver, "economy");
+        let at = json!({"lat": 52.50 + f64::from(i % 10) * 0.004, "lng": 13.38 + f64::from(i / 10) * 0.006});
+        let r = app
+            .put(
+                &format!("/api/drivers/{driver}/location"),
+                Some(&token),
+                &at.to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(app.set_status(driver, &token, "online").await.status, 200);
+    }
+}
+
+#[actix_rt::test]
+async fn search_and_spike_runs_report_latencies_and_thresholds() {
+    let app = spawn_app().await;
+    drivers_online(&app, 50).await;
+    for scenario in [Scenario::Search, Scenario::Spike] {
+        let report = loadgen::run(
+            &settings(),
+            options(&app, scenario, &["errors<1", "p99_ms<0.000001"]),
+        )
+        .await
+        .unwrap();
+        assert!(
+            report.errors.is_empty(),
+            "{scenario:?}: {:?}",
+            report.errors
+        );
+        assert!(report.completed > 100, "{scenario:?}: {report:?}");
+        assert!(report.latency.p50_ms > 0.0 && report.latency.p99_ms >= report.latency.p50_ms);
+        assert!(!report.timeline.is_empty());
+        assert_eq!(report.thresholds.len(), 2);
+        assert!(report.thresholds[0].1, "no errors: {:?}", report.thresholds);
+        assert!(
+            !report.thresholds[1].1,
+            "an impossible p99 fails: {:?}",
+            report.thresholds
+        );
+        assert!(!report.passed(), "a missed threshold fails the run");
+        assert!(report.svg().starts_with("<svg"), "a chart");
+    }
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_locations_run_streams_positions_from_driver_sockets() {
+    let app = spawn_app().await;
+    let report = loadgen::run(
+        &settings(),
+        options(&app, Scenario::Locations, &["errors<1"]),
+    )
+    .await
+    .unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    // 20 drivers, a frame every 100 ms, for 1.5 s.
+    assert!(report.completed >= 200, "{report:?}");
+    assert!(report.passed());
+    // The positions reached the index: nearby finds drivers in the city.
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let near = app
+        .nearby(&rider, "lat=52.52&lng=13.405&radius=5000&limit=50")
+        .await;
+    assert!(
+        !near.body["drivers"].as_array().unwrap().is_empty(),
+        "{}",
+        near.body
+    );
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn bad_loadgen_input_is_refused_clearly() {
+    assert!("trips".parse::<Scenario>().is_err());
+    assert!("p99_ms=20".parse::<Threshold>().is_err());
+    assert!("latency<20".parse::<Threshold>().is_err());
+    assert!("p99_ms<abc".parse::<Threshold>().is_err());
+    assert!(loadgen::read_tokens("not-a-uuid,token").is_err());
+    let id = Uuid::now_v7();
+    assert_eq!(
+        loadgen::read_tokens(&format!("{id},tok\n")).unwrap(),
+        vec![(id, "tok".to_owned())]
+    );
+    let mut https = Options {
+        scenario: Scenario::Search,
+        url: "https://example.invalid".into(),
+        duration: Duration::from_millis(10),
+        rate: 1,
+        concurrency: 1,
+        spike_factor: 1,
+        drivers: 1,
+        interval: Duration::from_millis(10),
+        radius_m: 100,
+        city: (0.0, 0.0, 1.0),
+        tokens: None,
+        thresholds: Vec::new(),
+    };
+    assert!(
+        loadgen::run(&settings(), https.clone()).await.is_err(),
+        "http only"
+    );
+    // Nothing listens: every request is a connect error, counted, and the run still reports.
+    https.url = format!("http://127.0.0.1:{}", crate::services::free_port());
+    let report = loadgen::run(&settings(), https).await.unwrap();
+    assert!(report.errors.contains_key("connect"), "{:?}", report.errors);
+}
