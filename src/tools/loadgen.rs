@@ -7,7 +7,11 @@
 //!   `--concurrency` keep-alive clients, around points uniform in the city;
 //! - `spike`: the same, with the rate at `--spike-factor` × `--rate` during the middle third;
 //! - `locations`: `--drivers` driver sockets, each sending a position every `--interval-ms`
-//!   (latency is the time to write the frame; the engine answers none).
+//!   (latency is the time to write the frame; the engine answers none);
+//! - `trips`: `--drivers` driver sockets that accept every offer, arrive, start with the rider's
+//!   PIN and complete; riders request `--rate` trips per second (each a new rider), read the PIN
+//!   once a driver is assigned and hand it over. Latency is request → TRIP_COMPLETED; a trip that
+//!   ends unmatched counts as `no_driver_found`.
 //!
 //! Tokens are signed with the engine's key (`auth.jwt_secret` from the same config/env), or read
 //! from a `seed-drivers` output file (`--tokens`). Thresholds such as `p99_ms<20` or
@@ -34,6 +38,8 @@ pub enum Scenario {
     Spike,
     /// Driver sockets streaming positions.
     Locations,
+    /// Drivers answering offers and riders' trips run to completion with the PIN.
+    Trips,
 }
 
 impl std::str::FromStr for Scenario {
@@ -44,9 +50,10 @@ impl std::str::FromStr for Scenario {
             "search" => Ok(Self::Search),
             "spike" => Ok(Self::Spike),
             "locations" => Ok(Self::Locations),
+            "trips" => Ok(Self::Trips),
             other => Err(format!(
-                "unknown scenario {other:?}: search, spike or locations (trips and mixed are not \
-                 in this release)"
+                "unknown scenario {other:?}: search, spike, locations or trips (mixed is not in \
+                 this release)"
             )),
         }
     }
@@ -58,6 +65,7 @@ impl Scenario {
             Self::Search => "search",
             Self::Spike => "spike",
             Self::Locations => "locations",
+            Self::Trips => "trips",
         }
     }
 }
@@ -326,6 +334,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
     match options.scenario {
         Scenario::Search | Scenario::Spike => search(&options, &keys, &tally, started).await?,
         Scenario::Locations => locations(&options, &keys, &tally, started).await?,
+        Scenario::Trips => trips(&options, &keys, &tally, started).await?,
     }
     let elapsed = started.elapsed().as_secs_f64().max(0.001);
     let tally = tally
@@ -403,10 +412,12 @@ async fn search(
                 .timeout(Duration::from_secs(10))
                 .finish();
             let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ (w as u64 + 1);
-            let mut sent = 0_u64;
-            while started.elapsed() < options.duration {
-                // This worker's share of the rate now (with the spike in the middle third).
-                let t = started.elapsed().as_secs_f64() / options.duration.as_secs_f64();
+            // Open loop: each request has its due time, one interval (at the rate in force then)
+            // after the previous one, whether or not earlier answers are back.
+            let mut due = started;
+            let end = started + options.duration;
+            while due < end && Instant::now() < end {
+                let t = due.duration_since(started).as_secs_f64() / options.duration.as_secs_f64();
                 let factor =
                     if options.scenario == Scenario::Spike && (1.0 / 3.0..2.0 / 3.0).contains(&t) {
                         f64::from(options.spike_factor.max(1))
@@ -414,11 +425,10 @@ async fn search(
                         1.0
                     };
                 let rate = f64::from(options.rate.max(1)) * factor / workers as f64;
-                let due = started + Duration::from_secs_f64(sent as f64 / rate);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     tokio::time::sleep(wait).await;
                 }
-                sent += 1;
+                due += Duration::from_secs_f64(1.0 / rate);
                 let (lat, lng) = somewhere(options.city, &mut seed);
                 let url = format!(
                     "{}/api/locations/nearby?lat={lat:.6}&lng={lng:.6}&radius={}&limit=5",
@@ -522,6 +532,231 @@ async fn locations(
     }
     for handle in handles {
         let _ = handle.await;
+    }
+    Ok(())
+}
+
+/// What riders tell their drivers in the `trips` scenario.
+#[derive(Default)]
+struct Handover {
+    /// Trip → its start PIN, once the rider read it.
+    pins: dashmap::DashMap<Uuid, String>,
+    /// Trip → when it was requested.
+    requested: dashmap::DashMap<Uuid, Instant>,
+}
+
+async fn trips(
+    options: &Options,
+    keys: &JwtKeys,
+    tally: &Arc<std::sync::Mutex<Tally>>,
+    started: Instant,
+) -> anyhow::Result<()> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+
+    let handover = Arc::new(Handover::default());
+    let ws_url = format!("{}/ws/driver", options.url.replacen("http://", "ws://", 1));
+    // Drivers first: they must be online before riders ask.
+    let mut drivers = Vec::new();
+    for n in 0..options.drivers {
+        let token = keys.issue(Uuid::now_v7(), Role::Driver, None, 3_600)?;
+        let (options, tally, handover, url) = (
+            options.clone(),
+            Arc::clone(tally),
+            Arc::clone(&handover),
+            ws_url.clone(),
+        );
+        drivers.push(actix_rt::spawn(async move {
+            let client = awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .finish();
+            let Ok((_, mut ws)) = client.ws(url).bearer_auth(&token).connect().await else {
+                tally
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .error("connect".into());
+                return;
+            };
+            let mut seed = 0xD1B5_4A32_D192_ED03_u64 ^ (n as u64 + 1);
+            let (lat, lng) = somewhere(options.city, &mut seed);
+            let hello = [
+                format!(r#"{{"type":"location","lat":{lat:.6},"lng":{lng:.6}}}"#),
+                r#"{"type":"status","status":"online"}"#.to_owned(),
+            ];
+            for frame in hello {
+                let _ = ws.send(awc::ws::Message::Text(frame.into())).await;
+            }
+            let end = started + options.duration + Duration::from_secs(20);
+            while Instant::now() < end {
+                let next = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
+                let frame = match next {
+                    Err(_) => continue,
+                    Ok(Some(Ok(awc::ws::Frame::Text(bytes)))) => bytes,
+                    Ok(Some(Ok(awc::ws::Frame::Ping(p)))) => {
+                        let _ = ws.send(awc::ws::Message::Pong(p)).await;
+                        continue;
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    Ok(_) => return,
+                };
+                let Ok(frame) = serde_json::from_slice::<serde_json::Value>(&frame) else {
+                    continue;
+                };
+                let trip = frame["trip_id"]
+                    .as_str()
+                    .or_else(|| frame["trip"]["trip_id"].as_str())
+                    .and_then(|t| Uuid::parse_str(t).ok());
+                match (frame["type"].as_str(), trip) {
+                    (Some("offer"), Some(trip)) => {
+                        let accept = format!(r#"{{"type":"accept","trip_id":"{trip}"}}"#);
+                        let _ = ws.send(awc::ws::Message::Text(accept.into())).await;
+                    }
+                    (Some("trip_assigned"), Some(trip)) => {
+                        let arrived = format!(r#"{{"type":"arrived","trip_id":"{trip}"}}"#);
+                        let _ = ws.send(awc::ws::Message::Text(arrived.into())).await;
+                        // The rider reads its PIN and hands it over.
+                        let mut pin = None;
+                        for _ in 0..200 {
+                            if let Some(p) = handover.pins.get(&trip) {
+                                pin = Some(p.clone());
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                        }
+                        let Some(pin) = pin else {
+                            tally
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .error("no_pin".into());
+                            continue;
+                        };
+                        for frame in [
+                            format!(r#"{{"type":"start","trip_id":"{trip}","pin":"{pin}"}}"#),
+                            format!(r#"{{"type":"complete","trip_id":"{trip}"}}"#),
+                        ] {
+                            let _ = ws.send(awc::ws::Message::Text(frame.into())).await;
+                        }
+                    }
+                    (Some("trip_update"), Some(trip)) if frame["status"] == "TRIP_COMPLETED" => {
+                        if let Some((_, at)) = handover.requested.remove(&trip) {
+                            let second = at.duration_since(started).as_secs();
+                            tally
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .ok(second, at.elapsed());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let _ = ws.send(awc::ws::Message::Close(None)).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Riders.
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let rate = f64::from(options.rate.max(1));
+    let mut riders = Vec::new();
+    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+    let mut sent = 0_u64;
+    while started.elapsed() < options.duration {
+        let due = started + Duration::from_secs_f64(sent as f64 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        sent += 1;
+        let token = keys.issue(Uuid::now_v7(), Role::Rider, None, 3_600)?;
+        let (lat, lng) = somewhere(options.city, &mut seed);
+        let body = serde_json::json!({
+            "origin": {"lat": lat, "lng": lng},
+            "destination": {"lat": lat + 0.01, "lng": lng + 0.01},
+        });
+        let (client, tally, handover, url) = (
+            client.clone(),
+            Arc::clone(tally),
+            Arc::clone(&handover),
+            options.url.clone(),
+        );
+        riders.push(actix_rt::spawn(async move {
+            let asked = Instant::now();
+            let created = client
+                .post(format!("{url}/api/trips"))
+                .bearer_auth(&token)
+                .send_json(&body)
+                .await;
+            let trip = match created {
+                Ok(mut res) if res.status().as_u16() == 201 => res
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["trip_id"].as_str().and_then(|t| Uuid::parse_str(t).ok())),
+                Ok(res) => {
+                    tally
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .error(format!("status_{}", res.status().as_u16()));
+                    return;
+                }
+                Err(_) => None,
+            };
+            let Some(trip) = trip else {
+                tally
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .error("request".into());
+                return;
+            };
+            handover.requested.insert(trip, asked);
+            for _ in 0..400 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let Ok(mut res) = client
+                    .get(format!("{url}/api/trips/{trip}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let Ok(view) = res.json::<serde_json::Value>().await else {
+                    continue;
+                };
+                if let Some(pin) = view["start_pin"].as_str() {
+                    handover.pins.insert(trip, pin.to_owned());
+                    return;
+                }
+                if view["status"] == "NO_DRIVER_FOUND" || view["status"] == "CANCELLED" {
+                    handover.requested.remove(&trip);
+                    tally
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .error("no_driver_found".into());
+                    return;
+                }
+            }
+        }));
+    }
+    for rider in riders {
+        let _ = rider.await;
+    }
+    // Give the last trips time to finish, then stop the drivers.
+    for _ in 0..100 {
+        if handover.requested.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unfinished = handover.requested.len();
+    if unfinished > 0 {
+        let mut tally = tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..unfinished {
+            tally.error("unfinished".into());
+        }
+    }
+    for driver in drivers {
+        driver.abort();
     }
     Ok(())
 }

@@ -112,7 +112,8 @@ async fn a_locations_run_streams_positions_from_driver_sockets() {
 
 #[actix_rt::test]
 async fn bad_loadgen_input_is_refused_clearly() {
-    assert!("trips".parse::<Scenario>().is_err());
+    assert!("mixed".parse::<Scenario>().is_err(), "not in this release");
+    assert!("nope".parse::<Scenario>().is_err());
     assert!("p99_ms=20".parse::<Threshold>().is_err());
     assert!("latency<20".parse::<Threshold>().is_err());
     assert!("p99_ms<abc".parse::<Threshold>().is_err());
@@ -144,4 +145,18 @@ async fn bad_loadgen_input_is_refused_clearly() {
     https.url = format!("http://127.0.0.1:{}", crate::services::free_port());
     let report = loadgen::run(&settings(), https).await.unwrap();
     assert!(report.errors.contains_key("connect"), "{:?}", report.errors);
+}
+
+#[actix_rt::test]
+async fn a_trips_run_takes_trips_from_request_to_completion_with_the_pin() {
+    let app = spawn_app().await;
+    let mut opts = options(&app, Scenario::Trips, &["errors<1"]);
+    opts.rate = 5;
+    opts.drivers = 30;
+    opts.duration = Duration::from_secs(2);
+    let report = loadgen::run(&settings(), opts).await.unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.completed >= 8, "{report:?}");
+    assert!(report.passed());
+    app.handle.stop().await;
 }
