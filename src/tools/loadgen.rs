@@ -708,8 +708,10 @@ async fn trips(
                 return;
             };
             handover.requested.insert(trip, asked);
-            for _ in 0..400 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            // A rider app polls its trip (the rider socket would push it; polling keeps the
+            // generator simple) until a driver is assigned and the PIN shows.
+            for _ in 0..100 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 let Ok(mut res) = client
                     .get(format!("{url}/api/trips/{trip}"))
                     .bearer_auth(&token)
