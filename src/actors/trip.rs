@@ -501,6 +501,12 @@ impl TripActor {
         .into_actor(self)
         .map(move |reply, actor, ctx| match reply {
             Ok(OfferReply::Delivered) => {
+                // It reached the driver, whatever happened to it since.
+                actor.note(TripEvent::OfferSent {
+                    driver_id,
+                    distance_m: to_u64(distance_m.round()),
+                    expires_ms,
+                });
                 if !actor.search.delivered(driver_id, expires_ms) {
                     // Closed while on its way (the trip was taken or ended): the driver holds it
                     // now, so withdraw it again, after the offer, where it cannot be overtaken.
@@ -513,11 +519,6 @@ impl TripActor {
                     }
                 } else {
                     counter!(OFFERS, "outcome" => "sent").increment(1);
-                    actor.note(TripEvent::OfferSent {
-                        driver_id,
-                        distance_m: to_u64(distance_m.round()),
-                        expires_ms,
-                    });
                     if !std::mem::replace(&mut actor.first_offer_sent, true) {
                         histogram!(TRIP_TIME_TO_FIRST_OFFER)
                             .record(actor.requested_at.elapsed().as_secs_f64());

@@ -304,6 +304,15 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     }
 }
 
+/// A well-spread starting state for stream `n` (splitmix64): neighbouring `n` give unrelated
+/// streams, so the points of different drivers and workers do not cluster.
+fn seed_for(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
+}
+
 /// A point uniform in the city.
 fn somewhere(city: (f64, f64, f64), seed: &mut u64) -> (f64, f64) {
     // xorshift: cheap and deterministic; the load needs spread, not statistics.
@@ -411,7 +420,7 @@ async fn search(
             let client = awc::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .finish();
-            let mut seed = 0x9E37_79B9_7F4A_7C15_u64 ^ (w as u64 + 1);
+            let mut seed = seed_for(w as u64);
             // Open loop: each request has its due time, one interval (at the rate in force then)
             // after the previous one, whether or not earlier answers are back.
             let mut due = started;
@@ -501,7 +510,7 @@ async fn locations(
                     return;
                 }
             };
-            let mut seed = 0xA076_1D64_78BD_642F_u64 ^ (n as u64 + 1);
+            let mut seed = seed_for(1 << 32 | n as u64);
             let status = r#"{"type":"status","status":"online"}"#;
             let _ = framed.send(awc::ws::Message::Text(status.into())).await;
             // Spread the drivers' first frames over one interval.
@@ -576,7 +585,7 @@ async fn trips(
                     .error("connect".into());
                 return;
             };
-            let mut seed = 0xD1B5_4A32_D192_ED03_u64 ^ (n as u64 + 1);
+            let mut seed = seed_for(2 << 32 | n as u64);
             let (lat, lng) = somewhere(options.city, &mut seed);
             let hello = [
                 format!(r#"{{"type":"location","lat":{lat:.6},"lng":{lng:.6}}}"#),
@@ -658,7 +667,7 @@ async fn trips(
         .finish();
     let rate = f64::from(options.rate.max(1));
     let mut riders = Vec::new();
-    let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+    let mut seed = seed_for(3 << 32);
     let mut sent = 0_u64;
     while started.elapsed() < options.duration {
         let due = started + Duration::from_secs_f64(sent as f64 / rate);
@@ -761,4 +770,30 @@ async fn trips(
         driver.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_of_neighbouring_streams_spread_over_the_city() {
+        let city = (52.52, 13.405, 15.0);
+        let firsts: Vec<(f64, f64)> = (0..200)
+            .map(|n| somewhere(city, &mut seed_for(n)))
+            .collect();
+        let (min_lat, max_lat) = firsts.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.0), hi.max(p.0))
+        });
+        let span_km = (max_lat - min_lat) * 111.2;
+        assert!(
+            span_km > 20.0,
+            "200 drivers' first points span only {span_km} km"
+        );
+        assert!(
+            firsts
+                .iter()
+                .all(|p| (p.0 - city.0).abs() * 111.2 <= 15.0 + 1e-9)
+        );
+    }
 }
