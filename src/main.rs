@@ -66,9 +66,10 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Drive a running engine over HTTP and WebSockets and report throughput, latency and errors
-    /// (scenarios: search, spike, locations). Exits non-zero when a --threshold is missed.
+    /// (scenarios: search, spike, locations, trips, baseline). Exits non-zero when a --threshold
+    /// is missed.
     Loadgen {
-        /// search | spike | locations.
+        /// search | spike | locations | trips | baseline.
         scenario: loadgen::Scenario,
         /// The engine, http://HOST:PORT.
         #[arg(long, default_value = "http://127.0.0.1:8080")]

@@ -11,7 +11,9 @@
 //! - `trips`: `--drivers` driver sockets that accept every offer, arrive, start with the rider's
 //!   PIN and complete; riders request `--rate` trips per second (each a new rider), read the PIN
 //!   once a driver is assigned and hand it over. Latency is request → TRIP_COMPLETED; a trip that
-//!   ends unmatched counts as `no_driver_found`.
+//!   ends unmatched counts as `no_driver_found`;
+//! - `baseline`: `GET /health` exactly as `search` asks nearby — the trivial route a nearby
+//!   figure is compared with.
 //!
 //! Tokens are signed with the engine's key (`auth.jwt_secret` from the same config/env), or read
 //! from a `seed-drivers` output file (`--tokens`). Thresholds such as `p99_ms<20` or
@@ -40,6 +42,8 @@ pub enum Scenario {
     Locations,
     /// Drivers answering offers and riders' trips run to completion with the PIN.
     Trips,
+    /// `GET /health` the way `search` asks nearby: the trivial route, for comparison.
+    Baseline,
 }
 
 impl std::str::FromStr for Scenario {
@@ -51,9 +55,10 @@ impl std::str::FromStr for Scenario {
             "spike" => Ok(Self::Spike),
             "locations" => Ok(Self::Locations),
             "trips" => Ok(Self::Trips),
+            "baseline" => Ok(Self::Baseline),
             other => Err(format!(
-                "unknown scenario {other:?}: search, spike, locations or trips (mixed is not in \
-                 this release)"
+                "unknown scenario {other:?}: search, spike, locations, trips or baseline (mixed is \
+                 not in this release)"
             )),
         }
     }
@@ -66,6 +71,7 @@ impl Scenario {
             Self::Spike => "spike",
             Self::Locations => "locations",
             Self::Trips => "trips",
+            Self::Baseline => "baseline",
         }
     }
 }
@@ -341,7 +347,9 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
     let tally = Arc::new(std::sync::Mutex::new(Tally::new()));
     let started = Instant::now();
     match options.scenario {
-        Scenario::Search | Scenario::Spike => search(&options, &keys, &tally, started).await?,
+        Scenario::Search | Scenario::Spike | Scenario::Baseline => {
+            search(&options, &keys, &tally, started).await?;
+        }
         Scenario::Locations => locations(&options, &keys, &tally, started).await?,
         Scenario::Trips => trips(&options, &keys, &tally, started).await?,
     }
@@ -439,10 +447,14 @@ async fn search(
                 }
                 due += Duration::from_secs_f64(1.0 / rate);
                 let (lat, lng) = somewhere(options.city, &mut seed);
-                let url = format!(
-                    "{}/api/locations/nearby?lat={lat:.6}&lng={lng:.6}&radius={}&limit=5",
-                    options.url, options.radius_m
-                );
+                let url = if options.scenario == Scenario::Baseline {
+                    format!("{}/health", options.url)
+                } else {
+                    format!(
+                        "{}/api/locations/nearby?lat={lat:.6}&lng={lng:.6}&radius={}&limit=5",
+                        options.url, options.radius_m
+                    )
+                };
                 let begun = Instant::now();
                 let outcome = client.get(url).bearer_auth(&token).send().await;
                 let result = match outcome {

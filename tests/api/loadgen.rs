@@ -56,7 +56,7 @@ async fn drivers_online(app: &TestApp, n: u32) {
 async fn search_and_spike_runs_report_latencies_and_thresholds() {
     let app = spawn_app().await;
     drivers_online(&app, 50).await;
-    for scenario in [Scenario::Search, Scenario::Spike] {
+    for scenario in [Scenario::Search, Scenario::Spike, Scenario::Baseline] {
         let report = loadgen::run(
             &settings(),
             options(&app, scenario, &["errors<1", "p99_ms<0.000001"]),
