@@ -278,7 +278,8 @@ impl Core {
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         self.trips.append(trip, &records);
         if let Some(notifications) = self.notifications.get() {
-            for record in &records {
+            // Notes (offers, refused PINs) concern nobody who is not looking at the app.
+            for record in records.iter().filter(|r| !r.event.is_note()) {
                 notifications.do_send(TripEventNotice {
                     trip_id: trip.trip_id,
                     rider_id: trip.rider_id,

@@ -2,31 +2,9 @@
 
 use super::*;
 use crate::actors::cell::Count;
-use crate::actors::{Requested, TripRequest};
+use crate::actors::test_support::request_trip;
 use crate::config::Settings;
 use crate::geo::NearbyQuery;
-
-/// A trip requested by a new rider from `origin` to `destination`.
-async fn request(core: &Core, origin: (f64, f64), destination: (f64, f64)) -> Trip {
-    let Requested::Created(trip) = core
-        .request_trip(
-            Uuid::now_v7(),
-            TripRequest {
-                origin: LatLng::new(origin.0, origin.1).unwrap(),
-                destination: LatLng::new(destination.0, destination.1).unwrap(),
-                vehicle_type: None,
-                promo_code: None,
-                idempotency_key: None,
-                request_id: None,
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("a new trip")
-    };
-    *trip
-}
 
 fn update(lat: f64, lng: f64) -> Location {
     Location(LocationUpdate {
@@ -157,7 +135,7 @@ async fn a_driver_reached_only_over_rest_who_declines_stops_once_its_position_is
     driver.send(Reached).await.unwrap();
     driver.send(update(48.8570, 2.3530)).await.unwrap();
     driver.send(SetStatus(DriverStatus::Online)).await.unwrap();
-    let trip = request(&core, (48.8566, 2.3522), (48.87, 2.30)).await;
+    let trip = request_trip(&core, (48.8566, 2.3522), (48.87, 2.30)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let held = driver.send(GetSnapshot).await.unwrap();
     assert_eq!(held.offer.map(|o| o.trip_id), Some(trip.trip_id));
@@ -194,7 +172,7 @@ async fn an_unreachable_driver_is_not_offered_until_it_attaches_a_session() {
         }))
         .await
         .unwrap();
-    let trip = request(&core, (48.8566, 2.3522), (48.87, 2.30)).await;
+    let trip = request_trip(&core, (48.8566, 2.3522), (48.87, 2.30)).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         driver.send(GetSnapshot).await.unwrap().offer.is_none(),
@@ -251,7 +229,7 @@ async fn a_cell_actor_that_panics_gets_its_drivers_back_and_answers_queries() {
 #[actix::test]
 async fn an_accept_that_finds_its_trip_gone_says_how_the_trip_ended() {
     let core = Core::start(Settings::default()).unwrap();
-    let trip = request(&core, (10.0, 10.0), (10.1, 10.1)).await;
+    let trip = request_trip(&core, (10.0, 10.0), (10.1, 10.1)).await;
     let actor = core.trip_actors.get(trip.trip_id).unwrap();
     actor
         .send(crate::actors::trip::RiderCancel { request_id: None })

@@ -26,6 +26,8 @@ pub mod registry;
 pub mod riders;
 pub mod shards;
 pub mod supervision;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod trip;
 pub mod trip_store;
 pub mod use_cases;

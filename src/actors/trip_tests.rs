@@ -8,7 +8,7 @@ use crate::actors::driver::{
     SetStatus,
 };
 use crate::actors::protocol::Outbound;
-use crate::actors::{Requested, TripRequest};
+use crate::actors::test_support::request_trip;
 use crate::config::Settings;
 use crate::dispatch::DriverStatus;
 use crate::geo::LatLng;
@@ -50,23 +50,7 @@ async fn a_driver_who_gave_a_trip_up_is_never_offered_it_again() {
     let core = Core::start(settings).unwrap();
     let pickup = point(48.8566, 2.3522);
     let (driver_id, addr, mut rx) = driver(&core, point(48.8570, 2.3530)).await;
-    let Requested::Created(trip) = core
-        .request_trip(
-            Uuid::now_v7(),
-            TripRequest {
-                origin: pickup,
-                destination: point(48.87, 2.30),
-                vehicle_type: None,
-                promo_code: None,
-                idempotency_key: None,
-                request_id: None,
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("a new trip")
-    };
+    let trip = request(&core, pickup).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(offers(&mut rx), 1);
     let answer = addr
@@ -105,23 +89,7 @@ async fn a_driver_who_gave_a_trip_up_is_never_offered_it_again() {
 #[actix::test]
 async fn an_accept_without_an_open_offer_is_rejected_with_the_reason() {
     let core = Core::start(Settings::default()).unwrap();
-    let Requested::Created(trip) = core
-        .request_trip(
-            Uuid::now_v7(),
-            TripRequest {
-                origin: point(10.0, 10.0),
-                destination: point(10.01, 10.01),
-                vehicle_type: None,
-                promo_code: None,
-                idempotency_key: None,
-                request_id: None,
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("a new trip")
-    };
+    let trip = request_trip(&core, (10.0, 10.0), (10.01, 10.01)).await;
     let actor = core.trip_actors.get(trip.trip_id).unwrap();
     let stranger = core.driver(Uuid::now_v7(), None).unwrap();
     let answer = actor
@@ -144,24 +112,7 @@ async fn an_accept_without_an_open_offer_is_rejected_with_the_reason() {
 }
 
 async fn request(core: &Core, origin: LatLng) -> Trip {
-    let Requested::Created(trip) = core
-        .request_trip(
-            Uuid::now_v7(),
-            TripRequest {
-                origin,
-                destination: point(48.87, 2.30),
-                vehicle_type: None,
-                promo_code: None,
-                idempotency_key: None,
-                request_id: None,
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("a new trip")
-    };
-    *trip
+    request_trip(core, (origin.lat(), origin.lng()), (48.87, 2.30)).await
 }
 
 fn frames(rx: &mut mpsc::Receiver<Outbound>) -> Vec<serde_json::Value> {

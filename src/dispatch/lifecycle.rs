@@ -248,7 +248,17 @@ pub enum TripEvent {
 }
 
 impl TripEvent {
-    /// The event's type name (`trip.accepted`, …).
+    /// Whether this event notes something (an offer, a refused PIN) without changing the trip's
+    /// status.
+    #[must_use]
+    pub const fn is_note(&self) -> bool {
+        matches!(
+            self,
+            Self::OfferSent { .. } | Self::OfferEnded { .. } | Self::PinRejected { .. }
+        )
+    }
+
+    /// The event's type name (`trip.accepted`, …), as stored and published.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
         match self {
@@ -623,10 +633,7 @@ impl Trip {
             self.version = record.seq;
             return;
         }
-        if matches!(
-            record.event,
-            TripEvent::OfferSent { .. } | TripEvent::OfferEnded { .. }
-        ) {
+        if record.event.is_note() {
             // A note in the log, not a change of state.
             self.version = record.seq;
             return;

@@ -420,39 +420,75 @@ async fn finished_trips_leave_memory_after_the_retention_and_are_read_back_from_
     app.handle.stop().await;
 }
 
-/// A driver app that goes online at `at`, accepts every offer and never finishes a trip; it
-/// records the trips the engine told it it won, and stops when its socket closes.
-async fn eager_driver(
+#[derive(Default)]
+struct Fleet {
+    /// Epoch (0 before the restart, 1 after) each driver last opened a session in.
+    sessions: std::collections::HashMap<Uuid, usize>,
+    /// The trip each driver was told it won.
+    won: std::collections::HashMap<Uuid, String>,
+    /// The trip each driver's `session` frame named after the restart.
+    trip_back: std::collections::HashMap<Uuid, String>,
+    epoch: usize,
+}
+
+/// A driver app: it sends its position and goes online after each `session` frame, accepts
+/// offers if `accepts` (and never finishes a trip), and records the trips the engine told it it
+/// won. With `reconnect` it comes back whenever its socket ends (every 100 ms while nothing
+/// listens); without, it stops then.
+async fn driver_app(
     address: String,
     token: String,
     driver: Uuid,
     at: (f64, f64),
-    won: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<Uuid, String>>>,
+    (accepts, reconnect): (bool, bool),
+    fleet: std::rc::Rc<std::cell::RefCell<Fleet>>,
 ) {
     let client = awc::Client::default();
-    let Ok((_, framed)) = client
-        .ws(format!("{}/ws/driver", address.replace("http://", "ws://")))
-        .bearer_auth(&token)
-        .connect()
-        .await
-    else {
-        return;
-    };
-    let mut ws = crate::helpers::Socket::from(framed);
-    ws.send(json!({"type": "location", "lat": at.0, "lng": at.1}))
-        .await;
-    ws.send(json!({"type": "status", "status": "online"})).await;
-    while let Some(frame) = ws.gets_within_any(Duration::from_secs(30)).await {
-        match frame["type"].as_str() {
-            Some("offer") => {
-                ws.send(json!({"type": "accept", "trip_id": frame["trip_id"]}))
-                    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let Ok((_, framed)) = client
+            .ws(format!("{}/ws/driver", address.replace("http://", "ws://")))
+            .bearer_auth(&token)
+            .connect()
+            .await
+        else {
+            if !reconnect {
+                return;
             }
-            Some("trip_assigned") => {
-                let trip = frame["trip"]["trip_id"].as_str().unwrap_or_default();
-                won.borrow_mut().insert(driver, trip.to_owned());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut ws = crate::helpers::Socket::from(framed);
+        while let Some(frame) = ws.gets_within_any(Duration::from_secs(60)).await {
+            match frame["type"].as_str() {
+                Some("session") => {
+                    {
+                        let mut f = fleet.borrow_mut();
+                        let epoch = f.epoch;
+                        f.sessions.insert(driver, epoch);
+                        if epoch == 1
+                            && let Some(trip) = frame["trip"]["trip_id"].as_str()
+                        {
+                            f.trip_back.insert(driver, trip.to_owned());
+                        }
+                    }
+                    ws.send(json!({"type": "location", "lat": at.0, "lng": at.1}))
+                        .await;
+                    ws.send(json!({"type": "status", "status": "online"})).await;
+                }
+                Some("offer") if accepts => {
+                    ws.send(json!({"type": "accept", "trip_id": frame["trip_id"]}))
+                        .await;
+                }
+                Some("trip_assigned") => {
+                    let trip = frame["trip"]["trip_id"].as_str().unwrap_or_default();
+                    fleet.borrow_mut().won.insert(driver, trip.to_owned());
+                }
+                _ => {}
             }
-            _ => {}
+        }
+        if !reconnect {
+            return;
         }
     }
 }
@@ -529,7 +565,7 @@ async fn under_load_sigterm_then_kill_9_then_restart_lose_nothing_acknowledged()
     ];
     let mut acknowledged: Vec<String> = Vec::new();
     let mut drivers: Vec<(Uuid, String)> = Vec::new();
-    let won = std::rc::Rc::new(std::cell::RefCell::new(std::collections::HashMap::new()));
+    let fleet = std::rc::Rc::new(std::cell::RefCell::new(Fleet::default()));
     for phase in ["sigterm", "kill -9"] {
         let engine = EngineProcess::start(&dir, &env).await;
         let http = Http::new(&engine.address);
@@ -542,12 +578,13 @@ async fn under_load_sigterm_then_kill_9_then_restart_lose_nothing_acknowledged()
                 48.85 + f64::from(i % 5) * 0.002,
                 2.35 + f64::from(i / 5) * 0.002,
             );
-            actix_rt::spawn(eager_driver(
+            actix_rt::spawn(driver_app(
                 engine.address.clone(),
                 token.clone(),
                 driver,
                 at,
-                won.clone(),
+                (true, false),
+                fleet.clone(),
             ));
             drivers.push((driver, token));
         }
@@ -573,7 +610,7 @@ async fn under_load_sigterm_then_kill_9_then_restart_lose_nothing_acknowledged()
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let engine = EngineProcess::start(&dir, &env).await;
-        let snapshot = won.borrow().clone();
+        let snapshot = fleet.borrow().won.clone();
         assert!(!snapshot.is_empty(), "{phase}: some drivers won trips");
         check_after_restart(&engine, &acknowledged, &drivers, &snapshot, phase).await;
         engine.kill();
@@ -852,72 +889,6 @@ async fn a_trip_resumed_after_kill_9_keeps_the_distance_already_driven() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[derive(Default)]
-struct Fleet {
-    /// Epoch (0 before the restart, 1 after) each driver last opened a session in.
-    sessions: std::collections::HashMap<Uuid, usize>,
-    /// The trip each driver was told it won.
-    won: std::collections::HashMap<Uuid, String>,
-    /// The trip each driver's `session` frame named after the restart.
-    trip_back: std::collections::HashMap<Uuid, String>,
-    epoch: usize,
-}
-
-/// A driver app that stays: it reconnects whenever its socket ends (every 100 ms while nothing
-/// listens), sends its position and goes online after each `session` frame, and accepts offers
-/// if `accepts`.
-async fn returning_driver(
-    address: String,
-    token: String,
-    driver: Uuid,
-    at: (f64, f64),
-    accepts: bool,
-    fleet: std::rc::Rc<std::cell::RefCell<Fleet>>,
-) {
-    let client = awc::Client::default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        let Ok((_, framed)) = client
-            .ws(format!("{}/ws/driver", address.replace("http://", "ws://")))
-            .bearer_auth(&token)
-            .connect()
-            .await
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let mut ws = crate::helpers::Socket::from(framed);
-        while let Some(frame) = ws.gets_within_any(Duration::from_secs(60)).await {
-            match frame["type"].as_str() {
-                Some("session") => {
-                    {
-                        let mut f = fleet.borrow_mut();
-                        let epoch = f.epoch;
-                        f.sessions.insert(driver, epoch);
-                        if epoch == 1
-                            && let Some(trip) = frame["trip"]["trip_id"].as_str()
-                        {
-                            f.trip_back.insert(driver, trip.to_owned());
-                        }
-                    }
-                    ws.send(json!({"type": "location", "lat": at.0, "lng": at.1}))
-                        .await;
-                    ws.send(json!({"type": "status", "status": "online"})).await;
-                }
-                Some("offer") if accepts => {
-                    ws.send(json!({"type": "accept", "trip_id": frame["trip_id"]}))
-                        .await;
-                }
-                Some("trip_assigned") => {
-                    let trip = frame["trip"]["trip_id"].as_str().unwrap_or_default();
-                    fleet.borrow_mut().won.insert(driver, trip.to_owned());
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
 #[actix_rt::test]
 async fn a_restart_under_load_brings_every_driver_back_with_its_trip_and_listed() {
     let dir = scratch_dir("restart-load");
@@ -946,12 +917,12 @@ async fn a_restart_under_load_brings_every_driver_back_with_its_trip_and_listed(
             48.85 + f64::from(i % 8) * 0.003,
             2.35 + f64::from(i / 8) * 0.003,
         );
-        actix_rt::spawn(returning_driver(
+        actix_rt::spawn(driver_app(
             engine.address.clone(),
             token.clone(),
             driver,
             at,
-            i % 2 == 0,
+            (i % 2 == 0, true),
             fleet.clone(),
         ));
         drivers.push((driver, token, at));
