@@ -66,10 +66,10 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Drive a running engine over HTTP and WebSockets and report throughput, latency and errors
-    /// (scenarios: search, spike, locations, trips, baseline). Exits non-zero when a --threshold
-    /// is missed.
+    /// (scenarios: search, spike, locations, trips, mixed, baseline). Exits non-zero when a
+    /// --threshold is missed.
     Loadgen {
-        /// search | spike | locations | trips | baseline.
+        /// search | spike | locations | trips | mixed | baseline.
         scenario: loadgen::Scenario,
         /// The engine, http://HOST:PORT.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -77,21 +77,33 @@ enum Command {
         /// Seconds to run.
         #[arg(long, default_value_t = 10.0)]
         duration_s: f64,
-        /// Requests per second (search, spike).
+        /// Searches per second (search, spike, baseline, mixed).
         #[arg(long, default_value_t = 1_000)]
         rate: u32,
-        /// Keep-alive HTTP clients (search, spike).
+        /// Trips requested per second (trips, mixed).
+        #[arg(long, default_value_t = 2.0)]
+        trip_rate: f64,
+        /// Keep-alive HTTP clients (search, spike, baseline, mixed).
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
         /// Multiple of --rate during the middle third (spike).
         #[arg(long, default_value_t = 3)]
         spike_factor: u32,
-        /// Driver sockets (locations).
+        /// Driver sockets (locations, trips, mixed).
         #[arg(long, default_value_t = 1_000)]
         drivers: usize,
-        /// Milliseconds between two positions of one driver (locations).
+        /// Milliseconds between two positions of one driver (locations, trips, mixed).
         #[arg(long, default_value_t = 4_000)]
         interval_ms: u64,
+        /// Drivers to put online over REST before the run (a position each, then online).
+        #[arg(long, default_value_t = 0)]
+        online: usize,
+        /// Frame → index probes per second (locations, mixed); 0 for none.
+        #[arg(long, default_value_t = 10)]
+        probe_rate: u32,
+        /// Local addresses to spread client connections over, e.g. 127.0.0.1,127.0.0.2.
+        #[arg(long, value_delimiter = ',')]
+        sources: Vec<std::net::IpAddr>,
         /// Search radius, metres.
         #[arg(long, default_value_t = 2_000)]
         radius: u32,
@@ -206,10 +218,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             url,
             duration_s,
             rate,
+            trip_rate,
             concurrency,
             spike_factor,
             drivers,
             interval_ms,
+            online,
+            probe_rate,
+            sources,
             radius,
             city,
             tokens,
@@ -239,18 +255,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 duration_s.is_finite() && duration_s > 0.0 && duration_s <= 86_400.0,
                 "--duration-s must be within (0, 86400]"
             );
+            anyhow::ensure!(
+                trip_rate.is_finite() && trip_rate > 0.0,
+                "--trip-rate must be a positive number"
+            );
             let options = loadgen::Options {
                 scenario,
                 url: url.trim_end_matches('/').to_owned(),
                 duration: std::time::Duration::from_secs_f64(duration_s),
                 rate,
+                trip_rate,
                 concurrency,
                 spike_factor,
                 drivers,
                 interval: std::time::Duration::from_millis(interval_ms.max(1)),
+                online,
+                probe_rate,
                 radius_m: radius,
                 city: (lat, lng, half_km),
                 tokens,
+                sources,
                 thresholds,
             };
             let report = actix_web::rt::System::new().block_on(loadgen::run(&settings, options))?;

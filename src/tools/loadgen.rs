@@ -2,25 +2,35 @@
 //! WebSocket API, like real apps, and reports throughput, HDR-histogram latencies and errors by
 //! kind (SPEC §12).
 //!
-//! Scenarios in this release:
+//! Scenarios:
 //! - `search`: steady `GET /api/locations/nearby` at `--rate` requests per second from
 //!   `--concurrency` keep-alive clients, around points uniform in the city;
 //! - `spike`: the same, with the rate at `--spike-factor` × `--rate` during the middle third;
 //! - `locations`: `--drivers` driver sockets, each sending a position every `--interval-ms`
-//!   (latency is the time to write the frame; the engine answers none);
-//! - `trips`: `--drivers` driver sockets that accept every offer, arrive, start with the rider's
-//!   PIN and complete; riders request `--rate` trips per second (each a new rider), read the PIN
-//!   once a driver is assigned and hand it over. Latency is request → TRIP_COMPLETED; a trip that
-//!   ends unmatched counts as `no_driver_found`;
+//!   while it drives on (latency is the time to write the frame; the engine answers none), and
+//!   a probe measuring frame → index: a probe driver jumps to a new point and a client asks
+//!   nearby there until the driver shows (`--probe-rate` times a second);
+//! - `trips`: `--drivers` driver sockets that stream positions, accept every offer, arrive,
+//!   start with the rider's PIN and complete; riders request `--trip-rate` trips per second
+//!   (each a new rider), read the PIN once a driver is assigned and hand it over. Latency is
+//!   request → TRIP_COMPLETED; a trip that ends unmatched counts as `no_driver_found`;
+//! - `mixed`: a city at once — the `trips` drivers and riders, the `search` clients at
+//!   `--rate`, and the frame → index probe, each reported as a part;
 //! - `baseline`: `GET /health` exactly as `search` asks nearby — the trivial route a nearby
 //!   figure is compared with.
 //!
-//! Tokens are signed with the engine's key (`auth.jwt_secret` from the same config/env), or read
-//! from a `seed-drivers` output file (`--tokens`). Thresholds such as `p99_ms<20` or
-//! `errors<1` make the run fail (non-zero exit) when missed.
+//! `--online N` first puts N drivers online over REST (a position, then `online`), so that
+//! searches have a city to find. Tokens are signed with the engine's key (`auth.jwt_secret` from
+//! the same config/env), or read from a `seed-drivers` output file (`--tokens`). Client sockets
+//! are spread over `--sources` (local addresses such as 127.0.0.2, for more than one address's
+//! worth of ports). Counters of the engine's `/metrics` (location updates applied and dropped)
+//! are read before and after, so a run against a dedicated engine shows what was lost.
+//! Thresholds such as `p99_ms<20`, `errors<1` or, per part, `trips.p99_ms<2000` make the run
+//! fail (non-zero exit) when missed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -42,6 +52,8 @@ pub enum Scenario {
     Locations,
     /// Drivers answering offers and riders' trips run to completion with the PIN.
     Trips,
+    /// Trips, searches and the frame → index probe at once.
+    Mixed,
     /// `GET /health` the way `search` asks nearby: the trivial route, for comparison.
     Baseline,
 }
@@ -55,10 +67,10 @@ impl std::str::FromStr for Scenario {
             "spike" => Ok(Self::Spike),
             "locations" => Ok(Self::Locations),
             "trips" => Ok(Self::Trips),
+            "mixed" => Ok(Self::Mixed),
             "baseline" => Ok(Self::Baseline),
             other => Err(format!(
-                "unknown scenario {other:?}: search, spike, locations, trips or baseline (mixed is \
-                 not in this release)"
+                "unknown scenario {other:?}: search, spike, locations, trips, mixed or baseline"
             )),
         }
     }
@@ -71,15 +83,18 @@ impl Scenario {
             Self::Spike => "spike",
             Self::Locations => "locations",
             Self::Trips => "trips",
+            Self::Mixed => "mixed",
             Self::Baseline => "baseline",
         }
     }
 }
 
 /// A condition on the report: `p50_ms`, `p95_ms`, `p99_ms`, `max_ms`, `errors` or `rps`,
-/// compared with `<` or `>` to a number.
+/// compared with `<` or `>` to a number; prefixed by a part (`trips.p99_ms<2000`) it applies to
+/// that part of a run, else to the run's main figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Threshold {
+    part: Option<String>,
     metric: String,
     below: bool,
     value: f64,
@@ -98,7 +113,18 @@ impl std::str::FromStr for Threshold {
                 "threshold {raw:?}: write e.g. p99_ms<20 or rps>1000"
             ));
         };
-        let metric = metric.trim().to_owned();
+        let (part, metric) = match metric.trim().split_once('.') {
+            Some((part, metric)) => {
+                if !PARTS.contains(&part) {
+                    return Err(format!(
+                        "threshold {raw:?}: the part is one of {}",
+                        PARTS.join(", ")
+                    ));
+                }
+                (Some(part.to_owned()), metric.to_owned())
+            }
+            None => (None, metric.trim().to_owned()),
+        };
         if !["p50_ms", "p95_ms", "p99_ms", "max_ms", "errors", "rps"].contains(&metric.as_str()) {
             return Err(format!(
                 "threshold {raw:?}: the metric is one of p50_ms, p95_ms, p99_ms, max_ms, errors, rps"
@@ -109,12 +135,16 @@ impl std::str::FromStr for Threshold {
             .parse::<f64>()
             .map_err(|_| format!("threshold {raw:?}: {value:?} is not a number"))?;
         Ok(Self {
+            part,
             metric,
             below,
             value,
         })
     }
 }
+
+/// The parts a run may have, each with its own figures.
+const PARTS: [&str; 5] = ["search", "locations", "frame_to_index", "trips", "baseline"];
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]
@@ -125,24 +155,69 @@ pub struct Options {
     pub url: String,
     /// How long to run.
     pub duration: Duration,
-    /// Requests per second (search, spike).
+    /// Searches per second (search, spike, baseline, mixed).
     pub rate: u32,
-    /// Keep-alive clients (search, spike).
+    /// Trips requested per second (trips, mixed).
+    pub trip_rate: f64,
+    /// Keep-alive clients (search, spike, baseline, mixed).
     pub concurrency: usize,
     /// Multiple of the rate during the spike.
     pub spike_factor: u32,
-    /// Driver sockets (locations).
+    /// Driver sockets (locations, trips, mixed).
     pub drivers: usize,
-    /// Time between two positions of one driver (locations).
+    /// Time between two positions of one driver (locations, trips, mixed).
     pub interval: Duration,
+    /// Drivers put online over REST before the run starts.
+    pub online: usize,
+    /// Frame → index probes per second (locations, mixed); 0 for none.
+    pub probe_rate: u32,
     /// Search radius, metres.
     pub radius_m: u32,
     /// Centre of the city, and its half-width in km.
     pub city: (f64, f64, f64),
-    /// `driver_id,token` lines from `seed-drivers` (locations); else tokens are signed here.
+    /// `driver_id,token` lines from `seed-drivers` (locations, `--online`); else tokens are
+    /// signed here.
     pub tokens: Option<Vec<(Uuid, String)>>,
+    /// Local addresses client connections are spread over; empty for the system's choice.
+    pub sources: Vec<IpAddr>,
     /// Conditions that set the exit code.
     pub thresholds: Vec<Threshold>,
+}
+
+impl Options {
+    /// A short, light run of `scenario` against `url`: 10 s, 1 000 searches/s from 50 clients,
+    /// 1 000 drivers streaming every 4 s, 2 trips/s, 10 probes/s, a 30 × 30 km Berlin.
+    #[must_use]
+    pub fn new(scenario: Scenario, url: impl Into<String>) -> Self {
+        Self {
+            scenario,
+            url: url.into(),
+            duration: Duration::from_secs(10),
+            rate: 1_000,
+            trip_rate: 2.0,
+            concurrency: 50,
+            spike_factor: 3,
+            drivers: 1_000,
+            interval: Duration::from_secs(4),
+            online: 0,
+            probe_rate: 10,
+            radius_m: 2_000,
+            city: (52.52, 13.405, 15.0),
+            tokens: None,
+            sources: Vec::new(),
+            thresholds: Vec::new(),
+        }
+    }
+
+    /// An HTTP client for connection `n`: its source address is the `n`th of `--sources`, in
+    /// turn.
+    fn client(&self, n: usize) -> awc::Client {
+        let builder = awc::Client::builder().timeout(Duration::from_secs(10));
+        match self.sources.get(n % self.sources.len().max(1)) {
+            Some(source) => builder.local_address(*source).finish(),
+            None => builder.finish(),
+        }
+    }
 }
 
 /// Latencies, in milliseconds.
@@ -169,6 +244,31 @@ pub struct Second {
     pub p99_ms: f64,
 }
 
+/// The figures of one part of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Part {
+    /// Requests (frames, trips, probes) completed.
+    pub completed: u64,
+    /// Completed per second.
+    pub rps: f64,
+    /// Latency of the completed ones.
+    pub latency: Latency,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Per second, for the chart.
+    pub timeline: Vec<Second>,
+}
+
+/// Counters of the engine's `/metrics`, after the run minus before.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EngineCounters {
+    /// `hexdispatch_location_updates_total`: positions accepted (socket and REST).
+    pub location_updates: u64,
+    /// `hexdispatch_location_updates_dropped_total`: positions dropped (rate limit, full
+    /// mailbox).
+    pub location_updates_dropped: u64,
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -178,16 +278,21 @@ pub struct Report {
     pub url: String,
     /// Seconds run.
     pub duration_s: f64,
-    /// Requests (or frames) completed.
+    /// Requests (or frames) completed, of the main part (search for `mixed`).
     pub completed: u64,
     /// Completed per second.
     pub rps: f64,
     /// Latency of the completed ones.
     pub latency: Latency,
-    /// Failures by kind (`status_503`, `connect`, `timeout`, …).
+    /// Failures by kind (`status_503`, `connect`, `timeout`, …), of every part.
     pub errors: BTreeMap<String, u64>,
     /// Per second, for the chart.
     pub timeline: Vec<Second>,
+    /// Every part of the run by name (`search`, `locations`, `frame_to_index`, `trips`).
+    pub parts: BTreeMap<String, Part>,
+    /// What the engine counted meanwhile, when its `/metrics` answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineCounters>,
     /// Each threshold, and whether it held.
     pub thresholds: Vec<(String, bool)>,
 }
@@ -264,21 +369,25 @@ pub fn read_tokens(text: &str) -> Result<Vec<(Uuid, String)>, String> {
         .collect()
 }
 
+type Shared = Arc<Mutex<Tally>>;
+
 struct Tally {
     all: Histogram<u64>,
     seconds: Vec<(u64, Histogram<u64>)>,
     errors: BTreeMap<String, u64>,
 }
 
-impl Tally {
-    fn new() -> Self {
+impl Default for Tally {
+    fn default() -> Self {
         Self {
             all: histogram(),
             seconds: Vec::new(),
             errors: BTreeMap::new(),
         }
     }
+}
 
+impl Tally {
     fn ok(&mut self, second: u64, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
         let _ = self.all.record(us);
@@ -292,8 +401,41 @@ impl Tally {
         }
     }
 
-    fn error(&mut self, kind: String) {
-        *self.errors.entry(kind).or_default() += 1;
+    fn error(&mut self, kind: impl Into<String>) {
+        *self.errors.entry(kind.into()).or_default() += 1;
+    }
+
+    fn part(&self, elapsed_s: f64) -> Part {
+        Part {
+            completed: self.all.len(),
+            rps: self.all.len() as f64 / elapsed_s.max(0.001),
+            latency: Latency {
+                p50_ms: ms(&self.all, 0.5),
+                p95_ms: ms(&self.all, 0.95),
+                p99_ms: ms(&self.all, 0.99),
+                max_ms: self.all.max() as f64 / 1_000.0,
+            },
+            errors: self.errors.clone(),
+            timeline: self
+                .seconds
+                .iter()
+                .map(|(t, h)| Second {
+                    t: *t,
+                    done: h.len(),
+                    p99_ms: ms(h, 0.99),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Records one outcome.
+fn note(tally: &Shared, started: Instant, begun: Instant, outcome: Result<Duration, String>) {
+    let second = begun.duration_since(started).as_secs();
+    let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+    match outcome {
+        Ok(took) => tally.ok(second, took),
+        Err(kind) => tally.error(kind),
     }
 }
 
@@ -344,39 +486,109 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
         "--url must be http://HOST:PORT (TLS is left to a proxy in front of the engine)"
     );
     let keys = JwtKeys::new(&settings.auth.jwt_secret);
-    let tally = Arc::new(std::sync::Mutex::new(Tally::new()));
+    if options.online > 0 {
+        put_online(&options, &keys).await?;
+    }
+    let before = engine_counters(&options).await;
     let started = Instant::now();
+    let probe_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let main_part = match options.scenario {
+        Scenario::Search | Scenario::Spike => "search",
+        Scenario::Baseline => "baseline",
+        Scenario::Locations => "locations",
+        Scenario::Trips => "trips",
+        Scenario::Mixed => "search",
+    };
+    let mut tallies: BTreeMap<&'static str, Shared> = BTreeMap::new();
+    let mut tally = |name: &'static str| Arc::clone(tallies.entry(name).or_default());
     match options.scenario {
         Scenario::Search | Scenario::Spike | Scenario::Baseline => {
-            search(&options, &keys, &tally, started).await?;
+            search(&options, &keys, &tally(main_part), started).await?;
         }
-        Scenario::Locations => locations(&options, &keys, &tally, started).await?,
-        Scenario::Trips => trips(&options, &keys, &tally, started).await?,
+        Scenario::Locations => {
+            let probe = probe(&options, &keys, tally("frame_to_index"), &probe_stop);
+            locations(&options, &keys, &tally("locations"), started).await?;
+            probe_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = probe.await;
+        }
+        Scenario::Trips => {
+            trips(
+                &options,
+                &keys,
+                &tally("trips"),
+                &tally("locations"),
+                started,
+            )
+            .await?;
+        }
+        Scenario::Mixed => {
+            let probe = probe(&options, &keys, tally("frame_to_index"), &probe_stop);
+            let (searches, trips_tally, frames) =
+                (tally("search"), tally("trips"), tally("locations"));
+            let (searched, tripped) = futures_util::join!(
+                search(&options, &keys, &searches, started),
+                trips(&options, &keys, &trips_tally, &frames, started),
+            );
+            searched?;
+            tripped?;
+            probe_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = probe.await;
+        }
     }
     let elapsed = started.elapsed().as_secs_f64().max(0.001);
-    let tally = tally
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let completed = tally.all.len();
-    let latency = Latency {
-        p50_ms: ms(&tally.all, 0.5),
-        p95_ms: ms(&tally.all, 0.95),
-        p99_ms: ms(&tally.all, 0.99),
-        max_ms: tally.all.max() as f64 / 1_000.0,
+    // Frames still in flight reach the counters within a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let engine = match (before, engine_counters(&options).await) {
+        (Some(before), Some(after)) => Some(EngineCounters {
+            location_updates: after
+                .location_updates
+                .saturating_sub(before.location_updates),
+            location_updates_dropped: after
+                .location_updates_dropped
+                .saturating_sub(before.location_updates_dropped),
+        }),
+        _ => None,
     };
-    let rps = completed as f64 / elapsed;
-    let errors: u64 = tally.errors.values().sum();
+    let parts: BTreeMap<String, Part> = tallies
+        .iter()
+        .map(|(name, t)| {
+            let t = t.lock().unwrap_or_else(PoisonError::into_inner);
+            ((*name).to_owned(), t.part(elapsed))
+        })
+        .collect();
+    let main = parts
+        .get(main_part)
+        .cloned()
+        .unwrap_or_else(|| Tally::default().part(elapsed));
+    let mut errors = BTreeMap::new();
+    for part in parts.values() {
+        for (kind, n) in &part.errors {
+            *errors.entry(kind.clone()).or_insert(0) += n;
+        }
+    }
     let thresholds = options
         .thresholds
         .iter()
         .map(|t| {
+            let (figures, errors) = match &t.part {
+                None => (&main, errors.values().sum::<u64>()),
+                Some(name) => match parts.get(name) {
+                    Some(part) => (part, part.errors.values().sum()),
+                    None => {
+                        return (
+                            format!("{}.{}: no such part in this run", name, t.metric),
+                            false,
+                        );
+                    }
+                },
+            };
             let actual = match t.metric.as_str() {
-                "p50_ms" => latency.p50_ms,
-                "p95_ms" => latency.p95_ms,
-                "p99_ms" => latency.p99_ms,
-                "max_ms" => latency.max_ms,
+                "p50_ms" => figures.latency.p50_ms,
+                "p95_ms" => figures.latency.p95_ms,
+                "p99_ms" => figures.latency.p99_ms,
+                "max_ms" => figures.latency.max_ms,
                 "errors" => errors as f64,
-                _ => rps,
+                _ => figures.rps,
             };
             let ok = if t.below {
                 actual < t.value
@@ -384,8 +596,12 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
                 actual > t.value
             };
             let sign = if t.below { '<' } else { '>' };
+            let name = t
+                .part
+                .as_ref()
+                .map_or_else(String::new, |p| format!("{p}."));
             (
-                format!("{}{sign}{} (was {actual:.3})", t.metric, t.value),
+                format!("{name}{}{sign}{} (was {actual:.3})", t.metric, t.value),
                 ok,
             )
         })
@@ -394,30 +610,115 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
         scenario: options.scenario.name(),
         url: options.url.clone(),
         duration_s: elapsed,
-        completed,
-        rps,
-        latency,
-        errors: tally.errors.clone(),
-        timeline: tally
-            .seconds
-            .iter()
-            .map(|(t, h)| Second {
-                t: *t,
-                done: h.len(),
-                p99_ms: ms(h, 0.99),
-            })
-            .collect(),
+        completed: main.completed,
+        rps: main.rps,
+        latency: main.latency.clone(),
+        errors,
+        timeline: main.timeline.clone(),
+        parts,
+        engine,
         thresholds,
+    })
+}
+
+/// Puts `--online` drivers online over REST, `--concurrency` at a time: a position uniform in
+/// the city, then `online`.
+async fn put_online(options: &Options, keys: &JwtKeys) -> anyhow::Result<()> {
+    let drivers: Vec<(Uuid, String)> = match &options.tokens {
+        Some(tokens) => tokens.iter().take(options.online).cloned().collect(),
+        None => (0..options.online)
+            .map(|_| {
+                let id = Uuid::now_v7();
+                keys.issue(id, Role::Driver, None, 24 * 3_600)
+                    .map(|t| (id, t))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let drivers = Arc::new(drivers);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..options.concurrency.max(1))
+        .map(|w| {
+            let (drivers, next, failed) =
+                (Arc::clone(&drivers), Arc::clone(&next), Arc::clone(&failed));
+            let client = options.client(w);
+            let (url, city) = (options.url.clone(), options.city);
+            actix_rt::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((id, token)) = drivers.get(i) else {
+                        return;
+                    };
+                    let (lat, lng) = somewhere(city, &mut seed_for(4 << 32 | i as u64));
+                    let at = client
+                        .put(format!("{url}/api/drivers/{id}/location"))
+                        .bearer_auth(token)
+                        .send_json(&serde_json::json!({"lat": lat, "lng": lng}))
+                        .await;
+                    let on = client
+                        .put(format!("{url}/api/drivers/{id}/status"))
+                        .bearer_auth(token)
+                        .send_json(&serde_json::json!({"status": "online"}))
+                        .await;
+                    let ok = |r: &Result<awc::ClientResponse<_>, _>| {
+                        r.as_ref().is_ok_and(|r| r.status().is_success())
+                    };
+                    if !ok(&at) || !ok(&on) {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} drivers could not be put online",
+        drivers.len()
+    );
+    Ok(())
+}
+
+/// Sums the samples of `name` (any labels) in a Prometheus text page.
+fn metric_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+async fn engine_counters(options: &Options) -> Option<EngineCounters> {
+    let mut res = options
+        .client(0)
+        .get(format!("{}/metrics", options.url))
+        .send()
+        .await
+        .ok()?;
+    if !res.status().is_success() {
+        return None;
+    }
+    let body = res.body().limit(16 << 20).await.ok()?;
+    let page = std::str::from_utf8(&body).ok()?;
+    Some(EngineCounters {
+        location_updates: metric_sum(page, crate::metrics::LOCATION_UPDATES),
+        location_updates_dropped: metric_sum(page, crate::metrics::LOCATION_UPDATES_DROPPED),
     })
 }
 
 async fn search(
     options: &Options,
     keys: &JwtKeys,
-    tally: &Arc<std::sync::Mutex<Tally>>,
+    tally: &Shared,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let token = keys.issue(Uuid::now_v7(), Role::Rider, None, 3_600)?;
+    let token = keys.issue(Uuid::now_v7(), Role::Rider, None, 24 * 3_600)?;
     let workers = options.concurrency.max(1);
     let mut handles = Vec::with_capacity(workers);
     for w in 0..workers {
@@ -425,9 +726,7 @@ async fn search(
         let token = token.clone();
         let tally = Arc::clone(tally);
         handles.push(actix_rt::spawn(async move {
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish();
+            let client = options.client(w);
             let mut seed = seed_for(w as u64);
             // Open loop: each request has its due time, one interval (at the rate in force then)
             // after the previous one, whether or not earlier answers are back.
@@ -463,18 +762,9 @@ async fn search(
                         Err(_) => Err("body".to_owned()),
                     },
                     Ok(res) => Err(format!("status_{}", res.status().as_u16())),
-                    Err(awc::error::SendRequestError::Timeout) => Err("timeout".to_owned()),
-                    Err(awc::error::SendRequestError::Connect(_)) => Err("connect".to_owned()),
-                    Err(_) => Err("request".to_owned()),
+                    Err(e) => Err(request_error(&e).to_owned()),
                 };
-                let second = begun.duration_since(started).as_secs();
-                let mut tally = tally
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match result {
-                    Ok(took) => tally.ok(second, took),
-                    Err(kind) => tally.error(kind),
-                }
+                note(&tally, started, begun, result);
             }
         }));
     }
@@ -484,23 +774,56 @@ async fn search(
     Ok(())
 }
 
+fn request_error(e: &awc::error::SendRequestError) -> &'static str {
+    match e {
+        awc::error::SendRequestError::Timeout => "timeout",
+        awc::error::SendRequestError::Connect(_) => "connect",
+        _ => "request",
+    }
+}
+
+/// Tokens for `n` drivers: from `--tokens`, else signed here.
+fn driver_tokens(
+    options: &Options,
+    keys: &JwtKeys,
+    n: usize,
+) -> anyhow::Result<Vec<(Uuid, String)>> {
+    Ok(match &options.tokens {
+        Some(tokens) => tokens.iter().take(n).cloned().collect(),
+        None => (0..n)
+            .map(|_| {
+                let id = Uuid::now_v7();
+                keys.issue(id, Role::Driver, None, 24 * 3_600)
+                    .map(|t| (id, t))
+            })
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// One step of a driver driving on: up to `metres` in a random direction, kept in the city.
+fn drive_on(at: (f64, f64), metres: f64, city: (f64, f64, f64), seed: &mut u64) -> (f64, f64) {
+    let (dlat, dlng) = somewhere((0.0, 0.0, 1.0), seed);
+    // `somewhere` around (0, 0) with a 1 km half-width: a vector of up to ~1.4 km.
+    let scale = metres / 1_000.0;
+    let lat = (at.0 + dlat * scale).clamp(city.0 - city.2 / 111.2, city.0 + city.2 / 111.2);
+    let half_lng = city.2 / (111.2 * city.0.to_radians().cos().max(0.01));
+    let lng = (at.1 + dlng * scale / city.0.to_radians().cos().max(0.01))
+        .clamp(city.1 - half_lng, city.1 + half_lng);
+    (lat, lng)
+}
+
+/// City speed for streamed positions, m/s.
+const CITY_SPEED_MPS: f64 = 10.0;
+
 async fn locations(
     options: &Options,
     keys: &JwtKeys,
-    tally: &Arc<std::sync::Mutex<Tally>>,
+    tally: &Shared,
     started: Instant,
 ) -> anyhow::Result<()> {
     use futures_util::SinkExt as _;
 
-    let drivers: Vec<(Uuid, String)> = match &options.tokens {
-        Some(tokens) => tokens.iter().take(options.drivers).cloned().collect(),
-        None => (0..options.drivers)
-            .map(|_| {
-                let id = Uuid::now_v7();
-                keys.issue(id, Role::Driver, None, 3_600).map(|t| (id, t))
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let drivers = driver_tokens(options, keys, options.drivers)?;
     let ws_url = options.url.replacen("http://", "ws://", 1);
     let mut handles = Vec::with_capacity(drivers.len());
     for (n, (_, token)) in drivers.into_iter().enumerate() {
@@ -508,21 +831,25 @@ async fn locations(
         let tally = Arc::clone(tally);
         let url = format!("{ws_url}/ws/driver");
         handles.push(actix_rt::spawn(async move {
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish();
-            let connected = client.ws(url).bearer_auth(&token).connect().await;
+            let connected = options
+                .client(n)
+                .ws(url)
+                .bearer_auth(&token)
+                .connect()
+                .await;
             let mut framed = match connected {
                 Ok((_, framed)) => framed,
                 Err(_) => {
                     tally
                         .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .error("connect".into());
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .error("connect");
                     return;
                 }
             };
             let mut seed = seed_for(1 << 32 | n as u64);
+            let mut at = somewhere(options.city, &mut seed);
+            let step_m = CITY_SPEED_MPS * options.interval.as_secs_f64();
             let status = r#"{"type":"status","status":"online"}"#;
             let _ = framed.send(awc::ws::Message::Text(status.into())).await;
             // Spread the drivers' first frames over one interval.
@@ -532,20 +859,23 @@ async fn locations(
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while started.elapsed() < options.duration {
                 every.tick().await;
-                let (lat, lng) = somewhere(options.city, &mut seed);
-                let frame = format!(r#"{{"type":"location","lat":{lat:.6},"lng":{lng:.6}}}"#);
+                at = drive_on(at, step_m, options.city, &mut seed);
+                let frame = format!(
+                    r#"{{"type":"location","lat":{:.6},"lng":{:.6}}}"#,
+                    at.0, at.1
+                );
                 let begun = Instant::now();
                 let sent = framed.send(awc::ws::Message::Text(frame.into())).await;
-                let second = begun.duration_since(started).as_secs();
-                let mut tally = tally
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                match sent {
-                    Ok(()) => tally.ok(second, begun.elapsed()),
-                    Err(_) => {
-                        tally.error("send".into());
-                        return;
-                    }
+                let failed = sent.is_err();
+                note(
+                    &tally,
+                    started,
+                    begun,
+                    sent.map(|()| begun.elapsed())
+                        .map_err(|_| "send".to_owned()),
+                );
+                if failed {
+                    return;
                 }
             }
             let _ = framed.send(awc::ws::Message::Close(None)).await;
@@ -555,6 +885,125 @@ async fn locations(
         let _ = handle.await;
     }
     Ok(())
+}
+
+/// Frame → index, from outside: probe drivers (each at most 5 positions a second, under the
+/// engine's per-driver limit) jump to a fresh point, and a client asks nearby there, back to
+/// back, until the driver shows. Offers a probe driver gets are declined at once.
+fn probe(
+    options: &Options,
+    keys: &JwtKeys,
+    tally: Shared,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> actix_rt::task::JoinHandle<()> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+
+    let (options, stop) = (options.clone(), Arc::clone(stop));
+    let rider = keys.issue(Uuid::now_v7(), Role::Rider, None, 24 * 3_600);
+    let drivers: Result<Vec<(Uuid, String)>, _> = (0..options.probe_rate.div_ceil(5).max(1))
+        .map(|_| {
+            let id = Uuid::now_v7();
+            keys.issue(id, Role::Driver, None, 24 * 3_600)
+                .map(|t| (id, t))
+        })
+        .collect();
+    actix_rt::spawn(async move {
+        let (Ok(rider), Ok(drivers)) = (rider, drivers) else {
+            return;
+        };
+        if options.probe_rate == 0 {
+            return;
+        }
+        let started = Instant::now();
+        let client = options.client(usize::MAX / 2);
+        let ws_url = format!("{}/ws/driver", options.url.replacen("http://", "ws://", 1));
+        let mut sinks = Vec::new();
+        let (declines, mut to_decline) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+        for (k, (_, token)) in drivers.iter().enumerate() {
+            let Ok((_, framed)) = client.ws(ws_url.clone()).bearer_auth(token).connect().await
+            else {
+                tally
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .error("connect");
+                return;
+            };
+            let (mut sink, mut stream) = framed.split();
+            let online = r#"{"type":"status","status":"online"}"#;
+            let _ = sink.send(awc::ws::Message::Text(online.into())).await;
+            sinks.push(sink);
+            let declines = declines.clone();
+            actix_rt::spawn(async move {
+                while let Some(Ok(frame)) = stream.next().await {
+                    if let awc::ws::Frame::Text(bytes) = frame
+                        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                        && v["type"] == "offer"
+                        && let Some(trip) = v["trip_id"].as_str()
+                    {
+                        let _ = declines.send((k, trip.to_owned()));
+                    }
+                }
+            });
+        }
+        let mut seed = seed_for(5 << 32);
+        let mut every =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(options.probe_rate)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Vec<(f64, f64)> = vec![(f64::NAN, f64::NAN); drivers.len()];
+        let mut i = 0_usize;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            every.tick().await;
+            while let Ok((k, trip)) = to_decline.try_recv() {
+                let decline = format!(r#"{{"type":"decline","trip_id":"{trip}"}}"#);
+                if let Some(sink) = sinks.get_mut(k) {
+                    let _ = sink.send(awc::ws::Message::Text(decline.into())).await;
+                }
+            }
+            let k = i % drivers.len();
+            i += 1;
+            // A point well away from where this driver was, so only the new position can match.
+            let mut to = somewhere(options.city, &mut seed);
+            while (to.0 - last[k].0).abs() < 0.01 && (to.1 - last[k].1).abs() < 0.01 {
+                to = somewhere(options.city, &mut seed);
+            }
+            last[k] = to;
+            let id = drivers[k].0.to_string();
+            let frame = format!(
+                r#"{{"type":"location","lat":{:.6},"lng":{:.6}}}"#,
+                to.0, to.1
+            );
+            let begun = Instant::now();
+            if sinks[k]
+                .send(awc::ws::Message::Text(frame.into()))
+                .await
+                .is_err()
+            {
+                note(&tally, started, begun, Err("send".into()));
+                return;
+            }
+            let url = format!(
+                "{}/api/locations/nearby?lat={:.6}&lng={:.6}&radius=50&limit=20",
+                options.url, to.0, to.1
+            );
+            let outcome = loop {
+                if begun.elapsed() > Duration::from_secs(5) {
+                    break Err("probe_timeout".to_owned());
+                }
+                match client.get(url.clone()).bearer_auth(&rider).send().await {
+                    Ok(mut res) if res.status().is_success() => match res.body().await {
+                        Ok(body) if std::str::from_utf8(&body).is_ok_and(|b| b.contains(&id)) => {
+                            break Ok(begun.elapsed());
+                        }
+                        Ok(_) => {}
+                        Err(_) => break Err("body".to_owned()),
+                    },
+                    Ok(res) => break Err(format!("status_{}", res.status().as_u16())),
+                    Err(e) => break Err(request_error(&e).to_owned()),
+                }
+            };
+            note(&tally, started, begun, outcome);
+        }
+    })
 }
 
 /// What riders tell their drivers in the `trips` scenario.
@@ -569,115 +1018,41 @@ struct Handover {
 async fn trips(
     options: &Options,
     keys: &JwtKeys,
-    tally: &Arc<std::sync::Mutex<Tally>>,
+    tally: &Shared,
+    frames: &Shared,
     started: Instant,
 ) -> anyhow::Result<()> {
-    use futures_util::{SinkExt as _, StreamExt as _};
-
     let handover = Arc::new(Handover::default());
     let ws_url = format!("{}/ws/driver", options.url.replacen("http://", "ws://", 1));
     // Drivers first: they must be online before riders ask.
     let mut drivers = Vec::new();
-    for n in 0..options.drivers {
-        let token = keys.issue(Uuid::now_v7(), Role::Driver, None, 3_600)?;
-        let (options, tally, handover, url) = (
+    for (n, (_, token)) in driver_tokens(options, keys, options.drivers)?
+        .into_iter()
+        .enumerate()
+    {
+        let (options, tally, frames, handover, url) = (
             options.clone(),
             Arc::clone(tally),
+            Arc::clone(frames),
             Arc::clone(&handover),
             ws_url.clone(),
         );
         drivers.push(actix_rt::spawn(async move {
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .finish();
-            let Ok((_, mut ws)) = client.ws(url).bearer_auth(&token).connect().await else {
+            let client = options.client(n);
+            let Ok((_, ws)) = client.ws(url).bearer_auth(&token).connect().await else {
                 tally
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .error("connect".into());
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .error("connect");
                 return;
             };
-            let mut seed = seed_for(2 << 32 | n as u64);
-            let (lat, lng) = somewhere(options.city, &mut seed);
-            let hello = [
-                format!(r#"{{"type":"location","lat":{lat:.6},"lng":{lng:.6}}}"#),
-                r#"{"type":"status","status":"online"}"#.to_owned(),
-            ];
-            for frame in hello {
-                let _ = ws.send(awc::ws::Message::Text(frame.into())).await;
-            }
-            let end = started + options.duration + Duration::from_secs(20);
-            while Instant::now() < end {
-                let next = tokio::time::timeout(Duration::from_millis(200), ws.next()).await;
-                let frame = match next {
-                    Err(_) => continue,
-                    Ok(Some(Ok(awc::ws::Frame::Text(bytes)))) => bytes,
-                    Ok(Some(Ok(awc::ws::Frame::Ping(p)))) => {
-                        let _ = ws.send(awc::ws::Message::Pong(p)).await;
-                        continue;
-                    }
-                    Ok(Some(Ok(_))) => continue,
-                    Ok(_) => return,
-                };
-                let Ok(frame) = serde_json::from_slice::<serde_json::Value>(&frame) else {
-                    continue;
-                };
-                let trip = frame["trip_id"]
-                    .as_str()
-                    .or_else(|| frame["trip"]["trip_id"].as_str())
-                    .and_then(|t| Uuid::parse_str(t).ok());
-                match (frame["type"].as_str(), trip) {
-                    (Some("offer"), Some(trip)) => {
-                        let accept = format!(r#"{{"type":"accept","trip_id":"{trip}"}}"#);
-                        let _ = ws.send(awc::ws::Message::Text(accept.into())).await;
-                    }
-                    (Some("trip_assigned"), Some(trip)) => {
-                        let arrived = format!(r#"{{"type":"arrived","trip_id":"{trip}"}}"#);
-                        let _ = ws.send(awc::ws::Message::Text(arrived.into())).await;
-                        // The rider reads its PIN and hands it over.
-                        let mut pin = None;
-                        for _ in 0..200 {
-                            if let Some(p) = handover.pins.get(&trip) {
-                                pin = Some(p.clone());
-                                break;
-                            }
-                            tokio::time::sleep(Duration::from_millis(25)).await;
-                        }
-                        let Some(pin) = pin else {
-                            tally
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .error("no_pin".into());
-                            continue;
-                        };
-                        for frame in [
-                            format!(r#"{{"type":"start","trip_id":"{trip}","pin":"{pin}"}}"#),
-                            format!(r#"{{"type":"complete","trip_id":"{trip}"}}"#),
-                        ] {
-                            let _ = ws.send(awc::ws::Message::Text(frame.into())).await;
-                        }
-                    }
-                    (Some("trip_update"), Some(trip)) if frame["status"] == "TRIP_COMPLETED" => {
-                        if let Some((_, at)) = handover.requested.remove(&trip) {
-                            let second = at.duration_since(started).as_secs();
-                            tally
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .ok(second, at.elapsed());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            let _ = ws.send(awc::ws::Message::Close(None)).await;
+            trip_driver(ws, n, &options, &tally, &frames, &handover, started).await;
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Riders.
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    let rate = f64::from(options.rate.max(1));
+    let client = options.client(0);
+    let rate = options.trip_rate.max(0.01);
     let mut riders = Vec::new();
     let mut seed = seed_for(3 << 32);
     let mut sent = 0_u64;
@@ -685,6 +1060,9 @@ async fn trips(
         let due = started + Duration::from_secs_f64(sent as f64 / rate);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
+        }
+        if started.elapsed() >= options.duration {
+            break;
         }
         sent += 1;
         let token = keys.issue(Uuid::now_v7(), Role::Rider, None, 3_600)?;
@@ -700,63 +1078,7 @@ async fn trips(
             options.url.clone(),
         );
         riders.push(actix_rt::spawn(async move {
-            let asked = Instant::now();
-            let created = client
-                .post(format!("{url}/api/trips"))
-                .bearer_auth(&token)
-                .send_json(&body)
-                .await;
-            let trip = match created {
-                Ok(mut res) if res.status().as_u16() == 201 => res
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["trip_id"].as_str().and_then(|t| Uuid::parse_str(t).ok())),
-                Ok(res) => {
-                    tally
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .error(format!("status_{}", res.status().as_u16()));
-                    return;
-                }
-                Err(_) => None,
-            };
-            let Some(trip) = trip else {
-                tally
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .error("request".into());
-                return;
-            };
-            handover.requested.insert(trip, asked);
-            // A rider app polls its trip (the rider socket would push it; polling keeps the
-            // generator simple) until a driver is assigned and the PIN shows.
-            for _ in 0..100 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let Ok(mut res) = client
-                    .get(format!("{url}/api/trips/{trip}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                else {
-                    continue;
-                };
-                let Ok(view) = res.json::<serde_json::Value>().await else {
-                    continue;
-                };
-                if let Some(pin) = view["start_pin"].as_str() {
-                    handover.pins.insert(trip, pin.to_owned());
-                    return;
-                }
-                if view["status"] == "NO_DRIVER_FOUND" || view["status"] == "CANCELLED" {
-                    handover.requested.remove(&trip);
-                    tally
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .error("no_driver_found".into());
-                    return;
-                }
-            }
+            rider(&client, &url, &token, &body, &tally, &handover).await;
         }));
     }
     for rider in riders {
@@ -771,17 +1093,191 @@ async fn trips(
     }
     let unfinished = handover.requested.len();
     if unfinished > 0 {
-        let mut tally = tally
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
         for _ in 0..unfinished {
-            tally.error("unfinished".into());
+            tally.error("unfinished");
         }
     }
     for driver in drivers {
         driver.abort();
     }
     Ok(())
+}
+
+/// A driver app: streams its position every `--interval-ms` (counted in `frames`), accepts
+/// every offer, arrives, starts with the PIN its rider hands over and completes.
+async fn trip_driver<W, E>(
+    mut ws: W,
+    n: usize,
+    options: &Options,
+    tally: &Shared,
+    frames: &Shared,
+    handover: &Handover,
+    started: Instant,
+) where
+    W: futures_util::Sink<awc::ws::Message>
+        + futures_util::Stream<Item = Result<awc::ws::Frame, E>>
+        + Unpin,
+{
+    use futures_util::{SinkExt as _, StreamExt as _};
+
+    let mut seed = seed_for(2 << 32 | n as u64);
+    let mut at = somewhere(options.city, &mut seed);
+    let step_m = CITY_SPEED_MPS * options.interval.as_secs_f64();
+    let hello = [
+        format!(
+            r#"{{"type":"location","lat":{:.6},"lng":{:.6}}}"#,
+            at.0, at.1
+        ),
+        r#"{"type":"status","status":"online"}"#.to_owned(),
+    ];
+    for frame in hello {
+        let _ = ws.send(awc::ws::Message::Text(frame.into())).await;
+    }
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + options.interval.mul_f64((n % 1_000) as f64 / 1_000.0),
+        options.interval,
+    );
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = started + options.duration + Duration::from_secs(20);
+    while Instant::now() < end {
+        let frame = tokio::select! {
+            next = ws.next() => match next {
+                Some(Ok(awc::ws::Frame::Text(bytes))) => bytes,
+                Some(Ok(awc::ws::Frame::Ping(p))) => {
+                    let _ = ws.send(awc::ws::Message::Pong(p)).await;
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+                _ => return,
+            },
+            _ = every.tick() => {
+                if started.elapsed() < options.duration {
+                    at = drive_on(at, step_m, options.city, &mut seed);
+                    let frame = format!(r#"{{"type":"location","lat":{:.6},"lng":{:.6}}}"#, at.0, at.1);
+                    let begun = Instant::now();
+                    let sent = ws.send(awc::ws::Message::Text(frame.into())).await;
+                    note(frames, started, begun, sent.map(|()| begun.elapsed()).map_err(|_| "send".to_owned()));
+                }
+                continue;
+            }
+        };
+        let Ok(frame) = serde_json::from_slice::<serde_json::Value>(&frame) else {
+            continue;
+        };
+        let trip = frame["trip_id"]
+            .as_str()
+            .or_else(|| frame["trip"]["trip_id"].as_str())
+            .and_then(|t| Uuid::parse_str(t).ok());
+        match (frame["type"].as_str(), trip) {
+            (Some("offer"), Some(trip)) => {
+                let accept = format!(r#"{{"type":"accept","trip_id":"{trip}"}}"#);
+                let _ = ws.send(awc::ws::Message::Text(accept.into())).await;
+            }
+            (Some("trip_assigned"), Some(trip)) => {
+                let arrived = format!(r#"{{"type":"arrived","trip_id":"{trip}"}}"#);
+                let _ = ws.send(awc::ws::Message::Text(arrived.into())).await;
+                // The rider reads its PIN and hands it over.
+                let mut pin = None;
+                for _ in 0..200 {
+                    if let Some(p) = handover.pins.get(&trip) {
+                        pin = Some(p.clone());
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                let Some(pin) = pin else {
+                    tally
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .error("no_pin");
+                    continue;
+                };
+                for frame in [
+                    format!(r#"{{"type":"start","trip_id":"{trip}","pin":"{pin}"}}"#),
+                    format!(r#"{{"type":"complete","trip_id":"{trip}"}}"#),
+                ] {
+                    let _ = ws.send(awc::ws::Message::Text(frame.into())).await;
+                }
+            }
+            (Some("trip_update"), Some(trip)) if frame["status"] == "TRIP_COMPLETED" => {
+                if let Some((_, at)) = handover.requested.remove(&trip) {
+                    note(tally, started, at, Ok(at.elapsed()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = ws.send(awc::ws::Message::Close(None)).await;
+}
+
+/// A rider app: requests a trip, polls it until the PIN shows (or it ends unmatched) and hands
+/// the PIN to its driver.
+async fn rider(
+    client: &awc::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+    tally: &Shared,
+    handover: &Handover,
+) {
+    let asked = Instant::now();
+    let created = client
+        .post(format!("{url}/api/trips"))
+        .bearer_auth(token)
+        .send_json(body)
+        .await;
+    let trip = match created {
+        Ok(mut res) if res.status().as_u16() == 201 => res
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["trip_id"].as_str().and_then(|t| Uuid::parse_str(t).ok())),
+        Ok(res) => {
+            tally
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .error(format!("status_{}", res.status().as_u16()));
+            return;
+        }
+        Err(_) => None,
+    };
+    let Some(trip) = trip else {
+        tally
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .error("request");
+        return;
+    };
+    handover.requested.insert(trip, asked);
+    // A rider app polls its trip (the rider socket would push it; polling keeps the generator
+    // simple) until a driver is assigned and the PIN shows.
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(mut res) = client
+            .get(format!("{url}/api/trips/{trip}"))
+            .bearer_auth(token)
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let Ok(view) = res.json::<serde_json::Value>().await else {
+            continue;
+        };
+        if let Some(pin) = view["start_pin"].as_str() {
+            handover.pins.insert(trip, pin.to_owned());
+            return;
+        }
+        if view["status"] == "NO_DRIVER_FOUND" || view["status"] == "CANCELLED" {
+            handover.requested.remove(&trip);
+            tally
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .error("no_driver_found");
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

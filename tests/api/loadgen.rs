@@ -20,18 +20,14 @@ fn settings() -> Settings {
 
 fn options(app: &TestApp, scenario: Scenario, thresholds: &[&str]) -> Options {
     Options {
-        scenario,
-        url: app.address.clone(),
         duration: Duration::from_millis(1_500),
         rate: 200,
         concurrency: 4,
-        spike_factor: 3,
         drivers: 20,
         interval: Duration::from_millis(100),
-        radius_m: 2_000,
         city: (52.52, 13.405, 3.0),
-        tokens: None,
         thresholds: thresholds.iter().map(|t| t.parse().unwrap()).collect(),
+        ..Options::new(scenario, app.address.clone())
     }
 }
 
@@ -87,16 +83,36 @@ async fn search_and_spike_runs_report_latencies_and_thresholds() {
 #[actix_rt::test]
 async fn a_locations_run_streams_positions_from_driver_sockets() {
     let app = spawn_app().await;
-    let report = loadgen::run(
-        &settings(),
-        options(&app, Scenario::Locations, &["errors<1"]),
-    )
-    .await
-    .unwrap();
+    let mut opts = options(
+        &app,
+        Scenario::Locations,
+        &["errors<1", "frame_to_index.errors<1"],
+    );
+    opts.interval = Duration::from_millis(150);
+    opts.probe_rate = 10;
+    // Client sockets from a second loopback address.
+    opts.sources = vec!["127.0.0.2".parse().unwrap()];
+    let report = loadgen::run(&settings(), opts).await.unwrap();
     assert!(report.errors.is_empty(), "{:?}", report.errors);
-    // 20 drivers, a frame every 100 ms, for 1.5 s.
-    assert!(report.completed >= 200, "{report:?}");
-    assert!(report.passed());
+    // 20 drivers, a frame every 150 ms, for 1.5 s.
+    assert!(report.completed >= 150, "{report:?}");
+    assert!(report.passed(), "{:?}", report.thresholds);
+    // The probe saw its driver in the index after each jump.
+    let probe = &report.parts["frame_to_index"];
+    assert!(probe.completed >= 5, "{probe:?}");
+    assert!(probe.latency.p50_ms > 0.0);
+    // The engine counted every frame the sockets wrote, and dropped none.
+    let engine = report
+        .engine
+        .clone()
+        .expect("the engine's /metrics answered");
+    assert!(
+        engine.location_updates >= report.completed + probe.completed,
+        "{engine:?} vs {} frames + {} probes",
+        report.completed,
+        probe.completed
+    );
+    assert_eq!(engine.location_updates_dropped, 0, "{engine:?}");
     // The positions reached the index: nearby finds drivers in the city.
     let rider = app.token(Role::Rider, Uuid::now_v7());
     let near = app
@@ -111,9 +127,87 @@ async fn a_locations_run_streams_positions_from_driver_sockets() {
 }
 
 #[actix_rt::test]
+async fn client_sockets_leave_from_the_given_source_addresses() {
+    let app = spawn_app().await;
+    let mut opts = options(&app, Scenario::Locations, &[]);
+    opts.drivers = 3;
+    opts.probe_rate = 0;
+    opts.duration = Duration::from_millis(300);
+    // An address this machine does not have (TEST-NET-1): no socket can bind to it.
+    opts.sources = vec!["192.0.2.1".parse().unwrap()];
+    let report = loadgen::run(&settings(), opts).await.unwrap();
+    assert_eq!(
+        report.errors.get("connect"),
+        Some(&3),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(report.completed, 0);
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_mixed_run_reports_searches_trips_frames_and_the_probe_as_parts() {
+    let app = spawn_app().await;
+    let mut opts = options(
+        &app,
+        Scenario::Mixed,
+        &["errors<1", "trips.errors<1", "search.p99_ms<5000"],
+    );
+    opts.duration = Duration::from_secs(2);
+    opts.drivers = 30;
+    opts.interval = Duration::from_millis(200);
+    opts.trip_rate = 4.0;
+    opts.rate = 100;
+    opts.probe_rate = 5;
+    opts.online = 40;
+    let report = loadgen::run(&settings(), opts).await.unwrap();
+    assert_eq!(report.scenario, "mixed");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for part in ["search", "trips", "locations", "frame_to_index"] {
+        assert!(
+            report.parts.get(part).is_some_and(|p| p.completed > 0),
+            "{part}: {:?}",
+            report.parts.get(part)
+        );
+    }
+    assert_eq!(
+        report.completed, report.parts["search"].completed,
+        "search is the main part"
+    );
+    assert!(
+        report.parts["trips"].completed >= 5,
+        "{:?}",
+        report.parts["trips"]
+    );
+    assert!(report.passed(), "{:?}", report.thresholds);
+    // The 40 drivers put online over REST are in the index.
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let near = app
+        .nearby(&rider, "lat=52.52&lng=13.405&radius=10000&limit=100")
+        .await;
+    assert!(
+        near.body["drivers"].as_array().unwrap().len() >= 40,
+        "{}",
+        near.body
+    );
+    // A threshold on a part the run does not have fails rather than passing unseen.
+    let mut opts = options(&app, Scenario::Baseline, &["trips.p99_ms<1000"]);
+    opts.duration = Duration::from_millis(200);
+    let report = loadgen::run(&settings(), opts).await.unwrap();
+    assert!(!report.passed(), "{:?}", report.thresholds);
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
 async fn bad_loadgen_input_is_refused_clearly() {
-    assert!("mixed".parse::<Scenario>().is_err(), "not in this release");
+    assert_eq!("mixed".parse::<Scenario>(), Ok(Scenario::Mixed));
     assert!("nope".parse::<Scenario>().is_err());
+    assert!(
+        "nope.p99_ms<20".parse::<Threshold>().is_err(),
+        "unknown part"
+    );
+    assert!("trips.p99_ms<20".parse::<Threshold>().is_ok());
     assert!("p99_ms=20".parse::<Threshold>().is_err());
     assert!("latency<20".parse::<Threshold>().is_err());
     assert!("p99_ms<abc".parse::<Threshold>().is_err());
@@ -124,18 +218,10 @@ async fn bad_loadgen_input_is_refused_clearly() {
         vec![(id, "tok".to_owned())]
     );
     let mut https = Options {
-        scenario: Scenario::Search,
-        url: "https://example.invalid".into(),
         duration: Duration::from_millis(10),
         rate: 1,
         concurrency: 1,
-        spike_factor: 1,
-        drivers: 1,
-        interval: Duration::from_millis(10),
-        radius_m: 100,
-        city: (0.0, 0.0, 1.0),
-        tokens: None,
-        thresholds: Vec::new(),
+        ..Options::new(Scenario::Search, "https://example.invalid")
     };
     assert!(
         loadgen::run(&settings(), https.clone()).await.is_err(),
@@ -151,7 +237,7 @@ async fn bad_loadgen_input_is_refused_clearly() {
 async fn a_trips_run_takes_trips_from_request_to_completion_with_the_pin() {
     let app = spawn_app().await;
     let mut opts = options(&app, Scenario::Trips, &["errors<1"]);
-    opts.rate = 5;
+    opts.trip_rate = 5.0;
     opts.drivers = 30;
     opts.duration = Duration::from_secs(2);
     let report = loadgen::run(&settings(), opts).await.unwrap();
