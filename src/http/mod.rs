@@ -485,6 +485,12 @@ pub fn server(data: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .default_service(web::to(not_found))
     })
     .workers(workers)
+    // No lingering once a response is done while the request's body is unfinished. The one
+    // such body in normal use is a WebSocket's: after its close handshake the engine must close
+    // the TCP connection at once (RFC 6455 §7.1.1), not read on for a second while a client
+    // that waits for our FIN (as the RFC asks) is held. The cost: a client still uploading a
+    // body the engine has already refused may see a reset instead of the error answer.
+    .client_disconnect_timeout(std::time::Duration::ZERO)
     .disable_signals()
     .shutdown_timeout(timeout.as_secs())
     .listen(listener)?

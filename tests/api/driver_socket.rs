@@ -567,3 +567,67 @@ async fn a_dropped_driver_stays_listed_for_the_grace_then_hides_until_it_is_back
     assert!(back, "a driver that reconnects is listed again");
     app.handle.stop().await;
 }
+
+/// RFC 6455 §7.1.1: after the close handshake the server closes the TCP connection at once. A
+/// client that waits for the server's FIN (as the RFC asks it to) is not held: the FIN arrives
+/// well before the one second the HTTP layer would otherwise linger for.
+#[actix_rt::test]
+async fn the_server_closes_the_tcp_connection_at_once_after_the_close_handshake() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio::io::AsyncReadExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    let app = spawn_app().await;
+    for initiator in ["client", "server"] {
+        let driver = Uuid::now_v7();
+        let mut request = format!("{}/ws/driver", app.ws_address)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", app.driver_token(driver, "economy"))
+                .parse()
+                .unwrap(),
+        );
+        let tcp = tokio::net::TcpStream::connect(app.ws_address.trim_start_matches("ws://"))
+            .await
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+        let session = ws.next().await.unwrap().unwrap();
+        assert!(session.to_text().unwrap().contains("\"session\""));
+        let begun = std::time::Instant::now();
+        if initiator == "client" {
+            ws.send(Message::Close(None)).await.unwrap();
+        } else {
+            // A frame the server refuses by closing: a binary frame over the size limit.
+            ws.send(Message::Binary(vec![0_u8; 2 << 20].into()))
+                .await
+                .unwrap();
+        }
+        // Read up to the server's close frame (the handshake's other half) …
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+        if initiator == "server" {
+            let _ = ws.send(Message::Close(None)).await;
+        }
+        // … then wait, as the RFC's client does, for the server's FIN on the raw connection.
+        let mut rest = Vec::new();
+        let eof = tokio::time::timeout(
+            Duration::from_secs(3),
+            ws.get_mut().read_to_end(&mut rest),
+        )
+        .await;
+        assert!(eof.is_ok(), "{initiator}: the server never closed the TCP connection");
+        let held = begun.elapsed();
+        assert!(
+            held < Duration::from_millis(600),
+            "{initiator}: the server held the TCP connection {held:?} after the close handshake"
+        );
+    }
+    app.handle.stop().await;
+}
