@@ -104,6 +104,9 @@ enum Command {
         /// Local addresses to spread client connections over, e.g. 127.0.0.1,127.0.0.2.
         #[arg(long, value_delimiter = ',')]
         sources: Vec<std::net::IpAddr>,
+        /// Write driver_id,lat,lng of the --online drivers here.
+        #[arg(long)]
+        positions_out: Option<PathBuf>,
         /// Search radius, metres.
         #[arg(long, default_value_t = 2_000)]
         radius: u32,
@@ -226,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             online,
             probe_rate,
             sources,
+            positions_out,
             radius,
             city,
             tokens,
@@ -275,6 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 city: (lat, lng, half_km),
                 tokens,
                 sources,
+                positions_out,
                 thresholds,
             };
             let report = actix_web::rt::System::new().block_on(loadgen::run(&settings, options))?;

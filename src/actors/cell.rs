@@ -1,11 +1,14 @@
 //! `CellActor`: owns the spatial index of one shard (an H3 cell at `geo.shard_resolution`).
 //!
 //! Driver actors send it `Upsert`, `Remove` and `SetAvailable` for their own entry only, so the
-//! index never sees two writers for one driver. The shard map asks it `Nearby` and merges the
-//! answers of the shards a circle touches. Every `location.ttl_s / 4` it evicts drivers whose
+//! index never sees two writers for one driver, and the cell actor is its only writer. Readers
+//! (nearby queries, matching, surge and heatmaps) read the index where they run, through the
+//! shared [`IndexView`] under a read lock, without a hop to the cell's thread: a query costs
+//! its own work and nothing else. Every `location.ttl_s / 4` the actor evicts drivers whose
 //! position went stale (queries also filter by freshness, so eviction timing never leaks stale
 //! positions). It lives on one of the cell arbiters for the life of the engine.
 
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -15,7 +18,7 @@ use uuid::Uuid;
 
 use super::supervision::guarded;
 use crate::clock::now_ms;
-use crate::geo::{IndexedDriver, NearbyHit, NearbyQuery, SpatialIndex, Upserted};
+use crate::geo::{IndexedDriver, NearbyHit, NearbyQuery, Scratch, SpatialIndex, Upserted};
 use crate::metrics::{INDEX_EVICTIONS, INDEX_UPSERTS};
 
 /// Messages a cell actor may have queued. Location upserts arrive with `try_send` and are
@@ -94,10 +97,33 @@ pub struct CellStats {
     pub upserts: u64,
 }
 
+/// A shard's index as its readers see it: written only by its cell actor.
+#[derive(Clone)]
+pub struct IndexView(Arc<RwLock<SpatialIndex>>);
+
+impl IndexView {
+    /// An empty index at `res`.
+    #[must_use]
+    pub fn new(res: Resolution) -> Self {
+        Self(Arc::new(RwLock::new(SpatialIndex::new(res))))
+    }
+
+    /// Reads the index. A writer that panicked left it as it was (the cell actor rebuilds it),
+    /// so a poisoned lock is read all the same.
+    pub fn read(&self) -> RwLockReadGuard<'_, SpatialIndex> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SpatialIndex> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// The index of one shard.
 pub struct CellActor {
     shard: CellIndex,
-    index: SpatialIndex,
+    index: IndexView,
+    scratch: Scratch,
     index_res: Resolution,
     /// Asks the shard's drivers to place themselves again (after a rebuild).
     resettle: Option<Resettle>,
@@ -114,9 +140,16 @@ impl CellActor {
     /// A cell actor for `shard`, indexing at `index_res`, evicting positions older than `ttl`.
     #[must_use]
     pub fn new(shard: CellIndex, index_res: Resolution, ttl: Duration) -> Self {
+        Self::over(IndexView::new(index_res), shard, index_res, ttl)
+    }
+
+    /// A cell actor writing `index`, which its readers already hold.
+    #[must_use]
+    pub fn over(index: IndexView, shard: CellIndex, index_res: Resolution, ttl: Duration) -> Self {
         Self {
             shard,
-            index: SpatialIndex::new(index_res),
+            index,
+            scratch: Scratch::default(),
             index_res,
             resettle: None,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
@@ -135,7 +168,8 @@ impl CellActor {
     /// A handler panicked: the index may be half-changed. Start it empty and have the shard's
     /// drivers place themselves again.
     fn rebuild(&mut self) {
-        self.index = SpatialIndex::new(self.index_res);
+        *self.index.write() = SpatialIndex::new(self.index_res);
+        self.index.0.clear_poison();
         if let Some(resettle) = &self.resettle {
             resettle(self.shard);
         }
@@ -156,7 +190,10 @@ impl Actor for CellActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(CELL_MAILBOX);
         ctx.run_interval(self.sweep_every(), |actor, _| {
-            let evicted = actor.index.evict_stale(now_ms().saturating_sub(actor.ttl_ms));
+            let evicted = actor
+                .index
+                .write()
+                .evict_stale(now_ms().saturating_sub(actor.ttl_ms));
             if !evicted.is_empty() {
                 counter!(INDEX_EVICTIONS).increment(evicted.len() as u64);
                 tracing::debug!(shard = %actor.shard, evicted = evicted.len(), "evicted stale drivers");
@@ -170,7 +207,7 @@ impl Handler<Upsert> for CellActor {
 
     fn handle(&mut self, msg: Upsert, _: &mut Self::Context) {
         if guarded("cell", || {
-            let _: Upserted = self.index.upsert(msg.0);
+            let _: Upserted = self.index.write().upsert(msg.0);
         })
         .is_none()
         {
@@ -185,7 +222,7 @@ impl Handler<Remove> for CellActor {
     type Result = ();
 
     fn handle(&mut self, msg: Remove, _: &mut Self::Context) {
-        if guarded("cell", || self.index.remove(msg.driver_id)).is_none() {
+        if guarded("cell", || self.index.write().remove(msg.driver_id)).is_none() {
             self.rebuild();
         }
     }
@@ -196,7 +233,9 @@ impl Handler<SetAvailable> for CellActor {
 
     fn handle(&mut self, msg: SetAvailable, _: &mut Self::Context) {
         if guarded("cell", || {
-            self.index.set_available(msg.driver_id, msg.available)
+            self.index
+                .write()
+                .set_available(msg.driver_id, msg.available)
         })
         .is_none()
         {
@@ -213,11 +252,10 @@ impl Handler<Nearby> for CellActor {
         // cells this shard does not hold.
         let shard = self.shard;
         let answer = guarded("cell", || {
-            if origin.parent(shard.resolution()) == Some(shard) {
-                self.index.nearest_from(origin, &query)
-            } else {
-                self.index.nearest_best_first(&query)
-            }
+            let inside = origin.parent(shard.resolution()) == Some(shard);
+            self.index
+                .read()
+                .search(&query, inside.then_some(origin), &mut self.scratch)
         });
         MessageResult(answer.unwrap_or_else(|| {
             self.rebuild();
@@ -230,7 +268,9 @@ impl Handler<CountAvailable> for CellActor {
     type Result = u32;
 
     fn handle(&mut self, msg: CountAvailable, _: &mut Self::Context) -> u32 {
-        self.index.count_available(msg.area, msg.fresh_since_ms)
+        self.index
+            .read()
+            .count_available(msg.area, msg.fresh_since_ms)
     }
 }
 
@@ -240,6 +280,7 @@ impl Handler<Heat> for CellActor {
     fn handle(&mut self, msg: Heat, _: &mut Self::Context) -> Self::Result {
         MessageResult(
             self.index
+                .read()
                 .available_by_cell(msg.res, msg.fresh_since_ms)
                 .into_iter()
                 .collect(),
@@ -262,7 +303,7 @@ impl Handler<Count> for CellActor {
     type Result = usize;
 
     fn handle(&mut self, _: Count, _: &mut Self::Context) -> usize {
-        self.index.len()
+        self.index.read().len()
     }
 }
 
@@ -271,7 +312,7 @@ impl Handler<Stats> for CellActor {
 
     fn handle(&mut self, _: Stats, _: &mut Self::Context) -> Self::Result {
         MessageResult(CellStats {
-            drivers: self.index.len(),
+            drivers: self.index.read().len(),
             upserts: self.applied,
         })
     }

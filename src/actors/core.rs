@@ -245,13 +245,11 @@ impl Core {
         }))
     }
 
-    /// The nearest matching drivers, nearest first, through the cell actors.
-    ///
-    /// # Errors
-    ///
-    /// [`actix::MailboxError`] if a cell actor is gone (only during shutdown).
-    pub async fn nearby(&self, query: NearbyQuery) -> Result<Vec<NearbyHit>, actix::MailboxError> {
-        self.shards.nearby(query).await
+    /// The nearest matching drivers, nearest first, read from the shards' indexes on the
+    /// calling thread.
+    #[must_use]
+    pub fn nearby(&self, query: NearbyQuery) -> Vec<NearbyHit> {
+        self.shards.nearby(query)
     }
 
     /// Starts the notification actor (once), which turns trip events into messages for riders and

@@ -39,7 +39,8 @@ async fn a_driver_moves_itself_between_shards() {
     let driver = core.driver(Uuid::now_v7(), None).unwrap();
     driver.send(SetStatus(DriverStatus::Online)).await.unwrap();
     driver.send(update(48.85, 2.35)).await.unwrap();
-    assert_eq!(core.nearby(query(48.85, 2.35)).await.unwrap().len(), 1);
+    core.shards.settled().await;
+    assert_eq!(core.nearby(query(48.85, 2.35)).len(), 1);
     // Lyon is hundreds of kilometres and many shards away from Paris.
     driver.send(update(45.76, 4.84)).await.unwrap();
     driver.send(GetSnapshot).await.unwrap();
@@ -51,11 +52,11 @@ async fn a_driver_moves_itself_between_shards() {
         "the driver is in exactly one shard: {counts:?}"
     );
     assert!(
-        core.nearby(query(48.85, 2.35)).await.unwrap().is_empty(),
+        core.nearby(query(48.85, 2.35)).is_empty(),
         "gone from the old shard"
     );
     assert_eq!(
-        core.nearby(query(45.76, 4.84)).await.unwrap().len(),
+        core.nearby(query(45.76, 4.84)).len(),
         1,
         "found in the new shard"
     );
@@ -205,7 +206,8 @@ async fn a_cell_actor_that_panics_gets_its_drivers_back_and_answers_queries() {
             .unwrap();
         drivers.push(driver);
     }
-    assert_eq!(core.nearby(query(48.85, 2.35)).await.unwrap().len(), 5);
+    core.shards.settled().await;
+    assert_eq!(core.nearby(query(48.85, 2.35)).len(), 5);
     let shard = core.shards.shards()[0].clone();
     shard
         .addr
@@ -216,7 +218,7 @@ async fn a_cell_actor_that_panics_gets_its_drivers_back_and_answers_queries() {
     // The rebuilt cell starts empty and its drivers place themselves again.
     let mut found = 0;
     for _ in 0..40 {
-        found = core.nearby(query(48.85, 2.35)).await.unwrap().len();
+        found = core.nearby(query(48.85, 2.35)).len();
         if found == 5 {
             break;
         }

@@ -168,21 +168,18 @@ impl Market {
     }
 
     /// The multiplier at `point` now: recent demand in its cell over the available drivers in it.
-    pub async fn surge(&self, shards: &ShardMap, point: LatLng, now_ms: i64) -> SurgeQuote {
+    pub fn surge(&self, shards: &ShardMap, point: LatLng, now_ms: i64) -> SurgeQuote {
         let cell = self.surge_cell(point);
         let demand = self
             .demand
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .count(cell, now_ms);
-        // Without demand there is no surge, whatever the supply: skip the actor round trip.
+        // Without demand there is no surge, whatever the supply: skip counting.
         let supply = if demand == 0 {
             0
         } else {
-            shards
-                .count_available(cell, now_ms.saturating_sub(self.ttl_ms))
-                .await
-                .unwrap_or(0)
+            shards.count_available(cell, now_ms.saturating_sub(self.ttl_ms))
         };
         SurgeQuote {
             surge: Surge::from_market(demand, supply, self.cap),

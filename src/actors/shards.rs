@@ -4,21 +4,22 @@
 //! Cell actors are created on first use and spread over the cell arbiters (one thread per core) by
 //! a hash of the shard cell. The table of shards is read on every query and written only when a
 //! shard is born, so it sits behind an `ArcSwap`: readers never lock. A query picks the shards
-//! whose real reach (computed from the shard's own index cells) overlaps its circle, sends them
-//! `Nearby` in parallel — one cross-thread hop — and merges their answers.
+//! whose real reach (computed from the shard's own index cells) overlaps its circle, reads each
+//! one's index on the caller's own thread (the cell actor is the only writer; see
+//! [`IndexView`]) and merges their answers: no hop to another thread.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
-use futures_util::future::join_all;
 use h3o::CellIndex;
 use metrics::{Gauge, Histogram, gauge, histogram};
 use rustc_hash::FxHashMap;
 
-use super::cell::{CellActor, CountAvailable, Heat, Nearby, Resettle};
-use crate::geo::{Grid, NearbyHit, NearbyQuery, UnitVec, cell_centre, metres_to_chord};
+use super::cell::{CellActor, IndexView, Resettle};
+use super::supervision::guarded;
+use crate::geo::{Grid, NearbyHit, NearbyQuery, Scratch, UnitVec, cell_centre, metres_to_chord};
 use crate::metrics::{NEARBY_DURATION, SHARDS};
 
 /// One live shard.
@@ -28,6 +29,8 @@ pub struct Shard {
     pub cell: CellIndex,
     /// Its cell actor.
     pub addr: Addr<CellActor>,
+    /// Its index, for reading.
+    pub index: IndexView,
     centre: UnitVec,
     /// Chord from the shard's centre to the farthest point of any of its index cells.
     reach_chord: f64,
@@ -127,8 +130,10 @@ impl ShardMap {
         };
         let (index_res, ttl) = (self.grid.index_res(), self.ttl);
         let resettle = self.resettle.get().cloned();
+        let index = IndexView::new(index_res);
+        let written = index.clone();
         let actor = move |_: &mut Context<CellActor>| {
-            CellActor::new(shard, index_res, ttl).with_resettle(resettle)
+            CellActor::over(written, shard, index_res, ttl).with_resettle(resettle)
         };
         let addr = if self.arbiters.is_empty() {
             CellActor::create(actor)
@@ -140,6 +145,7 @@ impl ShardMap {
         let entry = Shard {
             cell: shard,
             addr: addr.clone(),
+            index,
             centre: cell_centre(shard),
             reach_chord: metres_to_chord(self.grid.shard_reach_m(shard)),
             parts: self
@@ -212,91 +218,89 @@ impl ShardMap {
 
     /// Available drivers with a fresh position inside the H3 cell `area`, across the shards that
     /// hold part of it (shards that do not exist hold nobody and are not started).
-    ///
-    /// # Errors
-    ///
-    /// [`MailboxError`] if a cell actor is gone.
-    pub async fn count_available(
-        &self,
-        area: CellIndex,
-        fresh_since_ms: i64,
-    ) -> Result<u32, MailboxError> {
+    #[must_use]
+    pub fn count_available(&self, area: CellIndex, fresh_since_ms: i64) -> u32 {
         let shard_res = self.grid.shard_res();
         let table = self.table.load();
-        let addrs: Vec<Addr<CellActor>> = if area.resolution() >= shard_res {
-            area.parent(shard_res)
-                .and_then(|s| table.by_cell.get(&s))
-                .map(|&i| table.shards[i].addr.clone())
-                .into_iter()
-                .collect()
+        let count = |s: CellIndex| {
+            table.by_cell.get(&s).map_or(0, |&i| {
+                table.shards[i]
+                    .index
+                    .read()
+                    .count_available(area, fresh_since_ms)
+            })
+        };
+        if area.resolution() >= shard_res {
+            area.parent(shard_res).map_or(0, count)
         } else {
             area.children(shard_res)
-                .filter_map(|s| table.by_cell.get(&s))
-                .map(|&i| table.shards[i].addr.clone())
-                .collect()
-        };
-        drop(table);
-        let message = CountAvailable {
-            area,
-            fresh_since_ms,
-        };
-        let counts = join_all(addrs.iter().map(|addr| addr.send(message))).await;
-        let mut total = 0u32;
-        for count in counts {
-            total = total.saturating_add(count?);
+                .map(count)
+                .fold(0_u32, u32::saturating_add)
         }
-        Ok(total)
     }
 
     /// Available, fresh drivers per H3 cell at `res` across every shard.
-    ///
-    /// # Errors
-    ///
-    /// [`MailboxError`] if a cell actor is gone.
-    pub async fn heat(
-        &self,
-        res: h3o::Resolution,
-        fresh_since_ms: i64,
-    ) -> Result<FxHashMap<CellIndex, u32>, MailboxError> {
-        let addrs: Vec<Addr<CellActor>> = self.shards().into_iter().map(|s| s.addr).collect();
-        let message = Heat {
-            res,
-            fresh_since_ms,
-        };
-        let answers = join_all(addrs.iter().map(|a| a.send(message))).await;
+    #[must_use]
+    pub fn heat(&self, res: h3o::Resolution, fresh_since_ms: i64) -> FxHashMap<CellIndex, u32> {
         let mut total = FxHashMap::default();
-        for answer in answers {
-            for (cell, n) in answer? {
+        for shard in &self.table.load().shards {
+            for (cell, n) in shard.index.read().available_by_cell(res, fresh_since_ms) {
                 *total.entry(cell).or_insert(0u32) += n;
             }
         }
-        Ok(total)
+        total
+    }
+
+    /// Waits until every cell actor has applied every message sent to it before this call (a
+    /// barrier: reads do not wait for writes in flight, so whoever needs a write it caused to be
+    /// visible waits here).
+    pub async fn settled(&self) {
+        let addrs: Vec<Addr<CellActor>> = self.shards().into_iter().map(|s| s.addr).collect();
+        futures_util::future::join_all(addrs.iter().map(|a| a.send(super::cell::Count))).await;
     }
 
     /// The nearest drivers matching `query` across every shard it reaches, nearest first.
     ///
-    /// # Errors
-    ///
-    /// [`MailboxError`] if a cell actor is gone.
-    pub async fn nearby(&self, query: NearbyQuery) -> Result<Vec<NearbyHit>, MailboxError> {
+    /// Reads each shard's index on the calling thread, with this thread's working space. A
+    /// shard whose cell actor is gone is read as it was left and started again (its drivers then
+    /// place themselves anew).
+    #[must_use]
+    pub fn nearby(&self, query: NearbyQuery) -> Vec<NearbyHit> {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+        }
         let started = Instant::now();
-        let shards = self.candidates(&query);
+        let q = UnitVec::from(query.point);
+        let radius = metres_to_chord(query.radius_m);
         let origin = self.grid.cell_of(query.point);
-        let message = Nearby { query, origin };
-        let hits = match shards.as_slice() {
-            [] => Vec::new(),
-            [only] => only.send(message).await.inspect_err(|_| self.revive())?,
-            many => {
-                let answers = join_all(many.iter().map(|addr| addr.send(message))).await;
-                let mut all = Vec::with_capacity(query.limit * answers.len());
-                for answer in answers {
-                    all.extend(answer.inspect_err(|_| self.revive())?);
-                }
-                merge(all, query.limit)
+        let table = self.table.load();
+        let mut all: Vec<NearbyHit> = Vec::new();
+        let (mut read, mut dead) = (0_usize, false);
+        SCRATCH.with_borrow_mut(|scratch| {
+            for shard in table.shards.iter().filter(|s| s.reaches(q, radius)) {
+                dead |= !shard.addr.connected();
+                let inside = origin.parent(shard.cell.resolution()) == Some(shard.cell);
+                let hits = guarded("cell", || {
+                    shard
+                        .index
+                        .read()
+                        .search(&query, inside.then_some(origin), scratch)
+                });
+                read += 1;
+                all.extend(hits.unwrap_or_default());
             }
+        });
+        drop(table);
+        if dead {
+            self.revive();
+        }
+        let hits = if read > 1 {
+            merge(all, query.limit)
+        } else {
+            all
         };
         self.latency.record(started.elapsed().as_secs_f64());
-        Ok(hits)
+        hits
     }
 }
 
@@ -378,7 +382,7 @@ mod tests {
                 vehicle: None,
                 fresh_since_ms: 0,
             };
-            let got = map.nearby(q).await.unwrap();
+            let got = map.nearby(q);
             let mut want: Vec<(Uuid, f64)> = fleet
                 .iter()
                 .map(|d| (d.driver_id, d.position.distance_m(q.point)))

@@ -46,8 +46,6 @@ use crate::metrics::{
 /// Messages a trip actor may have queued. Its driver's positions arrive with `try_send`, at the
 /// driver's pace (one every few seconds), so this is slack for bursts, not a buffer for floods.
 const TRIP_MAILBOX: usize = 1_024;
-/// How soon a search asks again after a shard failed to answer.
-const QUERY_RETRY: Duration = Duration::from_millis(250);
 
 /// An available driver is near: offer it if the trip has room and has not tried it. Answers
 /// whether an offer is on its way, so the driver asks the next trip only if not.
@@ -165,9 +163,6 @@ pub struct TripActor {
     step_waited: bool,
     step_timer: Option<SpawnHandle>,
     offer_timers: FxHashMap<Uuid, SpawnHandle>,
-    /// A candidate query is in flight; `refill` asks for another when it lands.
-    filling: bool,
-    refill: bool,
     /// The assigned driver's actor.
     driver: Option<Addr<DriverActor>>,
     /// The assigned driver's latest position.
@@ -212,8 +207,6 @@ impl TripActor {
             step_waited: false,
             step_timer: None,
             offer_timers: FxHashMap::default(),
-            filling: false,
-            refill: false,
             driver: None,
             last_position: None,
             trail: Trail::default(),
@@ -432,10 +425,6 @@ impl TripActor {
         if self.trip.status != TripStatus::Matching {
             return;
         }
-        if self.filling {
-            self.refill = true;
-            return;
-        }
         let room = self.search.room(&self.policy);
         if room == 0 {
             return;
@@ -451,38 +440,19 @@ impl TripActor {
                 i64::try_from(self.core.settings.location.ttl().as_millis()).unwrap_or(i64::MAX),
             ),
         };
-        self.filling = true;
-        let core = self.core.clone();
-        async move { core.nearby(query).await }
-            .into_actor(self)
-            .map(move |answer, actor, ctx| {
-                actor.filling = false;
-                if actor.trip.status != TripStatus::Matching {
-                    return;
-                }
-                let Ok(hits) = answer else {
-                    // A shard did not answer: that says nothing about who is near. Ask again
-                    // shortly rather than count it as nobody and widen or give up.
-                    ctx.run_later(QUERY_RETRY, |actor, ctx| actor.fill(ctx));
-                    return;
-                };
-                let mut offered = 0;
-                for hit in hits {
-                    if actor.search.room(&actor.policy) == 0 {
-                        break;
-                    }
-                    let id = hit.driver.driver_id;
-                    if actor.search.may_offer(id) && actor.offer(id, hit.distance_m, ctx) {
-                        offered += 1;
-                    }
-                }
-                if std::mem::take(&mut actor.refill) {
-                    actor.fill(ctx);
-                } else if offered == 0 && actor.search.step_over(actor.step_waited) {
-                    actor.advance(ctx);
-                }
-            })
-            .spawn(ctx);
+        let mut offered = 0;
+        for hit in self.core.nearby(query) {
+            if self.search.room(&self.policy) == 0 {
+                break;
+            }
+            let id = hit.driver.driver_id;
+            if self.search.may_offer(id) && self.offer(id, hit.distance_m, ctx) {
+                offered += 1;
+            }
+        }
+        if offered == 0 && self.search.step_over(self.step_waited) {
+            self.advance(ctx);
+        }
     }
 
     /// Sends one offer; false if the driver has no actor.

@@ -32,6 +32,7 @@ async fn driver(core: &Core, at: LatLng) -> (Uuid, Addr<DriverActor>, mpsc::Rece
     .await
     .unwrap();
     addr.send(SetStatus(DriverStatus::Online)).await.unwrap();
+    core.shards.settled().await;
     (id, addr, rx)
 }
 

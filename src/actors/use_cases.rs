@@ -210,7 +210,7 @@ impl Core {
         let now = now_ms();
         let vehicle = self.vehicles.intern(&vehicle_type)?;
         self.market.record_demand(request.origin, now);
-        let surge = self.market.surge(&self.shards, request.origin, now).await;
+        let surge = self.market.surge(&self.shards, request.origin, now);
         let discount = match &request.promo_code {
             Some(code) => Some(self.market.redeem_promo(code, rider_id, now)?),
             None => None,

@@ -72,8 +72,6 @@ struct Bucket {
     /// Chord from the centre to the cell's farthest point: the bucket's pruning radius.
     radius_chord: f64,
     entries: Vec<Entry>,
-    /// Number of the last query that scanned this bucket, so the best-first pass skips it.
-    visited: u64,
 }
 
 /// What an upsert did.
@@ -94,8 +92,17 @@ pub struct SpatialIndex {
     slots: FxHashMap<Uuid, (u32, u32)>,
     /// Chord bound on any cell's radius at `res`, used for cells that have no bucket.
     empty_cell_chord: f64,
+    /// Scratch for the `&mut self` queries; readers sharing the index bring their own.
+    scratch: Scratch,
+}
+
+/// Working space of a query, reused across queries (of any index) so a query allocates only its
+/// answer. Readers that share an index behind a lock keep one each (e.g. one per thread).
+#[derive(Default)]
+pub struct Scratch {
+    /// Number of the current query: a bucket marked with it was scanned by the ring walk.
     query_no: u64,
-    /// Scratch space reused across queries so a query allocates only its answer.
+    marks: Vec<u64>,
     ring: Vec<CellIndex>,
     pending: Vec<(f64, u32)>,
     best: Vec<(f64, u32, u32)>,
@@ -111,10 +118,7 @@ impl SpatialIndex {
             by_cell: FxHashMap::default(),
             slots: FxHashMap::default(),
             empty_cell_chord: metres_to_chord(max_cell_radius_m(res)),
-            query_no: 0,
-            ring: Vec::new(),
-            pending: Vec::new(),
-            best: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -257,27 +261,39 @@ impl SpatialIndex {
     /// this index covers.
     pub fn nearest(&mut self, query: &NearbyQuery) -> Vec<NearbyHit> {
         let origin = query.point.to_h3().to_cell(self.res);
-        self.search(query, Some(origin))
+        self.with_own_scratch(|index, scratch| index.search(query, Some(origin), scratch))
     }
 
     /// [`SpatialIndex::nearest`] for a caller that already knows the query point's cell at this
     /// index's resolution (`origin`), saving the conversion.
     pub fn nearest_from(&mut self, origin: CellIndex, query: &NearbyQuery) -> Vec<NearbyHit> {
-        self.search(query, Some(origin))
+        self.with_own_scratch(|index, scratch| index.search(query, Some(origin), scratch))
     }
 
     /// The same answer as [`SpatialIndex::nearest`], found by a best-first pass over the buckets
     /// alone; suits a query point far from this index's area, where rings would mostly be empty.
     pub fn nearest_best_first(&mut self, query: &NearbyQuery) -> Vec<NearbyHit> {
-        self.search(query, None)
+        self.with_own_scratch(|index, scratch| index.search(query, None, scratch))
     }
 
-    fn search(&mut self, query: &NearbyQuery, origin: Option<CellIndex>) -> Vec<NearbyHit> {
-        self.best.clear();
+    /// The answer of [`SpatialIndex::nearest_from`] (with `origin`) or of
+    /// [`SpatialIndex::nearest_best_first`] (without), for a reader holding only `&self` — any
+    /// number of them at once — with working space of its own.
+    #[must_use]
+    pub fn search(
+        &self,
+        query: &NearbyQuery,
+        origin: Option<CellIndex>,
+        scratch: &mut Scratch,
+    ) -> Vec<NearbyHit> {
+        scratch.best.clear();
         if query.limit == 0 || self.slots.is_empty() {
             return Vec::new();
         }
-        self.query_no += 1;
+        scratch.query_no += 1;
+        if scratch.marks.len() < self.buckets.len() {
+            scratch.marks.resize(self.buckets.len(), 0);
+        }
         let q = UnitVec::from(query.point);
         let radius_chord = metres_to_chord(query.radius_m);
         let scan = Scan {
@@ -286,11 +302,12 @@ impl SpatialIndex {
             radius_chord,
             radius2: radius_chord * radius_chord,
         };
-        let finished = origin.is_some_and(|origin| self.walk_rings(origin, &scan));
+        let finished = origin.is_some_and(|origin| self.walk_rings(origin, &scan, scratch));
         if !finished {
-            self.best_first(&scan);
+            self.best_first(&scan, scratch);
         }
-        self.best
+        scratch
+            .best
             .iter()
             .map(|&(_, b, s)| {
                 let driver = self.buckets[b as usize].entries[s as usize].driver;
@@ -302,8 +319,15 @@ impl SpatialIndex {
             .collect()
     }
 
+    fn with_own_scratch<T>(&mut self, f: impl FnOnce(&Self, &mut Scratch) -> T) -> T {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let answer = f(self, &mut scratch);
+        self.scratch = scratch;
+        answer
+    }
+
     /// Scans rings of cells outward from the query's cell; returns whether the answer is complete.
-    fn walk_rings(&mut self, origin: CellIndex, scan: &Scan<'_>) -> bool {
+    fn walk_rings(&self, origin: CellIndex, scan: &Scan<'_>, scratch: &mut Scratch) -> bool {
         let q = scan.q;
         let mut visited_cells = 0usize;
         for k in 0u32.. {
@@ -311,23 +335,23 @@ impl SpatialIndex {
             if visited_cells > self.buckets.len() {
                 return false;
             }
-            self.ring.clear();
-            self.ring.extend(origin.grid_ring::<Vec<_>>(k));
-            if self.ring.is_empty() {
+            scratch.ring.clear();
+            scratch.ring.extend(origin.grid_ring::<Vec<_>>(k));
+            if scratch.ring.is_empty() {
                 return true;
             }
-            visited_cells += self.ring.len();
+            visited_cells += scratch.ring.len();
             let mut ring_floor = f64::INFINITY;
-            for i in 0..self.ring.len() {
-                let cell = self.ring[i];
+            for i in 0..scratch.ring.len() {
+                let cell = scratch.ring[i];
                 match self.by_cell.get(&cell) {
                     Some(&b) => {
-                        let bucket = &mut self.buckets[b as usize];
-                        bucket.visited = self.query_no;
+                        let bucket = &self.buckets[b as usize];
+                        scratch.marks[b as usize] = scratch.query_no;
                         let floor = q.chord(bucket.centre) - bucket.radius_chord;
                         ring_floor = ring_floor.min(floor);
-                        if floor <= scan.bound_chord(&self.best) {
-                            scan.bucket(b, &self.buckets[b as usize], &mut self.best);
+                        if floor <= scan.bound_chord(&scratch.best) {
+                            scan.bucket(b, bucket, &mut scratch.best);
                         }
                     }
                     None => {
@@ -337,7 +361,7 @@ impl SpatialIndex {
                 }
             }
             // Nothing beyond this ring can be closer than its nearest possible point.
-            if ring_floor > scan.bound_chord(&self.best) {
+            if ring_floor > scan.bound_chord(&scratch.best) {
                 return true;
             }
         }
@@ -345,22 +369,22 @@ impl SpatialIndex {
     }
 
     /// Scans the buckets not visited yet, nearest possible point first, until none can improve.
-    fn best_first(&mut self, scan: &Scan<'_>) {
-        self.pending.clear();
+    fn best_first(&self, scan: &Scan<'_>, scratch: &mut Scratch) {
+        scratch.pending.clear();
         for (b, bucket) in self.buckets.iter().enumerate() {
-            if bucket.visited != self.query_no && !bucket.entries.is_empty() {
+            if scratch.marks[b] != scratch.query_no && !bucket.entries.is_empty() {
                 let floor = scan.q.chord(bucket.centre) - bucket.radius_chord;
                 if floor <= scan.radius_chord {
-                    self.pending.push((floor, b as u32));
+                    scratch.pending.push((floor, b as u32));
                 }
             }
         }
-        self.pending.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        for &(floor, b) in &self.pending {
-            if floor > scan.bound_chord(&self.best) {
+        scratch.pending.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for &(floor, b) in &scratch.pending {
+            if floor > scan.bound_chord(&scratch.best) {
                 break;
             }
-            scan.bucket(b, &self.buckets[b as usize], &mut self.best);
+            scan.bucket(b, &self.buckets[b as usize], &mut scratch.best);
         }
     }
 
@@ -374,7 +398,6 @@ impl SpatialIndex {
                     centre: cell_centre(cell),
                     radius_chord: metres_to_chord(cell_radius_m(cell)),
                     entries: Vec::new(),
-                    visited: 0,
                 });
                 self.by_cell.insert(cell, b);
                 b

@@ -10,7 +10,9 @@ mod index;
 mod latlng;
 
 pub use grid::{Grid, GridError, cell_centre, cell_radius_m, covering_cells, max_cell_radius_m};
-pub use index::{IndexedDriver, NearbyHit, NearbyQuery, SpatialIndex, Upserted, VehicleId};
+pub use index::{
+    IndexedDriver, NearbyHit, NearbyQuery, Scratch, SpatialIndex, Upserted, VehicleId,
+};
 pub use latlng::{
     EARTH_RADIUS_M, GeoError, LatLng, UnitVec, chord_to_metres, haversine_m, metres_to_chord,
 };

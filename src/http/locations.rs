@@ -71,10 +71,7 @@ pub async fn nearby(
         vehicle,
         fresh_since_ms: now_ms().saturating_sub(ttl_ms),
     };
-    let hits = core
-        .nearby(query)
-        .await
-        .map_err(|_| ApiError::unavailable("shutting_down", "the engine is shutting down"))?;
+    let hits = core.nearby(query);
     let drivers = hits
         .into_iter()
         .map(|h| NearbyDriver {

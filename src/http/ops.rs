@@ -117,11 +117,7 @@ pub async fn heatmap(core: &Core, res: Resolution, by: Metric) -> Result<Vec<Hea
     let fresh_since = now.saturating_sub(
         i64::try_from(core.settings.location.ttl().as_millis()).unwrap_or(i64::MAX),
     );
-    let supply = core
-        .shards
-        .heat(res, fresh_since)
-        .await
-        .map_err(|_| ApiError::unavailable("shutting_down", "the engine is stopping"))?;
+    let supply = core.shards.heat(res, fresh_since);
     let mut cells: BTreeMap<CellIndex, (u32, u32)> =
         supply.into_iter().map(|(cell, n)| (cell, (n, 0))).collect();
     for (cell, n) in core.market.demand_snapshot(now) {

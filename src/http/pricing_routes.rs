@@ -45,7 +45,7 @@ pub async fn estimate(
         Some(code) => Some(core.market.check_promo(code, caller.id(), now)?),
         None => None,
     };
-    let surge = core.market.surge(&core.shards, origin, now).await;
+    let surge = core.market.surge(&core.shards, origin, now);
     let breakdown = core.market.estimate_with(
         &tariff,
         currency,
@@ -74,7 +74,7 @@ pub async fn surge(
     caller.require(&[Role::Rider, Role::Operator])?;
     let q = Query::parse(&req)?;
     let point = q.point()?;
-    let quote = core.market.surge(&core.shards, point, now_ms()).await;
+    let quote = core.market.surge(&core.shards, point, now_ms());
     Ok(HttpResponse::Ok().json(json!({
         "multiplier": quote.surge,
         "cell": quote.cell.to_string(),

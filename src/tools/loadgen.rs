@@ -180,6 +180,9 @@ pub struct Options {
     pub tokens: Option<Vec<(Uuid, String)>>,
     /// Local addresses client connections are spread over; empty for the system's choice.
     pub sources: Vec<IpAddr>,
+    /// Where to write `driver_id,lat,lng` of the drivers `online` put online (for peers
+    /// measured on the same drivers).
+    pub positions_out: Option<std::path::PathBuf>,
     /// Conditions that set the exit code.
     pub thresholds: Vec<Threshold>,
 }
@@ -205,6 +208,7 @@ impl Options {
             city: (52.52, 13.405, 15.0),
             tokens: None,
             sources: Vec::new(),
+            positions_out: None,
             thresholds: Vec::new(),
         }
     }
@@ -649,7 +653,7 @@ async fn put_online(options: &Options, keys: &JwtKeys) -> anyhow::Result<()> {
                     let Some((id, token)) = drivers.get(i) else {
                         return;
                     };
-                    let (lat, lng) = somewhere(city, &mut seed_for(4 << 32 | i as u64));
+                    let (lat, lng) = online_position(city, i);
                     let at = client
                         .put(format!("{url}/api/drivers/{id}/location"))
                         .bearer_auth(token)
@@ -673,6 +677,15 @@ async fn put_online(options: &Options, keys: &JwtKeys) -> anyhow::Result<()> {
     for worker in workers {
         let _ = worker.await;
     }
+    if let Some(path) = &options.positions_out {
+        let mut lines = String::with_capacity(drivers.len() * 60);
+        for (i, (id, _)) in drivers.iter().enumerate() {
+            let (lat, lng) = online_position(options.city, i);
+            lines.push_str(&format!("{id},{lat:.7},{lng:.7}\n"));
+        }
+        std::fs::write(path, lines)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
     let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
     anyhow::ensure!(
         failed == 0,
@@ -680,6 +693,11 @@ async fn put_online(options: &Options, keys: &JwtKeys) -> anyhow::Result<()> {
         drivers.len()
     );
     Ok(())
+}
+
+/// Where `--online` puts driver `i`.
+fn online_position(city: (f64, f64, f64), i: usize) -> (f64, f64) {
+    somewhere(city, &mut seed_for(4 << 32 | i as u64))
 }
 
 /// Sums the samples of `name` (any labels) in a Prometheus text page.

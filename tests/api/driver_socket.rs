@@ -617,12 +617,12 @@ async fn the_server_closes_the_tcp_connection_at_once_after_the_close_handshake(
         }
         // … then wait, as the RFC's client does, for the server's FIN on the raw connection.
         let mut rest = Vec::new();
-        let eof = tokio::time::timeout(
-            Duration::from_secs(3),
-            ws.get_mut().read_to_end(&mut rest),
-        )
-        .await;
-        assert!(eof.is_ok(), "{initiator}: the server never closed the TCP connection");
+        let eof =
+            tokio::time::timeout(Duration::from_secs(3), ws.get_mut().read_to_end(&mut rest)).await;
+        assert!(
+            eof.is_ok(),
+            "{initiator}: the server never closed the TCP connection"
+        );
         let held = begun.elapsed();
         assert!(
             held < Duration::from_millis(600),
