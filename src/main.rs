@@ -140,6 +140,11 @@ enum Command {
     },
 }
 
+/// The engine allocates and frees small blocks on many threads at once (answers built on one
+/// worker, frames passed between actors); mimalloc's per-thread heaps keep that off a shared lock.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

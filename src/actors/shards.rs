@@ -276,18 +276,40 @@ impl ShardMap {
         let table = self.table.load();
         let mut all: Vec<NearbyHit> = Vec::new();
         let (mut read, mut dead) = (0_usize, false);
+        // Nearest shards first; once `limit` drivers are found, a shard that cannot hold anyone
+        // nearer than the farthest of them is skipped, and the rest are searched within that
+        // distance only. A query well inside one shard reads that shard alone.
+        let mut reached: Vec<(f64, &Shard)> = table
+            .shards
+            .iter()
+            .filter(|s| s.reaches(q, radius))
+            .map(|s| (q.chord(s.centre) - s.reach_chord, s))
+            .collect();
+        reached.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let mut narrowed = query;
         SCRATCH.with_borrow_mut(|scratch| {
-            for shard in table.shards.iter().filter(|s| s.reaches(q, radius)) {
+            for (_, shard) in reached {
+                if read > 0 && !shard.reaches(q, metres_to_chord(narrowed.radius_m)) {
+                    continue;
+                }
                 dead |= !shard.addr.connected();
                 let inside = origin.parent(shard.cell.resolution()) == Some(shard.cell);
                 let hits = guarded("cell", || {
                     shard
                         .index
                         .read()
-                        .search(&query, inside.then_some(origin), scratch)
+                        .search(&narrowed, inside.then_some(origin), scratch)
                 });
-                read += 1;
                 all.extend(hits.unwrap_or_default());
+                read += 1;
+                if read > 1 {
+                    all = merge(std::mem::take(&mut all), query.limit);
+                }
+                if all.len() >= query.limit
+                    && let Some(farthest) = all.last()
+                {
+                    narrowed.radius_m = farthest.distance_m.min(query.radius_m);
+                }
             }
         });
         drop(table);

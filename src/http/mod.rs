@@ -312,6 +312,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
 ];
 
 /// Mounts every route of [`ENDPOINTS`] on an app, one resource per path.
+///
+/// Fixed paths go first: the router tries resources in order, a fixed path is a string
+/// comparison while a path with `{…}` segments is a pattern match, and a fixed path should win
+/// over a pattern that would also match it.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let mut paths: Vec<&str> = Vec::new();
     for e in ENDPOINTS {
@@ -319,6 +323,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             paths.push(e.path);
         }
     }
+    paths.sort_by_key(|p| p.contains('{'));
     for path in paths {
         let resource = ENDPOINTS
             .iter()

@@ -45,7 +45,15 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature was checked, with their claims: an app sends the same token with
+    /// every request, and checking it again (base64, JSON, HMAC) is most of what a cheap
+    /// request costs. Keyed by the whole token, so only that exact token hits; its expiry is
+    /// still checked on every use.
+    verified: dashmap::DashMap<Box<str>, Claims>,
 }
+
+/// Most tokens [`JwtKeys`] remembers; past it the memory starts afresh.
+const VERIFIED_TOKENS: usize = 100_000;
 
 impl JwtKeys {
     /// Keys for the HS256 secret.
@@ -59,6 +67,7 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
+            verified: dashmap::DashMap::new(),
         }
     }
 
@@ -93,12 +102,24 @@ impl JwtKeys {
     ///
     /// [`TokenError::Expired`] or [`TokenError::Invalid`].
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        decode::<Claims>(token, &self.decoding, &self.validation)
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp.saturating_add(self.validation.leeway) >= now_s() {
+                return Ok(claims.clone());
+            }
+            drop(claims);
+            self.verified.remove(token);
+        }
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
-            })
+            })?;
+        if self.verified.len() >= VERIFIED_TOKENS {
+            self.verified.clear();
+        }
+        self.verified.insert(token.into(), claims.clone());
+        Ok(claims)
     }
 }
 
@@ -127,6 +148,28 @@ mod tests {
             (sub, Role::Driver, Some("xl"))
         );
         assert!(claims.exp >= claims.iat + 60);
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_changed_one_is_checked_afresh() {
+        let k = keys("a-test-secret-of-some-length");
+        let token = k.issue(Uuid::now_v7(), Role::Rider, None, 60).unwrap();
+        assert!(k.verify(&token).is_ok());
+        assert!(k.verify(&token).is_ok(), "the remembered answer");
+        // One character of the signature changed: not the remembered token.
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(matches!(k.verify(&forged), Err(TokenError::Invalid(_))));
+        // A remembered entry past its expiry (and the leeway) is not used: the token is checked
+        // afresh (and here, its real expiry being an hour later, it passes with its own claims).
+        let real = k.verify(&token).unwrap();
+        let stale = Claims {
+            exp: now_s() - 3_600,
+            ..real.clone()
+        };
+        k.verified.insert(token.as_str().into(), stale);
+        assert_eq!(k.verify(&token), Ok(real));
     }
 
     #[test]
