@@ -140,8 +140,10 @@ enum Command {
     },
 }
 
-/// The engine allocates and frees small blocks on many threads at once (answers built on one
-/// worker, frames passed between actors); mimalloc's per-thread heaps keep that off a shared lock.
+/// With the `mimalloc` feature: the engine allocates and frees small blocks on many threads at
+/// once (answers built on one worker, frames passed between actors); mimalloc's per-thread heaps
+/// keep that off a shared lock, for more memory (docs/PERFORMANCE.md has both figures).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -47,13 +47,15 @@ pub struct JwtKeys {
     validation: Validation,
     /// Tokens whose signature was checked, with their claims: an app sends the same token with
     /// every request, and checking it again (base64, JSON, HMAC) is most of what a cheap
-    /// request costs. Keyed by the whole token, so only that exact token hits; its expiry is
-    /// still checked on every use.
-    verified: dashmap::DashMap<Box<str>, Claims>,
+    /// request costs. Keyed by a 128-bit hash of the whole token under two secret random keys
+    /// (so nobody can craft a token that collides with another); its expiry is still checked on
+    /// every use.
+    verified: dashmap::DashMap<u128, Claims>,
+    hashers: (std::hash::RandomState, std::hash::RandomState),
 }
 
-/// Most tokens [`JwtKeys`] remembers; past it the memory starts afresh.
-const VERIFIED_TOKENS: usize = 100_000;
+/// Most tokens [`JwtKeys`] remembers (about 2 MB); past it the memory starts afresh.
+const VERIFIED_TOKENS: usize = 16_384;
 
 impl JwtKeys {
     /// Keys for the HS256 secret.
@@ -68,6 +70,7 @@ impl JwtKeys {
             decoding: DecodingKey::from_secret(bytes),
             validation,
             verified: dashmap::DashMap::new(),
+            hashers: (std::hash::RandomState::new(), std::hash::RandomState::new()),
         }
     }
 
@@ -102,12 +105,15 @@ impl JwtKeys {
     ///
     /// [`TokenError::Expired`] or [`TokenError::Invalid`].
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        if let Some(claims) = self.verified.get(token) {
+        use std::hash::BuildHasher as _;
+        let key = u128::from(self.hashers.0.hash_one(token)) << 64
+            | u128::from(self.hashers.1.hash_one(token));
+        if let Some(claims) = self.verified.get(&key) {
             if claims.exp.saturating_add(self.validation.leeway) >= now_s() {
                 return Ok(claims.clone());
             }
             drop(claims);
-            self.verified.remove(token);
+            self.verified.remove(&key);
         }
         let claims = decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
@@ -118,7 +124,7 @@ impl JwtKeys {
         if self.verified.len() >= VERIFIED_TOKENS {
             self.verified.clear();
         }
-        self.verified.insert(token.into(), claims.clone());
+        self.verified.insert(key, claims.clone());
         Ok(claims)
     }
 }
@@ -168,7 +174,8 @@ mod tests {
             exp: now_s() - 3_600,
             ..real.clone()
         };
-        k.verified.insert(token.as_str().into(), stale);
+        let key = *k.verified.iter().next().unwrap().key();
+        k.verified.insert(key, stale);
         assert_eq!(k.verify(&token), Ok(real));
     }
 
