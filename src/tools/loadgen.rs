@@ -839,7 +839,7 @@ async fn locations(
     tally: &Shared,
     started: Instant,
 ) -> anyhow::Result<()> {
-    use futures_util::SinkExt as _;
+    use futures_util::{SinkExt as _, StreamExt as _};
 
     let drivers = driver_tokens(options, keys, options.drivers)?;
     let ws_url = options.url.replacen("http://", "ws://", 1);
@@ -875,28 +875,48 @@ async fn locations(
             tokio::time::sleep(offset).await;
             let mut every = tokio::time::interval(options.interval);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while started.elapsed() < options.duration {
-                every.tick().await;
+            let end = tokio::time::Instant::from_std(started + options.duration);
+            loop {
+                // Read what the engine sends (answering its pings) while waiting for the next
+                // position: a client that never reads resets the connection when it closes,
+                // which can discard its last frames unread.
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = tokio::time::sleep_until(end) => break,
+                    incoming = framed.next() => {
+                        match incoming {
+                            Some(Ok(awc::ws::Frame::Ping(p))) => {
+                                let _ = framed.send(awc::ws::Message::Pong(p)).await;
+                            }
+                            Some(Ok(_)) => {}
+                            _ => {
+                                note(&tally, started, Instant::now(), Err("closed_by_engine".to_owned()));
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                }
                 at = drive_on(at, step_m, options.city, &mut seed);
-                let frame = format!(
-                    r#"{{"type":"location","lat":{:.6},"lng":{:.6}}}"#,
-                    at.0, at.1
-                );
+                let frame = format!(r#"{{"type":"location","lat":{:.6},"lng":{:.6}}}"#, at.0, at.1);
                 let begun = Instant::now();
                 let sent = framed.send(awc::ws::Message::Text(frame.into())).await;
                 let failed = sent.is_err();
-                note(
-                    &tally,
-                    started,
-                    begun,
-                    sent.map(|()| begun.elapsed())
-                        .map_err(|_| "send".to_owned()),
-                );
+                note(&tally, started, begun, sent.map(|()| begun.elapsed()).map_err(|_| "send".to_owned()));
                 if failed {
                     return;
                 }
             }
+            // The closing handshake: ours, then the engine's, then the connection ends.
             let _ = framed.send(awc::ws::Message::Close(None)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(frame)) = framed.next().await {
+                    if matches!(frame, awc::ws::Frame::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }));
     }
     for handle in handles {
