@@ -496,6 +496,8 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
     let before = engine_counters(&options).await;
     let started = Instant::now();
     let probe_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Driver sockets that have tried to connect: the probe starts once all have.
+    let ready = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let main_part = match options.scenario {
         Scenario::Search | Scenario::Spike => "search",
         Scenario::Baseline => "baseline",
@@ -510,8 +512,14 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
             search(&options, &keys, &tally(main_part), started).await?;
         }
         Scenario::Locations => {
-            let probe = probe(&options, &keys, tally("frame_to_index"), &probe_stop);
-            locations(&options, &keys, &tally("locations"), started).await?;
+            let probe = probe(
+                &options,
+                &keys,
+                tally("frame_to_index"),
+                &probe_stop,
+                &ready,
+            );
+            locations(&options, &keys, &tally("locations"), &ready, started).await?;
             probe_stop.store(true, std::sync::atomic::Ordering::Relaxed);
             let _ = probe.await;
         }
@@ -521,17 +529,24 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
                 &keys,
                 &tally("trips"),
                 &tally("locations"),
+                &ready,
                 started,
             )
             .await?;
         }
         Scenario::Mixed => {
-            let probe = probe(&options, &keys, tally("frame_to_index"), &probe_stop);
+            let probe = probe(
+                &options,
+                &keys,
+                tally("frame_to_index"),
+                &probe_stop,
+                &ready,
+            );
             let (searches, trips_tally, frames) =
                 (tally("search"), tally("trips"), tally("locations"));
             let (searched, tripped) = futures_util::join!(
                 search(&options, &keys, &searches, started),
-                trips(&options, &keys, &trips_tally, &frames, started),
+                trips(&options, &keys, &trips_tally, &frames, &ready, started),
             );
             searched?;
             tripped?;
@@ -837,6 +852,7 @@ async fn locations(
     options: &Options,
     keys: &JwtKeys,
     tally: &Shared,
+    ready: &Arc<std::sync::atomic::AtomicUsize>,
     started: Instant,
 ) -> anyhow::Result<()> {
     use futures_util::{SinkExt as _, StreamExt as _};
@@ -846,7 +862,7 @@ async fn locations(
     let mut handles = Vec::with_capacity(drivers.len());
     for (n, (_, token)) in drivers.into_iter().enumerate() {
         let options = options.clone();
-        let tally = Arc::clone(tally);
+        let (tally, ready) = (Arc::clone(tally), Arc::clone(ready));
         let url = format!("{ws_url}/ws/driver");
         handles.push(actix_rt::spawn(async move {
             let connected = options
@@ -855,6 +871,7 @@ async fn locations(
                 .bearer_auth(&token)
                 .connect()
                 .await;
+            ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut framed = match connected {
                 Ok((_, framed)) => framed,
                 Err(_) => {
@@ -933,10 +950,11 @@ fn probe(
     keys: &JwtKeys,
     tally: Shared,
     stop: &Arc<std::sync::atomic::AtomicBool>,
+    ready: &Arc<std::sync::atomic::AtomicUsize>,
 ) -> actix_rt::task::JoinHandle<()> {
     use futures_util::{SinkExt as _, StreamExt as _};
 
-    let (options, stop) = (options.clone(), Arc::clone(stop));
+    let (options, stop, ready) = (options.clone(), Arc::clone(stop), Arc::clone(ready));
     let rider = keys.issue(Uuid::now_v7(), Role::Rider, None, 24 * 3_600);
     let drivers: Result<Vec<(Uuid, String)>, _> = (0..options.probe_rate.div_ceil(5).max(1))
         .map(|_| {
@@ -951,6 +969,14 @@ fn probe(
         };
         if options.probe_rate == 0 {
             return;
+        }
+        // Measure the steady state, not the connection storm of the first seconds.
+        let waiting = Instant::now();
+        while ready.load(std::sync::atomic::Ordering::Relaxed) < options.drivers
+            && waiting.elapsed() < Duration::from_secs(60)
+            && !stop.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let started = Instant::now();
         let client = options.client(usize::MAX / 2);
@@ -1058,6 +1084,7 @@ async fn trips(
     keys: &JwtKeys,
     tally: &Shared,
     frames: &Shared,
+    ready: &Arc<std::sync::atomic::AtomicUsize>,
     started: Instant,
 ) -> anyhow::Result<()> {
     let handover = Arc::new(Handover::default());
@@ -1068,16 +1095,19 @@ async fn trips(
         .into_iter()
         .enumerate()
     {
-        let (options, tally, frames, handover, url) = (
+        let (options, tally, frames, handover, url, ready) = (
             options.clone(),
             Arc::clone(tally),
             Arc::clone(frames),
             Arc::clone(&handover),
             ws_url.clone(),
+            Arc::clone(ready),
         );
         drivers.push(actix_rt::spawn(async move {
             let client = options.client(n);
-            let Ok((_, ws)) = client.ws(url).bearer_auth(&token).connect().await else {
+            let connected = client.ws(url).bearer_auth(&token).connect().await;
+            ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Ok((_, ws)) = connected else {
                 tally
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
