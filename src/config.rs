@@ -88,6 +88,8 @@ pub struct Settings {
     pub vehicles: VehicleSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Several instances sharing the map (SPEC §11).
+    pub cluster: ClusterSettings,
 }
 
 /// `[http]`
@@ -515,6 +517,62 @@ impl PromotionSettings {
     }
 }
 
+/// `[cluster]`: who this instance is among the instances sharing the map (SPEC §11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// This instance's id (in Kubernetes, the pod name); unset for a single instance.
+    pub instance: Option<String>,
+    /// Every instance as `id=base_url`, comma-separated, this one included.
+    pub peers: Option<String>,
+    /// H3 resolution of the regions instances own.
+    pub region_resolution: u8,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            instance: None,
+            peers: None,
+            region_resolution: 3,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The peers as `(id, base_url)`, in the order given.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] for an entry that is not `id=http(s)://…` or an id given twice.
+    pub fn peer_list(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let Some(peers) = &self.peers else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        for entry in peers.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((id, url)) = entry.split_once('=') else {
+                return Err(invalid(
+                    "cluster.peers",
+                    format!("{entry:?} is not id=base_url"),
+                ));
+            };
+            let (id, url) = (id.trim(), url.trim().trim_end_matches('/'));
+            if id.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "cluster.peers",
+                    format!("{entry:?} is not id=http://host:port"),
+                ));
+            }
+            if out.iter().any(|(known, _)| known == id) {
+                return Err(invalid("cluster.peers", format!("{id:?} is listed twice")));
+            }
+            out.push((id.to_owned(), url.to_owned()));
+        }
+        Ok(out)
+    }
+}
+
 /// `[ops]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -692,6 +750,7 @@ impl Settings {
     ///
     /// [`ConfigError::Invalid`] with the dotted key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_cluster()?;
         if self.http.host.parse::<std::net::IpAddr>().is_err() && self.http.host != "localhost" {
             return Err(invalid(
                 "http.host",
@@ -879,6 +938,42 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if cluster.region_resolution > self.geo.shard_resolution {
+            return Err(invalid(
+                "cluster.region_resolution",
+                format!(
+                    "{} is finer than geo.shard_resolution ({}): a shard must lie in one region",
+                    cluster.region_resolution, self.geo.shard_resolution
+                ),
+            ));
+        }
+        let peers = cluster.peer_list()?;
+        if let Some(me) = &cluster.instance
+            && !peers.is_empty()
+            && !peers.iter().any(|(id, _)| id == me)
+        {
+            return Err(invalid(
+                "cluster.instance",
+                format!("{me:?} is not among cluster.peers"),
+            ));
+        }
+        if peers.len() > 1 {
+            // Until regions are owned and requests forwarded (SPEC §11), two instances would both
+            // resume the same trips and match from separate maps: refuse rather than corrupt.
+            return Err(invalid(
+                "cluster.peers",
+                format!(
+                    "{} instances are configured; this release runs one instance per map \
+                     (several instances sharing a map, SPEC §11, are not implemented yet)",
+                    peers.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_pricing(&self) -> Result<(), ConfigError> {
         let p = &self.pricing;
         positive("pricing.surge_window_s", p.surge_window_s)?;
@@ -969,6 +1064,46 @@ fn positive(key: &'static str, value: f64) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_settings_are_checked_and_several_instances_refused_for_now() {
+        let with = |instance: Option<&str>, peers: Option<&str>, res: u8| {
+            let mut s = Settings::default();
+            s.cluster.instance = instance.map(str::to_owned);
+            s.cluster.peers = peers.map(str::to_owned);
+            s.cluster.region_resolution = res;
+            s.validate()
+        };
+        assert!(with(None, None, 3).is_ok(), "a single instance");
+        assert!(
+            with(
+                Some("hexdispatch-0"),
+                Some("hexdispatch-0=http://a:8080"),
+                3
+            )
+            .is_ok()
+        );
+        let key = |r: Result<(), ConfigError>| match r {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        };
+        assert_eq!(key(with(None, Some("a"), 3)), "cluster.peers");
+        assert_eq!(key(with(None, Some("a=ftp://x"), 3)), "cluster.peers");
+        assert_eq!(
+            key(with(None, Some("a=http://x,a=http://y"), 3)),
+            "cluster.peers"
+        );
+        assert_eq!(
+            key(with(Some("b"), Some("a=http://x"), 3)),
+            "cluster.instance"
+        );
+        assert_eq!(
+            key(with(Some("a"), Some("a=http://x,b=http://y"), 3)),
+            "cluster.peers",
+            "two instances are refused until SPEC §11 is built"
+        );
+        assert_eq!(key(with(None, None, 7)), "cluster.region_resolution");
+    }
 
     #[test]
     fn shipped_config_file_equals_the_built_in_defaults() {

@@ -123,6 +123,12 @@ enum Command {
         #[arg(long = "threshold")]
         thresholds: Vec<loadgen::Threshold>,
     },
+    /// Ask a running engine's /health (for container health checks: exit 0 when it answers 200).
+    Healthcheck {
+        /// The engine's health URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080/health")]
+        url: String,
+    },
     /// Print a signed access token, and nothing else, on stdout.
     Token {
         /// Role of the bearer.
@@ -301,6 +307,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             anyhow::ensure!(report.passed(), "a threshold was missed");
             Ok(())
+        }
+        Command::Healthcheck { url } => {
+            let status = actix_web::rt::System::new().block_on(async {
+                awc::Client::builder()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .finish()
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            });
+            match status {
+                Ok(status) if status.is_success() => Ok(()),
+                Ok(status) => anyhow::bail!("{url} answered {status}"),
+                Err(e) => anyhow::bail!("{url}: {e}"),
+            }
         }
         Command::Token {
             role,

@@ -185,3 +185,38 @@ async fn the_listener_uses_the_configured_backlog() {
     assert_eq!(backlog, ["1234"], "ss says: {text}");
     app.handle.stop().await;
 }
+
+/// `hexdispatch healthcheck` (the container image's HEALTHCHECK): 0 against a running engine,
+/// non-zero when nothing answers or the answer is not a success.
+#[actix_rt::test]
+async fn the_healthcheck_command_passes_only_against_a_healthy_engine() {
+    let app = crate::helpers::spawn_app().await;
+    let check = |url: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hexdispatch"))
+            .args(["healthcheck", "--url", &url])
+            .env("HEXDISPATCH__LOG__LEVEL", "warn")
+            .output()
+            .unwrap()
+    };
+    let url = format!("{}/health", app.address);
+    let healthy = actix_web::rt::task::spawn_blocking(move || check(url))
+        .await
+        .unwrap();
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let url = format!("{}/no-such-route", app.address);
+    let missing = actix_web::rt::task::spawn_blocking(move || check(url))
+        .await
+        .unwrap();
+    assert!(!missing.status.success(), "a 404 is not healthy");
+    let url = format!("http://127.0.0.1:{}/health", crate::services::free_port());
+    let down = actix_web::rt::task::spawn_blocking(move || check(url))
+        .await
+        .unwrap();
+    assert!(!down.status.success(), "nothing listening is not healthy");
+    assert!(String::from_utf8_lossy(&down.stderr).contains("/health"));
+    app.handle.stop().await;
+}
