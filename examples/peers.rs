@@ -1,6 +1,6 @@
 //! The peers of `GET /api/locations/nearby`, on the same drivers: Redis `GEOSEARCH` and PostGIS
 //! KNN on a GiST index, measured the way `hexdispatch loadgen search` measures the engine (the
-//! same random points, the same number of clients as fast as they go, HDR histograms).
+//! same points, from `loadgen::search_points`, the same number of clients as fast as they go, HDR histograms).
 //!
 //! ```text
 //! cargo run --release --example peers -- load   POSITIONS.csv REDIS_URL POSTGRES_URL
@@ -16,29 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use hexdispatch::tools::loadgen;
 use sqlx::postgres::PgPoolOptions;
 
-/// The city `loadgen` uses by default: Berlin, 15 km half-width.
-const CITY: (f64, f64, f64) = (52.52, 13.405, 15.0);
-
-fn seed_for(n: u64) -> u64 {
-    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) | 1
-}
-
-/// The same stream of query points as `loadgen search` (worker `w`).
-fn somewhere(seed: &mut u64) -> (f64, f64) {
-    let mut next = || {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        (*seed >> 11) as f64 / (1_u64 << 53) as f64 * 2.0 - 1.0
-    };
-    let half_lat = CITY.2 / 111.2;
-    let half_lng = CITY.2 / (111.2 * CITY.0.to_radians().cos());
-    (CITY.0 + next() * half_lat, CITY.1 + next() * half_lng)
+/// The city `loadgen` uses by default.
+fn city() -> (f64, f64, f64) {
+    loadgen::Options::new(loadgen::Scenario::Search, "").city
 }
 
 fn arg(n: usize) -> anyhow::Result<String> {
@@ -66,9 +49,9 @@ async fn main() -> anyhow::Result<()> {
                 async move {
                     let client = redis::Client::open(url)?;
                     let conn = client.get_multiplexed_async_connection().await?;
-                    let mut seed = seed_for(w as u64);
+                    let mut points = loadgen::search_points(city(), w);
                     Ok(move || {
-                        let (lat, lng) = somewhere(&mut seed);
+                        let (lat, lng) = points.next().unwrap_or((city().0, city().1));
                         let mut conn = conn.clone();
                         async move {
                             let _: redis::Value = redis::cmd("GEOSEARCH")
@@ -105,9 +88,9 @@ async fn main() -> anyhow::Result<()> {
             measure("postgis", radius, clients, seconds, move |w| {
                 let pool = pool.clone();
                 async move {
-                    let mut seed = seed_for(w as u64);
+                    let mut points = loadgen::search_points(city(), w);
                     Ok(move || {
-                        let (lat, lng) = somewhere(&mut seed);
+                        let (lat, lng) = points.next().unwrap_or((city().0, city().1));
                         let pool = pool.clone();
                         async move {
                             let _rows: Vec<(String, f64, f64, f64)> = sqlx::query_as(

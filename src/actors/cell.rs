@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::supervision::guarded;
 use crate::clock::now_ms;
-use crate::geo::{IndexedDriver, NearbyHit, NearbyQuery, Scratch, SpatialIndex, Upserted};
+use crate::geo::{IndexedDriver, SpatialIndex, Upserted};
 use crate::metrics::{INDEX_EVICTIONS, INDEX_UPSERTS};
 
 /// Messages a cell actor may have queued. Location upserts arrive with `try_send` and are
@@ -46,36 +46,6 @@ pub struct SetAvailable {
     pub driver_id: Uuid,
     /// Whether it may receive an offer.
     pub available: bool,
-}
-
-/// The nearest drivers of this shard that match the query, nearest first.
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "Vec<NearbyHit>")]
-pub struct Nearby {
-    /// The query.
-    pub query: NearbyQuery,
-    /// The query point's cell at the index resolution, computed once by the caller for all shards.
-    pub origin: CellIndex,
-}
-
-/// Available, fresh drivers inside one H3 cell of any resolution (surge supply).
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "u32")]
-pub struct CountAvailable {
-    /// The cell.
-    pub area: CellIndex,
-    /// Only positions received at or after this time, epoch ms.
-    pub fresh_since_ms: i64,
-}
-
-/// Available, fresh drivers per H3 cell at a resolution (heatmaps).
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "Vec<(CellIndex, u32)>")]
-pub struct Heat {
-    /// Resolution of the cells counted (no finer than the index's).
-    pub res: Resolution,
-    /// Only positions received at or after this time, epoch ms.
-    pub fresh_since_ms: i64,
 }
 
 /// How many drivers this shard holds. Also a barrier: it answers after every earlier message.
@@ -123,7 +93,6 @@ impl IndexView {
 pub struct CellActor {
     shard: CellIndex,
     index: IndexView,
-    scratch: Scratch,
     index_res: Resolution,
     /// Asks the shard's drivers to place themselves again (after a rebuild).
     resettle: Option<Resettle>,
@@ -149,7 +118,6 @@ impl CellActor {
         Self {
             shard,
             index,
-            scratch: Scratch::default(),
             index_res,
             resettle: None,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
@@ -244,50 +212,6 @@ impl Handler<SetAvailable> for CellActor {
     }
 }
 
-impl Handler<Nearby> for CellActor {
-    type Result = MessageResult<Nearby>;
-
-    fn handle(&mut self, Nearby { query, origin }: Nearby, _: &mut Self::Context) -> Self::Result {
-        // Rings pay off around a point inside this shard; from outside it they would mostly visit
-        // cells this shard does not hold.
-        let shard = self.shard;
-        let answer = guarded("cell", || {
-            let inside = origin.parent(shard.resolution()) == Some(shard);
-            self.index
-                .read()
-                .search(&query, inside.then_some(origin), &mut self.scratch)
-        });
-        MessageResult(answer.unwrap_or_else(|| {
-            self.rebuild();
-            Vec::new()
-        }))
-    }
-}
-
-impl Handler<CountAvailable> for CellActor {
-    type Result = u32;
-
-    fn handle(&mut self, msg: CountAvailable, _: &mut Self::Context) -> u32 {
-        self.index
-            .read()
-            .count_available(msg.area, msg.fresh_since_ms)
-    }
-}
-
-impl Handler<Heat> for CellActor {
-    type Result = MessageResult<Heat>;
-
-    fn handle(&mut self, msg: Heat, _: &mut Self::Context) -> Self::Result {
-        MessageResult(
-            self.index
-                .read()
-                .available_by_cell(msg.res, msg.fresh_since_ms)
-                .into_iter()
-                .collect(),
-        )
-    }
-}
-
 #[cfg(test)]
 impl Handler<super::supervision::Crash> for CellActor {
     type Result = ();
@@ -321,7 +245,7 @@ impl Handler<Stats> for CellActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::geo::LatLng;
+    use crate::geo::{LatLng, NearbyQuery};
 
     fn driver(n: u128, lat: f64, lng: f64, seen_ms: i64) -> IndexedDriver {
         IndexedDriver {
@@ -338,7 +262,14 @@ mod tests {
     async fn applies_updates_in_order_and_answers_queries() {
         let p = LatLng::new(40.0, -3.7).unwrap();
         let shard = p.to_h3().to_cell(Resolution::Six);
-        let cell = CellActor::new(shard, Resolution::Nine, Duration::from_secs(60)).start();
+        let index = IndexView::new(Resolution::Nine);
+        let cell = CellActor::over(
+            index.clone(),
+            shard,
+            Resolution::Nine,
+            Duration::from_secs(60),
+        )
+        .start();
         let now = now_ms();
         cell.do_send(Upsert(driver(1, 40.0, -3.7, now)));
         cell.do_send(Upsert(driver(2, 40.001, -3.7, now)));
@@ -353,8 +284,11 @@ mod tests {
             vehicle: None,
             fresh_since_ms: 0,
         };
-        let origin = p.to_h3().to_cell(Resolution::Nine);
-        let hits = cell.send(Nearby { query: q, origin }).await.unwrap();
+        // Reads see what the actor has applied: wait for it, then read as the shard map does.
+        assert_eq!(cell.send(Count).await.unwrap(), 2);
+        let hits = index
+            .read()
+            .search(&q, None, &mut crate::geo::Scratch::default());
         assert_eq!(
             hits.iter().map(|h| h.driver.driver_id).collect::<Vec<_>>(),
             vec![Uuid::from_u128(2)]

@@ -479,6 +479,13 @@ fn somewhere(city: (f64, f64, f64), seed: &mut u64) -> (f64, f64) {
     (city.0 + next() * half_lat, city.1 + next() * half_lng)
 }
 
+/// The points `search` client `worker` asks about, in order. Tools that must ask the same
+/// questions of something else (examples/peers.rs asks Redis and PostGIS) use this stream.
+pub fn search_points(city: (f64, f64, f64), worker: usize) -> impl Iterator<Item = (f64, f64)> {
+    let mut seed = seed_for(worker as u64);
+    std::iter::repeat_with(move || somewhere(city, &mut seed))
+}
+
 /// Runs a scenario and returns its report. Must run inside an actix system.
 ///
 /// # Errors
@@ -643,16 +650,7 @@ pub async fn run(settings: &Settings, options: Options) -> anyhow::Result<Report
 /// Puts `--online` drivers online over REST, `--concurrency` at a time: a position uniform in
 /// the city, then `online`.
 async fn put_online(options: &Options, keys: &JwtKeys) -> anyhow::Result<()> {
-    let drivers: Vec<(Uuid, String)> = match &options.tokens {
-        Some(tokens) => tokens.iter().take(options.online).cloned().collect(),
-        None => (0..options.online)
-            .map(|_| {
-                let id = Uuid::now_v7();
-                keys.issue(id, Role::Driver, None, 24 * 3_600)
-                    .map(|t| (id, t))
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let drivers = driver_tokens(options, keys, options.online)?;
     let drivers = Arc::new(drivers);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -760,7 +758,7 @@ async fn search(
         let tally = Arc::clone(tally);
         handles.push(actix_rt::spawn(async move {
             let client = options.client(w);
-            let mut seed = seed_for(w as u64);
+            let mut points = search_points(options.city, w);
             // Open loop: each request has its due time, one interval (at the rate in force then)
             // after the previous one, whether or not earlier answers are back.
             let mut due = started;
@@ -778,7 +776,9 @@ async fn search(
                     tokio::time::sleep(wait).await;
                 }
                 due += Duration::from_secs_f64(1.0 / rate);
-                let (lat, lng) = somewhere(options.city, &mut seed);
+                let Some((lat, lng)) = points.next() else {
+                    break;
+                };
                 let url = if options.scenario == Scenario::Baseline {
                     format!("{}/health", options.url)
                 } else {
