@@ -1034,6 +1034,36 @@ impl Settings {
         Ok(())
     }
 
+    /// This instance's id: `cluster.instance`, else `local` (a single instance).
+    #[must_use]
+    pub fn instance_id(&self) -> &str {
+        self.cluster.instance.as_deref().unwrap_or("local")
+    }
+
+    /// Who owns which region: `cluster.peers` at `cluster.region_resolution`; without peers,
+    /// this instance alone (with no URL of its own: it answers with the address it was asked at).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming `cluster.region_resolution` or `cluster.peers`.
+    pub fn regions(&self) -> Result<crate::geo::Regions, ConfigError> {
+        let res = h3o::Resolution::try_from(self.cluster.region_resolution)
+            .map_err(|e| invalid("cluster.region_resolution", e.to_string()))?;
+        let mut peers: Vec<crate::geo::Peer> = self
+            .cluster
+            .peer_list()?
+            .into_iter()
+            .map(|(id, url)| crate::geo::Peer { id, url })
+            .collect();
+        if peers.is_empty() {
+            peers.push(crate::geo::Peer {
+                id: self.instance_id().to_owned(),
+                url: String::new(),
+            });
+        }
+        Ok(crate::geo::Regions::new(res, peers))
+    }
+
     /// The H3 grid the index uses.
     ///
     /// # Errors

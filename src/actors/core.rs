@@ -85,6 +85,8 @@ pub struct CoreInner {
     notifications: OnceLock<Addr<NotificationActor>>,
     /// Vehicle type of drivers whose token names none.
     pub default_vehicle: VehicleType,
+    /// Which instance owns which region (SPEC §11; one instance owns all in this release).
+    pub regions: crate::geo::Regions,
     /// When the engine started.
     pub started: Instant,
     /// Drivers online now (whether or not their socket is open).
@@ -111,6 +113,7 @@ impl Core {
     pub fn start(settings: Settings) -> Result<Self, ConfigError> {
         settings.validate()?;
         let grid = settings.grid()?;
+        let regions = settings.regions()?;
         let threads = match settings.geo.cell_arbiters {
             0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             n => n,
@@ -164,6 +167,7 @@ impl Core {
             directory: DriverDirectory::default(),
             vehicles: VehicleTypes::default(),
             default_vehicle,
+            regions,
             started: Instant::now(),
             online: std::sync::atomic::AtomicI64::new(0),
             ready: AtomicBool::new(false),

@@ -8,6 +8,7 @@
 mod grid;
 mod index;
 mod latlng;
+mod regions;
 
 pub use grid::{Grid, GridError, cell_centre, cell_radius_m, covering_cells, max_cell_radius_m};
 pub use index::{
@@ -16,6 +17,7 @@ pub use index::{
 pub use latlng::{
     EARTH_RADIUS_M, GeoError, LatLng, UnitVec, chord_to_metres, haversine_m, metres_to_chord,
 };
+pub use regions::{Peer, Regions};
 
 /// The point `distance_m` away from `from` along the initial bearing `bearing_deg` (great circle).
 ///

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod caller;
+pub mod cluster;
 pub mod driver_routes;
 pub mod error;
 pub mod health;
@@ -77,6 +78,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "anyone",
         "Name, version, git sha.",
         health::version
+    ),
+    endpoint!(
+        get,
+        "/api/cluster/owner",
+        "anyone",
+        "Which instance owns the region of lat, lng: {region, instance, url}.",
+        cluster::owner
     ),
     endpoint!(
         get,
@@ -459,6 +467,7 @@ pub fn server(data: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
     };
     let timeout = data.settings.http.shutdown_timeout();
     let origins = data.settings.limits.cors_origins.clone();
+    let instance = data.settings.instance_id().to_owned();
     let server = HttpServer::new(move || {
         let mut cors = actix_cors::Cors::default()
             .allowed_methods(["GET", "POST", "PUT", "DELETE"])
@@ -477,6 +486,7 @@ pub fn server(data: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .wrap(cors)
             .wrap(
                 actix_web::middleware::DefaultHeaders::new()
+                    .add((cluster::INSTANCE_HEADER, instance.clone()))
                     .add(("X-Content-Type-Options", "nosniff"))
                     .add(("X-Frame-Options", "DENY"))
                     .add(("Referrer-Policy", "no-referrer"))

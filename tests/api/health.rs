@@ -109,6 +109,7 @@ async fn the_openapi_document_is_valid_and_covers_every_route() {
         ("get", "/ready"),
         ("get", "/metrics"),
         ("get", "/version"),
+        ("get", "/api/cluster/owner"),
         ("put", "/api/drivers/{id}/status"),
         ("put", "/api/drivers/{id}/location"),
         ("get", "/api/drivers/{id}"),
@@ -218,5 +219,76 @@ async fn the_healthcheck_command_passes_only_against_a_healthy_engine() {
         .unwrap();
     assert!(!down.status.success(), "nothing listening is not healthy");
     assert!(String::from_utf8_lossy(&down.stderr).contains("/health"));
+    app.handle.stop().await;
+}
+
+/// SPEC §11: `GET /api/cluster/owner` names the instance owning a point's region (a single
+/// instance owns everything, reachable at the address it was asked at), and every response says
+/// which instance handled it.
+#[actix_rt::test]
+async fn a_single_instance_owns_every_region_and_names_itself_on_every_answer() {
+    let app = crate::helpers::spawn_app().await;
+    let berlin = app
+        .get("/api/cluster/owner?lat=52.52&lng=13.405", None)
+        .await;
+    assert_eq!(berlin.status, 200, "{}", berlin.body);
+    assert_eq!(berlin.body["instance"], "local");
+    assert_eq!(berlin.body["url"], app.address);
+    let region = berlin.body["region"].as_str().unwrap();
+    let cell: h3o::CellIndex = region.parse().expect("an H3 cell");
+    assert_eq!(
+        cell.resolution(),
+        h3o::Resolution::Three,
+        "cluster.region_resolution"
+    );
+    // Another continent: another region, the same owner.
+    let lima = app
+        .get("/api/cluster/owner?lat=-12.05&lng=-77.04", None)
+        .await;
+    assert_eq!(lima.body["instance"], "local");
+    assert_ne!(lima.body["region"], berlin.body["region"]);
+    // Bad input is refused clearly.
+    for query in ["", "?lat=91&lng=0", "?lat=abc&lng=0", "?lat=1"] {
+        let r = app.get(&format!("/api/cluster/owner{query}"), None).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert!(r.body["error"]["code"].is_string(), "{query}");
+    }
+    // The handling instance, on answers and errors alike.
+    for path in [
+        "/health",
+        "/api/cluster/owner?lat=1&lng=1",
+        "/api/no-such-route",
+    ] {
+        let r = app.get(path, None).await;
+        assert_eq!(
+            r.headers
+                .get("hexdispatch-instance")
+                .and_then(|v| v.to_str().ok()),
+            Some("local"),
+            "{path}"
+        );
+    }
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn the_configured_instance_id_names_the_owner_and_the_handler() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.cluster.instance = Some("hexdispatch-0".into());
+        s.cluster.peers = Some("hexdispatch-0=http://hexdispatch-0.hexdispatch:8080".into());
+    })
+    .await;
+    let r = app.get("/api/cluster/owner?lat=48.85&lng=2.35", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["instance"], "hexdispatch-0");
+    assert_eq!(r.body["url"], "http://hexdispatch-0.hexdispatch:8080");
+    let health = app.get("/health", None).await;
+    assert_eq!(
+        health
+            .headers
+            .get("hexdispatch-instance")
+            .and_then(|v| v.to_str().ok()),
+        Some("hexdispatch-0")
+    );
     app.handle.stop().await;
 }
