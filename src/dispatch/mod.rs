@@ -2,6 +2,7 @@
 //! lifecycle (state machine), the matching policy, pricing, surge and promotions. No actors, no
 //! I/O, no configuration: actors call these, never the reverse.
 
+pub mod batch;
 mod driver_state;
 pub mod ledger;
 mod lifecycle;
