@@ -350,8 +350,10 @@ impl LocationSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MatchingSettings {
-    /// `broadcast` or `sequential`.
+    /// `broadcast`, `sequential` or `batched`.
     pub mode: MatchingMode,
+    /// `batched` mode: how long requests gather before they are paired, milliseconds.
+    pub batch_window_ms: u64,
     /// Live offers a trip keeps per step.
     pub batch_size: usize,
     /// Search radius of each step, metres, increasing.
@@ -368,6 +370,7 @@ impl Default for MatchingSettings {
     fn default() -> Self {
         Self {
             mode: MatchingMode::Broadcast,
+            batch_window_ms: 2_000,
             batch_size: 5,
             radius_steps_m: vec![2_000.0, 5_000.0],
             offer_timeout_s: 15.0,
@@ -888,6 +891,12 @@ impl Settings {
             previous = step;
         }
         positive("matching.offer_timeout_s", self.matching.offer_timeout_s)?;
+        if !(1..=60_000).contains(&self.matching.batch_window_ms) {
+            return Err(invalid(
+                "matching.batch_window_ms",
+                "must be within [1, 60000] milliseconds",
+            ));
+        }
         positive("matching.rest_reach_s", self.matching.rest_reach_s)?;
         positive("trip.retention_s", self.trip.retention_s)?;
         positive("driver.reconnect_grace_s", self.driver.reconnect_grace_s)?;
@@ -1174,6 +1183,14 @@ mod tests {
             ("[http]\nport = \"eighty\"", "port"),
             ("[http]\nnope = 1", "nope"),
             ("[matching]\nmode = \"random\"", "random"),
+            (
+                "[matching]\nbatch_window_ms = 0",
+                "matching.batch_window_ms",
+            ),
+            (
+                "[matching]\nbatch_window_ms = 60001",
+                "matching.batch_window_ms",
+            ),
         ];
         for (toml, key) in cases {
             let err = Settings::from_toml(toml).expect_err(toml).to_string();

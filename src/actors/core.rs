@@ -83,6 +83,8 @@ pub struct CoreInner {
     pub broker_healthy: Arc<AtomicBool>,
     /// Turns trip events into push, SMS and e-mail messages, once started.
     notifications: OnceLock<Addr<NotificationActor>>,
+    /// Pairs the trips of a window with drivers (`matching.mode = "batched"` only).
+    batcher: OnceLock<Addr<super::batcher::Batcher>>,
     /// Vehicle type of drivers whose token names none.
     pub default_vehicle: VehicleType,
     /// Which instance owns which region (SPEC §11; one instance owns all in this release).
@@ -161,6 +163,7 @@ impl Core {
             bus: broadcast::channel(4_096).0,
             broker_healthy: Arc::new(AtomicBool::new(true)),
             notifications: OnceLock::new(),
+            batcher: OnceLock::new(),
             settings,
             shards,
             drivers,
@@ -174,6 +177,11 @@ impl Core {
             shutdown,
             arbiters: Mutex::new(arbiters),
         }));
+        if core.settings.matching.mode == crate::dispatch::MatchingMode::Batched {
+            let _ = core
+                .batcher
+                .set(super::batcher::Batcher::new(core.clone()).start());
+        }
         // Nothing to recover yet: the engine is ready as soon as its actors run.
         core.ready.store(true, Ordering::Release);
         Ok(core)
@@ -254,6 +262,12 @@ impl Core {
     #[must_use]
     pub fn nearby(&self, query: NearbyQuery) -> Vec<NearbyHit> {
         self.shards.nearby(query)
+    }
+
+    /// The batcher, in `batched` mode.
+    #[must_use]
+    pub fn batcher(&self) -> Option<&Addr<super::batcher::Batcher>> {
+        self.batcher.get()
     }
 
     /// Starts the notification actor (once), which turns trip events into messages for riders and

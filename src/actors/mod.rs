@@ -12,6 +12,7 @@
 //! the cell actors (one hop) and back; trips offer through driver actors, which arbitrate. Nothing
 //! here knows HTTP.
 
+pub mod batcher;
 pub mod board;
 pub mod cell;
 pub mod core;

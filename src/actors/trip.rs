@@ -149,6 +149,15 @@ pub struct RiderCancel {
 #[rtype(result = "()")]
 pub struct Halt;
 
+/// `batched` mode: the driver the window's pairing gives this trip (with its pickup distance,
+/// metres), or none in reach. The trip offers itself to it first, then goes on as `broadcast`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FirstOffer {
+    /// The driver and its distance to the pickup.
+    pub driver: Option<(Uuid, f64)>,
+}
+
 /// One live trip.
 pub struct TripActor {
     core: Core,
@@ -172,6 +181,8 @@ pub struct TripActor {
     last_rider_location_ms: i64,
     requested_at: Instant,
     first_offer_sent: bool,
+    /// `batched` mode: waiting for the window's pairing before the first offer.
+    awaiting_batch: bool,
     /// The HTTP request whose message is being handled, for the events it causes.
     request_id: Option<Arc<str>>,
     /// Fires once the latest committed events are in the store: an answer that tells a driver
@@ -213,6 +224,7 @@ impl TripActor {
             last_rider_location_ms: 0,
             requested_at: Instant::now(),
             first_offer_sent: false,
+            awaiting_batch: false,
             request_id: None,
             durable: None,
             ack_timeout: Duration::from_secs_f64(core_ack_timeout_s),
@@ -422,7 +434,7 @@ impl TripActor {
     /// Offers the nearest untried available drivers until the batch is full; if nobody is in
     /// reach and the step is over, widens the search.
     fn fill(&mut self, ctx: &mut Context<Self>) {
-        if self.trip.status != TripStatus::Matching {
+        if self.trip.status != TripStatus::Matching || self.awaiting_batch {
             return;
         }
         let room = self.search.room(&self.policy);
@@ -617,7 +629,20 @@ impl Actor for TripActor {
         if self.trip.status == TripStatus::Matching {
             self.post(ctx);
             self.arm_step(ctx);
-            self.fill(ctx);
+            if let Some(batcher) = self.core.batcher()
+                && self.trip.step == 0
+                && !self.first_offer_sent
+            {
+                self.awaiting_batch = true;
+                batcher.do_send(super::batcher::Enlist {
+                    trip: ctx.address(),
+                    origin: self.trip.origin,
+                    radius_m: self.trip.radius_m,
+                    vehicle: self.vehicle,
+                });
+            } else {
+                self.fill(ctx);
+            }
         }
     }
 
@@ -896,6 +921,23 @@ impl TripActor {
             }
             status if !status.is_live() => self.finish(ctx),
             _ => {}
+        }
+    }
+}
+
+impl Handler<FirstOffer> for TripActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: FirstOffer, ctx: &mut Self::Context) {
+        if !std::mem::take(&mut self.awaiting_batch) || self.trip.status != TripStatus::Matching {
+            return;
+        }
+        let offered = msg.driver.is_some_and(|(driver_id, distance_m)| {
+            self.search.may_offer(driver_id) && self.offer(driver_id, distance_m, ctx)
+        });
+        if !offered {
+            // Nobody in reach (or the driver is gone): on by rule 1 at once.
+            self.fill(ctx);
         }
     }
 }

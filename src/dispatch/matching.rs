@@ -10,8 +10,10 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 use uuid::Uuid;
 
-/// How a trip offers itself (SPEC §6 rule 4): `broadcast` offers a batch at once, `sequential`
-/// one driver at a time.
+/// How a trip offers itself (SPEC §6 rules 4 and 5): `broadcast` offers a batch at once,
+/// `sequential` one driver at a time, `batched` first pairs the requests of a window with the
+/// drivers in reach of them optimally ([`crate::dispatch::batch`]) and offers each trip its
+/// driver, then goes on as `broadcast`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MatchingMode {
@@ -20,6 +22,8 @@ pub enum MatchingMode {
     Broadcast,
     /// Offer one driver at a time.
     Sequential,
+    /// Pair the requests of a window jointly for their first offer (SPEC §6 rule 5).
+    Batched,
 }
 
 /// Radius steps, batch size and offer life.
@@ -40,7 +44,7 @@ impl MatchingPolicy {
     #[must_use]
     pub fn batch(&self) -> usize {
         match self.mode {
-            MatchingMode::Broadcast => self.batch_size.max(1),
+            MatchingMode::Broadcast | MatchingMode::Batched => self.batch_size.max(1),
             MatchingMode::Sequential => 1,
         }
     }

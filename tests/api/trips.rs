@@ -1036,3 +1036,41 @@ async fn offers_and_their_outcomes_are_in_the_trip_log() {
     assert_eq!(t["driver_id"], far.to_string());
     app.handle.stop().await;
 }
+
+/// SPEC §6 rule 5, the line of issue 15: riders A at 0 m and B at 1 000 m, driver 1 at 400 m and
+/// driver 2 at −700 m. Nearest first, A (asking first) would take driver 1 and leave B with
+/// driver 2 (400 + 1 700 m); in `batched` mode the window pairs driver 1 with B and driver 2 with
+/// A (600 + 700 m), and that is each driver's first offer.
+#[actix_rt::test]
+async fn in_batched_mode_a_window_pairs_riders_and_drivers_for_the_least_total_pickup() {
+    let app = spawn_app_with(|s| {
+        s.matching.mode = hexdispatch::dispatch::MatchingMode::Batched;
+        s.matching.batch_window_ms = 400;
+    })
+    .await;
+    let (lat, lng) = (52.52, 13.405);
+    let east = |m: f64| lng + m / (111_320.0 * f64::to_radians(lat).cos());
+    let (_, mut driver_1) = app.online_driver((lat, east(400.0))).await;
+    let (_, mut driver_2) = app.online_driver((lat, east(-700.0))).await;
+    let rider_a = app.token(Role::Rider, Uuid::now_v7());
+    let rider_b = app.token(Role::Rider, Uuid::now_v7());
+    let a = app
+        .request_trip(&rider_a, (lat, east(0.0)), (lat + 0.02, lng))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let b = app
+        .request_trip(&rider_b, (lat, east(1_000.0)), (lat + 0.02, lng))
+        .await;
+    assert_eq!(b.status, 201, "{}", b.body);
+    let first_1 = driver_1
+        .gets_within("offer", Duration::from_secs(3))
+        .await
+        .expect("driver 1 gets an offer");
+    let first_2 = driver_2
+        .gets_within("offer", Duration::from_secs(3))
+        .await
+        .expect("driver 2 gets an offer");
+    assert_eq!(first_1["trip_id"], b.body["trip_id"], "driver 1 serves B");
+    assert_eq!(first_2["trip_id"], a.body["trip_id"], "driver 2 serves A");
+    app.handle.stop().await;
+}
