@@ -24,7 +24,7 @@ fn the_configmap_carries_config_toml_as_shipped() {
     assert_eq!(
         unindented.trim_end(),
         read("config.toml").trim_end(),
-        "deploy/kubernetes/configmap.yaml is out of step with config.toml"
+        "deploy/kubernetes/configmap.yaml is out of step with config.toml: run deploy/kubernetes/sync-config.sh"
     );
 }
 
