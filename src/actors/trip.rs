@@ -489,6 +489,11 @@ impl TripActor {
                     distance_m: to_u64(distance_m.round()),
                     expires_ms,
                 });
+                counter!(OFFERS, "outcome" => "sent").increment(1);
+                if !std::mem::replace(&mut actor.first_offer_sent, true) {
+                    histogram!(TRIP_TIME_TO_FIRST_OFFER)
+                        .record(actor.requested_at.elapsed().as_secs_f64());
+                }
                 if !actor.search.delivered(driver_id, expires_ms) {
                     // Closed while on its way (the trip was taken or ended): the driver holds it
                     // now, so withdraw it again, after the offer, where it cannot be overtaken.
@@ -500,11 +505,6 @@ impl TripActor {
                         });
                     }
                 } else {
-                    counter!(OFFERS, "outcome" => "sent").increment(1);
-                    if !std::mem::replace(&mut actor.first_offer_sent, true) {
-                        histogram!(TRIP_TIME_TO_FIRST_OFFER)
-                            .record(actor.requested_at.elapsed().as_secs_f64());
-                    }
                     let timer = ctx.run_later(timeout, move |actor, ctx| {
                         actor.expire(driver_id, expires_ms, ctx);
                     });
