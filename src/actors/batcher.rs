@@ -1,6 +1,6 @@
 //! `Batcher` (`matching.mode = "batched"`, SPEC §6 rule 5): trips opened within one window of
-//! `matching.batch_window_ms` enlist here; when the window closes it reads the drivers within
-//! each trip's first radius, pairs trips and drivers so the total pickup distance is least
+//! `matching.batch_window_ms` enlist here; when the window closes it reads each trip's 10 nearest
+//! drivers within its first radius, pairs trips and drivers so the total pickup distance is least
 //! ([`crate::dispatch::batch::optimal`]) and tells each trip its driver. The trip offers itself
 //! to that driver first and goes on as in `broadcast` mode; a trip with no driver in reach goes
 //! on at once.
@@ -59,39 +59,41 @@ impl Batcher {
         let ttl_ms =
             i64::try_from(self.core.settings.location.ttl().as_millis()).unwrap_or(i64::MAX);
         let fresh_since_ms = now_ms().saturating_sub(ttl_ms);
-        // Every driver in reach of any trip of the window, and where it is.
-        let mut drivers: Vec<(Uuid, LatLng, VehicleId)> = Vec::new();
+        // Each trip's nearest drivers within its first radius, with their pickup distances; a
+        // driver is a column once however many trips have it among theirs.
         let mut column: FxHashMap<Uuid, usize> = FxHashMap::default();
-        for t in &trips {
-            let hits = self.core.nearby(NearbyQuery {
-                point: t.origin,
-                radius_m: t.radius_m,
-                limit: CANDIDATES_PER_TRIP,
-                vehicle: Some(t.vehicle),
-                fresh_since_ms,
-            });
-            for hit in hits {
-                column.entry(hit.driver.driver_id).or_insert_with(|| {
-                    drivers.push((
-                        hit.driver.driver_id,
-                        hit.driver.position,
-                        hit.driver.vehicle,
-                    ));
-                    drivers.len() - 1
-                });
-            }
-        }
-        let costs: Vec<Vec<Option<u32>>> = trips
+        let mut drivers: Vec<Uuid> = Vec::new();
+        let candidates: Vec<Vec<(usize, u32)>> = trips
             .iter()
             .map(|t| {
-                drivers
-                    .iter()
-                    .map(|&(_, at, vehicle)| {
-                        let metres = at.distance_m(t.origin);
-                        (vehicle == t.vehicle && metres <= t.radius_m)
-                            .then(|| metres.round() as u32)
+                self.core
+                    .nearby(NearbyQuery {
+                        point: t.origin,
+                        radius_m: t.radius_m,
+                        limit: CANDIDATES_PER_TRIP,
+                        vehicle: Some(t.vehicle),
+                        fresh_since_ms,
+                    })
+                    .into_iter()
+                    .map(|hit| {
+                        let id = hit.driver.driver_id;
+                        let d = *column.entry(id).or_insert_with(|| {
+                            drivers.push(id);
+                            drivers.len() - 1
+                        });
+                        (d, hit.distance_m.round() as u32)
                     })
                     .collect()
+            })
+            .collect();
+        let costs: Vec<Vec<Option<u32>>> = candidates
+            .iter()
+            .map(|row| {
+                let mut costs = vec![None; drivers.len()];
+                for &(d, metres) in row {
+                    costs[d] = Some(metres);
+                }
+                costs
             })
             .collect();
         let pairing = guarded("batcher", || {
@@ -101,7 +103,7 @@ impl Batcher {
         for ((t, pick), row) in trips.iter().zip(pairing).zip(&costs) {
             let driver = pick.and_then(|d| {
                 let metres = row.get(d).copied().flatten()?;
-                Some((drivers[d].0, f64::from(metres)))
+                Some((drivers[d], f64::from(metres)))
             });
             t.trip.do_send(FirstOffer { driver });
         }

@@ -5,8 +5,9 @@
 //! The input is a rider × driver matrix of pickup distances in whole metres (`None`: the driver
 //! is out of the rider's first radius). The optimal pairing is a Kuhn–Munkres solve (the
 //! `pathfinding` crate): it first matches as many riders as can be matched, then minimises the
-//! total distance among those pairings. The solve is O(n²·m), so at most `cap` riders (in arrival
-//! order) are solved jointly and the rest take the nearest driver left, one by one.
+//! total distance among those pairings. The solve is O(n²·m), so it runs on each group of riders
+//! linked through shared drivers separately, and within a group at most `cap` riders (in
+//! arrival order) are solved jointly and the rest take the nearest driver left, one by one.
 
 use pathfinding::kuhn_munkres::kuhn_munkres_min;
 use pathfinding::matrix::Matrix;
@@ -42,9 +43,31 @@ fn greedy_from(costs: &[Vec<Option<u32>>], taken: &mut [bool]) -> Assignment {
 }
 
 /// The pairing that matches the most riders and, among those, has the least total pickup
-/// distance; riders past the first `cap` are paired greedily with the drivers left.
+/// distance. Riders that share no reachable driver cannot affect each other's pairing, so each
+/// group of riders linked through shared drivers is solved on its own (a city's window falls
+/// apart into many small groups); within a group, riders past the first `cap` are paired
+/// greedily with the drivers left.
 #[must_use]
 pub fn optimal(costs: &[Vec<Option<u32>>], drivers: usize, cap: usize) -> Assignment {
+    let mut out = vec![None; costs.len()];
+    for (rows, cols) in groups(costs, drivers) {
+        let sub: Vec<Vec<Option<u32>>> = rows
+            .iter()
+            .map(|&r| {
+                cols.iter()
+                    .map(|&d| costs[r].get(d).copied().flatten())
+                    .collect()
+            })
+            .collect();
+        for (&r, pick) in rows.iter().zip(capped(&sub, cols.len(), cap)) {
+            out[r] = pick.map(|c| cols[c]);
+        }
+    }
+    out
+}
+
+/// The first `cap` riders solved jointly, the rest greedily over the drivers left.
+fn capped(costs: &[Vec<Option<u32>>], drivers: usize, cap: usize) -> Assignment {
     let joint = costs.len().min(cap);
     let mut out = solve(&costs[..joint], drivers);
     let mut taken = vec![false; drivers];
@@ -52,6 +75,47 @@ pub fn optimal(costs: &[Vec<Option<u32>>], drivers: usize, cap: usize) -> Assign
         taken[*d] = true;
     }
     out.extend(greedy_from(&costs[joint..], &mut taken));
+    out
+}
+
+/// The connected groups of riders and drivers (linked by a reachable pair), riders in their
+/// given order; riders with no driver in reach are left out (they stay unpaired).
+fn groups(costs: &[Vec<Option<u32>>], drivers: usize) -> Vec<(Vec<usize>, Vec<usize>)> {
+    fn root(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    let riders = costs.len();
+    // Riders are nodes 0..riders, drivers riders..riders + drivers.
+    let mut parent: Vec<usize> = (0..riders + drivers).collect();
+    for (r, row) in costs.iter().enumerate() {
+        for (d, c) in row.iter().enumerate().take(drivers) {
+            if c.is_some() {
+                let (a, b) = (root(&mut parent, r), root(&mut parent, riders + d));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut by_root: rustc_hash::FxHashMap<usize, (Vec<usize>, Vec<usize>)> =
+        rustc_hash::FxHashMap::default();
+    for r in 0..riders {
+        let g = root(&mut parent, r);
+        by_root.entry(g).or_default().0.push(r);
+    }
+    for d in 0..drivers {
+        let g = root(&mut parent, riders + d);
+        if let Some(group) = by_root.get_mut(&g) {
+            group.1.push(d);
+        }
+    }
+    let mut out: Vec<(Vec<usize>, Vec<usize>)> = by_root
+        .into_values()
+        .filter(|(_, cols)| !cols.is_empty())
+        .collect();
+    out.sort_unstable_by_key(|(rows, _)| rows[0]);
     out
 }
 
@@ -156,10 +220,18 @@ mod tests {
         max_riders: usize,
         max_drivers: usize,
     ) -> impl Strategy<Value = (Vec<Vec<Option<u32>>>, usize)> {
-        (1..=max_riders, 1..=max_drivers).prop_flat_map(|(riders, drivers)| {
+        sparse_window(max_riders, max_drivers, 0.8)
+    }
+
+    fn sparse_window(
+        max_riders: usize,
+        max_drivers: usize,
+        reach: f64,
+    ) -> impl Strategy<Value = (Vec<Vec<Option<u32>>>, usize)> {
+        (1..=max_riders, 1..=max_drivers).prop_flat_map(move |(riders, drivers)| {
             (
                 prop::collection::vec(
-                    prop::collection::vec(prop::option::weighted(0.8, 0_u32..5_000), drivers),
+                    prop::collection::vec(prop::option::weighted(reach, 0_u32..5_000), drivers),
                     riders,
                 ),
                 Just(drivers),
@@ -188,6 +260,15 @@ mod tests {
     proptest! {
         #[test]
         fn optimal_equals_brute_force_on_small_windows((costs, drivers) in window(5, 5)) {
+            let got = optimal(&costs, drivers, DEFAULT_CAP);
+            prop_assert!(is_a_pairing(&got, &costs, drivers));
+            prop_assert_eq!(score(&costs, &got), brute_force(&costs, drivers));
+        }
+
+        #[test]
+        fn optimal_equals_brute_force_when_the_window_falls_apart_into_groups(
+            (costs, drivers) in sparse_window(6, 6, 0.25)
+        ) {
             let got = optimal(&costs, drivers, DEFAULT_CAP);
             prop_assert!(is_a_pairing(&got, &costs, drivers));
             prop_assert_eq!(score(&costs, &got), brute_force(&costs, drivers));
