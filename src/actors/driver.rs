@@ -29,7 +29,7 @@ use metrics::{Counter, counter, gauge};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::cell::{CellActor, Remove, SetAvailable, Upsert};
+use super::cell::{CellActor, Count, Remove, SetAvailable, Upsert};
 use super::core::Core;
 use super::directory::DriverProfile;
 use super::protocol::{
@@ -713,10 +713,15 @@ impl Handler<Location> for DriverActor {
 }
 
 impl Handler<SetStatus> for DriverActor {
-    type Result = MessageResult<SetStatus>;
+    type Result = ResponseFuture<DriverSnapshot>;
 
+    /// Answers once the driver's shards have applied the change: reads of the index do not wait
+    /// for writes in flight, and a rider asking right after a driver went online (or a nearby
+    /// search right after one went offline) must see it.
     fn handle(&mut self, SetStatus(status): SetStatus, ctx: &mut Self::Context) -> Self::Result {
+        let mut touched: Vec<Addr<CellActor>> = Vec::new();
         if status != self.status {
+            touched.extend(self.placed.as_ref().map(|(_, addr)| addr.clone()));
             self.status = status;
             match status {
                 DriverStatus::Online => {
@@ -738,8 +743,20 @@ impl Handler<SetStatus> for DriverActor {
             self.publish_status(status, "requested");
             tracing::info!(driver_id = %self.driver_id, status = status.as_str(), "driver status changed");
             self.review(ctx);
+            if let Some((_, addr)) = &self.placed
+                && !touched.contains(addr)
+            {
+                touched.push(addr.clone());
+            }
         }
-        MessageResult(self.snapshot())
+        let snapshot = self.snapshot();
+        Box::pin(async move {
+            for addr in touched {
+                // A barrier: the shard answers after every earlier message, ours included.
+                let _ = addr.send(Count).await;
+            }
+            snapshot
+        })
     }
 }
 

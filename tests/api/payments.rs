@@ -36,15 +36,18 @@ pub async fn completed_trip(app: &TestApp, rider: &str) -> (String, Uuid) {
     let r = app.request_trip(rider, PICKUP, (48.87, 2.30)).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let trip_id = s(&r.body["trip_id"]);
-    for _ in 0..100 {
+    let mut offered = false;
+    for _ in 0..250 {
         let me = app
             .get(&format!("/api/drivers/{driver}"), Some(&token))
             .await;
         if me.body["offer"]["trip_id"] == trip_id.as_str() {
+            offered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(offered, "the driver beside the pickup is offered the trip");
     let base = format!("/api/trips/{trip_id}");
     assert_eq!(
         app.put(&format!("{base}/accept"), Some(&token), "")
