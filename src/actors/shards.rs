@@ -19,7 +19,12 @@ use rustc_hash::FxHashMap;
 
 use super::cell::{CellActor, IndexView, Resettle};
 use super::supervision::guarded;
-use crate::geo::{Grid, NearbyHit, NearbyQuery, Scratch, UnitVec, cell_centre, metres_to_chord};
+use uuid::Uuid;
+
+use crate::geo::{
+    Grid, IndexedDriver, LatLng, NearbyHit, NearbyQuery, Scratch, UnitVec, cell_centre,
+    metres_to_chord,
+};
 use crate::metrics::{NEARBY_DURATION, SHARDS};
 
 /// One live shard.
@@ -214,6 +219,16 @@ impl ShardMap {
             .filter(|s| s.reaches(q, radius))
             .map(|s| s.addr.clone())
             .collect()
+    }
+
+    /// The driver's entry as its shard holds it now, looked up where it was last seen; `None`
+    /// if it left the index or moved to another shard since.
+    #[must_use]
+    pub fn current(&self, driver_id: Uuid, seen_at: LatLng) -> Option<IndexedDriver> {
+        let shard = self.grid.shard_of(self.grid.cell_of(seen_at));
+        let table = self.table.load();
+        let &i = table.by_cell.get(&shard)?;
+        table.shards[i].index.read().get(driver_id).copied()
     }
 
     /// Available drivers with a fresh position inside the H3 cell `area`, across the shards that

@@ -448,9 +448,7 @@ impl TripActor {
             // Tried drivers may be among the nearest: ask for enough to fill the room anyway.
             limit: room + skip.len(),
             vehicle: Some(self.vehicle),
-            fresh_since_ms: now_ms().saturating_sub(
-                i64::try_from(self.core.settings.location.ttl().as_millis()).unwrap_or(i64::MAX),
-            ),
+            fresh_since_ms: self.fresh_since_ms(),
         };
         let mut offered = 0;
         for hit in self.core.nearby(query) {
@@ -465,6 +463,13 @@ impl TripActor {
         if offered == 0 && self.search.step_over(self.step_waited) {
             self.advance(ctx);
         }
+    }
+
+    /// Positions received before this are stale.
+    fn fresh_since_ms(&self) -> i64 {
+        now_ms().saturating_sub(
+            i64::try_from(self.core.settings.location.ttl().as_millis()).unwrap_or(i64::MAX),
+        )
     }
 
     /// Sends one offer; false if the driver has no actor.
@@ -634,11 +639,21 @@ impl Actor for TripActor {
                 && !self.first_offer_sent
             {
                 self.awaiting_batch = true;
+                // Read here, on the trip's thread, as the requests arrive: the window's close
+                // then only checks that these drivers are still free.
+                let candidates = self.core.nearby(NearbyQuery {
+                    point: self.trip.origin,
+                    radius_m: self.trip.radius_m,
+                    limit: super::batcher::CANDIDATES_PER_TRIP,
+                    vehicle: Some(self.vehicle),
+                    fresh_since_ms: self.fresh_since_ms(),
+                });
                 batcher.do_send(super::batcher::Enlist {
                     trip: ctx.address(),
+                    requested_ms: self.trip.created_ms,
                     origin: self.trip.origin,
                     radius_m: self.trip.radius_m,
-                    vehicle: self.vehicle,
+                    candidates,
                 });
             } else {
                 self.fill(ctx);

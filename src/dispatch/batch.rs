@@ -49,17 +49,43 @@ fn greedy_from(costs: &[Vec<Option<u32>>], taken: &mut [bool]) -> Assignment {
 /// greedily with the drivers left.
 #[must_use]
 pub fn optimal(costs: &[Vec<Option<u32>>], drivers: usize, cap: usize) -> Assignment {
-    let mut out = vec![None; costs.len()];
-    for (rows, cols) in groups(costs, drivers) {
-        let sub: Vec<Vec<Option<u32>>> = rows
+    let rows: Vec<Vec<(usize, u32)>> = costs
+        .iter()
+        .map(|row| {
+            row.iter()
+                .take(drivers)
+                .enumerate()
+                .filter_map(|(d, c)| c.map(|c| (d, c)))
+                .collect()
+        })
+        .collect();
+    optimal_sparse(&rows, drivers, cap)
+}
+
+/// [`optimal`] over each rider's reachable drivers only, `(driver, metres)`: what a live window
+/// has (each trip reads its few nearest drivers), without a riders × drivers matrix of mostly
+/// empty cells.
+#[must_use]
+pub fn optimal_sparse(rows: &[Vec<(usize, u32)>], drivers: usize, cap: usize) -> Assignment {
+    let mut out = vec![None; rows.len()];
+    for (riders, cols) in groups(rows, drivers) {
+        let mut col_of: rustc_hash::FxHashMap<usize, usize> = rustc_hash::FxHashMap::default();
+        for (c, &d) in cols.iter().enumerate() {
+            col_of.insert(d, c);
+        }
+        let sub: Vec<Vec<Option<u32>>> = riders
             .iter()
             .map(|&r| {
-                cols.iter()
-                    .map(|&d| costs[r].get(d).copied().flatten())
-                    .collect()
+                let mut line = vec![None; cols.len()];
+                for &(d, metres) in &rows[r] {
+                    if let Some(&c) = col_of.get(&d) {
+                        line[c] = Some(line[c].map_or(metres, |m: u32| m.min(metres)));
+                    }
+                }
+                line
             })
             .collect();
-        for (&r, pick) in rows.iter().zip(capped(&sub, cols.len(), cap)) {
+        for (&r, pick) in riders.iter().zip(capped(&sub, cols.len(), cap)) {
             out[r] = pick.map(|c| cols[c]);
         }
     }
@@ -79,8 +105,9 @@ fn capped(costs: &[Vec<Option<u32>>], drivers: usize, cap: usize) -> Assignment 
 }
 
 /// The connected groups of riders and drivers (linked by a reachable pair), riders in their
-/// given order; riders with no driver in reach are left out (they stay unpaired).
-fn groups(costs: &[Vec<Option<u32>>], drivers: usize) -> Vec<(Vec<usize>, Vec<usize>)> {
+/// given order, drivers in ascending order; riders with no driver in reach are left out (they
+/// stay unpaired).
+fn groups(rows: &[Vec<(usize, u32)>], drivers: usize) -> Vec<(Vec<usize>, Vec<usize>)> {
     fn root(parent: &mut [usize], mut x: usize) -> usize {
         while parent[x] != x {
             parent[x] = parent[parent[x]];
@@ -88,15 +115,13 @@ fn groups(costs: &[Vec<Option<u32>>], drivers: usize) -> Vec<(Vec<usize>, Vec<us
         }
         x
     }
-    let riders = costs.len();
+    let riders = rows.len();
     // Riders are nodes 0..riders, drivers riders..riders + drivers.
     let mut parent: Vec<usize> = (0..riders + drivers).collect();
-    for (r, row) in costs.iter().enumerate() {
-        for (d, c) in row.iter().enumerate().take(drivers) {
-            if c.is_some() {
-                let (a, b) = (root(&mut parent, r), root(&mut parent, riders + d));
-                parent[a.max(b)] = a.min(b);
-            }
+    for (r, row) in rows.iter().enumerate() {
+        for &(d, _) in row.iter().filter(|(d, _)| *d < drivers) {
+            let (a, b) = (root(&mut parent, r), root(&mut parent, riders + d));
+            parent[a.max(b)] = a.min(b);
         }
     }
     let mut by_root: rustc_hash::FxHashMap<usize, (Vec<usize>, Vec<usize>)> =
@@ -105,15 +130,24 @@ fn groups(costs: &[Vec<Option<u32>>], drivers: usize) -> Vec<(Vec<usize>, Vec<us
         let g = root(&mut parent, r);
         by_root.entry(g).or_default().0.push(r);
     }
-    for d in 0..drivers {
-        let g = root(&mut parent, riders + d);
-        if let Some(group) = by_root.get_mut(&g) {
-            group.1.push(d);
+    let mut seen = vec![false; drivers];
+    for row in rows {
+        for &(d, _) in row.iter().filter(|(d, _)| *d < drivers) {
+            if !std::mem::replace(&mut seen[d], true) {
+                let g = root(&mut parent, riders + d);
+                if let Some(group) = by_root.get_mut(&g) {
+                    group.1.push(d);
+                }
+            }
         }
     }
     let mut out: Vec<(Vec<usize>, Vec<usize>)> = by_root
         .into_values()
         .filter(|(_, cols)| !cols.is_empty())
+        .map(|(rows, mut cols)| {
+            cols.sort_unstable();
+            (rows, cols)
+        })
         .collect();
     out.sort_unstable_by_key(|(rows, _)| rows[0]);
     out
