@@ -366,6 +366,22 @@ pub struct MatchingSettings {
     pub rest_reach_s: f64,
 }
 
+impl MatchingSettings {
+    /// The policy the trip actors (and the simulator) follow.
+    #[must_use]
+    pub fn policy(&self) -> crate::dispatch::MatchingPolicy {
+        crate::dispatch::MatchingPolicy {
+            radius_steps_m: self.radius_steps_m.clone(),
+            batch_size: self.batch_size,
+            mode: self.mode,
+            offer_timeout_ms: i64::try_from(
+                Duration::from_secs_f64(self.offer_timeout_s).as_millis(),
+            )
+            .unwrap_or(i64::MAX),
+        }
+    }
+}
+
 impl Default for MatchingSettings {
     fn default() -> Self {
         Self {

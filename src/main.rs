@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hexdispatch::config::Settings;
 use hexdispatch::dispatch::Role;
-use hexdispatch::tools::{admin, loadgen};
+use hexdispatch::tools::{admin, loadgen, simulate};
 use hexdispatch::{Engine, telemetry};
 use uuid::Uuid;
 
@@ -122,6 +122,15 @@ enum Command {
         /// A condition such as p99_ms<20, errors<1 or rps>1000 (repeatable).
         #[arg(long = "threshold")]
         thresholds: Vec<loadgen::Threshold>,
+    },
+    /// Run the matching policy on a simulated city with a simulated clock and print the JSON
+    /// of SPEC §12 (pickup distances, waits, share matched); deterministic by seed.
+    Simulate {
+        #[command(flatten)]
+        options: simulate::Options,
+        /// Also write one CSV line per request to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Ask a running engine's /health (for container health checks: exit 0 when it answers 200).
     Healthcheck {
@@ -306,6 +315,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot write {}", svg.display()))?;
             }
             anyhow::ensure!(report.passed(), "a threshold was missed");
+            Ok(())
+        }
+        Command::Simulate { options, out } => {
+            settings.validate()?;
+            let (report, rows) = simulate::run(&settings, &options)?;
+            if let Some(path) = out {
+                let file = std::fs::File::create(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                simulate::write_csv(&rows, std::io::BufWriter::new(file))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Healthcheck { url } => {

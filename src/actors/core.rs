@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::{Actor, Addr, Arbiter};
 use tokio::sync::{broadcast, watch};
@@ -134,15 +134,7 @@ impl Core {
         })?;
         let (shutdown, _) = watch::channel(false);
         let market = Market::new(&settings)?;
-        let policy = Arc::new(MatchingPolicy {
-            radius_steps_m: settings.matching.radius_steps_m.clone(),
-            batch_size: settings.matching.batch_size,
-            mode: settings.matching.mode,
-            offer_timeout_ms: i64::try_from(
-                Duration::from_secs_f64(settings.matching.offer_timeout_s).as_millis(),
-            )
-            .unwrap_or(i64::MAX),
-        });
+        let policy = Arc::new(settings.matching.policy());
         let drivers = DriverRegistry::default();
         let registry = drivers.clone();
         shards.set_resettle(Arc::new(move |shard| {

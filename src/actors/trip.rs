@@ -821,7 +821,10 @@ impl TripActor {
 impl TripActor {
     fn driver_free(&mut self, msg: DriverFree, ctx: &mut Context<Self>) -> bool {
         self.search.freed(msg.driver_id);
+        // A trip waiting for its window takes its first driver from the pairing, not from
+        // whoever frees up first.
         if self.trip.status != TripStatus::Matching
+            || self.awaiting_batch
             || self.search.room(&self.policy) == 0
             || !self.search.may_offer(msg.driver_id)
         {

@@ -21,5 +21,6 @@ mod payments;
 mod pricing;
 mod reliability;
 mod services;
+mod simulate;
 mod trip_input;
 mod trips;

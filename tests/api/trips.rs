@@ -1074,3 +1074,36 @@ async fn in_batched_mode_a_window_pairs_riders_and_drivers_for_the_least_total_p
     assert_eq!(first_2["trip_id"], a.body["trip_id"], "driver 2 serves A");
     app.handle.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_driver_freed_during_a_window_does_not_jump_the_pairing() {
+    // One offer at a time, so whoever is offered first holds the trip.
+    let app = spawn_app_with(|s| {
+        s.matching.mode = hexdispatch::dispatch::MatchingMode::Batched;
+        s.matching.batch_window_ms = 1_500;
+        s.matching.batch_size = 1;
+    })
+    .await;
+    let (lat, lng) = (52.52, 13.405);
+    let east = |m: f64| lng + m / (111_320.0 * f64::to_radians(lat).cos());
+    let rider = app.token(Role::Rider, Uuid::now_v7());
+    let trip = app
+        .request_trip(&rider, (lat, east(0.0)), (lat + 0.02, lng))
+        .await;
+    assert_eq!(trip.status, 201, "{}", trip.body);
+    // Within the window: a far driver comes online first, then a near one.
+    let (_, mut far) = app.online_driver((lat, east(1_500.0))).await;
+    let (_, mut near) = app.online_driver((lat, east(200.0))).await;
+    let offer = near
+        .gets_within("offer", Duration::from_secs(5))
+        .await
+        .expect("the nearest driver is offered the trip when the window closes");
+    assert_eq!(offer["trip_id"], trip.body["trip_id"]);
+    assert!(
+        far.gets_within("offer", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the driver that came online first was not offered the trip ahead of the window"
+    );
+    app.handle.stop().await;
+}
