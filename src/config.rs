@@ -965,6 +965,15 @@ impl Settings {
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
+        if cluster.region_resolution > crate::geo::MAX_REGION_RESOLUTION {
+            return Err(invalid(
+                "cluster.region_resolution",
+                format!(
+                    "must be at most {} (a trip id carries its region)",
+                    crate::geo::MAX_REGION_RESOLUTION
+                ),
+            ));
+        }
         if cluster.region_resolution > self.geo.shard_resolution {
             return Err(invalid(
                 "cluster.region_resolution",
@@ -975,6 +984,12 @@ impl Settings {
             ));
         }
         let peers = cluster.peer_list()?;
+        if peers.len() > 1 && cluster.instance.is_none() {
+            return Err(invalid(
+                "cluster.instance",
+                "must be set (to one of cluster.peers) when several peers are configured",
+            ));
+        }
         if let Some(me) = &cluster.instance
             && !peers.is_empty()
             && !peers.iter().any(|(id, _)| id == me)
@@ -982,18 +997,6 @@ impl Settings {
             return Err(invalid(
                 "cluster.instance",
                 format!("{me:?} is not among cluster.peers"),
-            ));
-        }
-        if peers.len() > 1 {
-            // Until regions are owned and requests forwarded (SPEC §11), two instances would both
-            // resume the same trips and match from separate maps: refuse rather than corrupt.
-            return Err(invalid(
-                "cluster.peers",
-                format!(
-                    "{} instances are configured; this release runs one instance per map \
-                     (several instances sharing a map, SPEC §11, are not implemented yet)",
-                    peers.len()
-                ),
             ));
         }
         Ok(())
@@ -1121,7 +1124,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cluster_settings_are_checked_and_several_instances_refused_for_now() {
+    fn cluster_settings_are_checked() {
         let with = |instance: Option<&str>, peers: Option<&str>, res: u8| {
             let mut s = Settings::default();
             s.cluster.instance = instance.map(str::to_owned);
@@ -1152,12 +1155,20 @@ mod tests {
             key(with(Some("b"), Some("a=http://x"), 3)),
             "cluster.instance"
         );
+        assert!(with(Some("a"), Some("a=http://x,b=http://y,c=http://z"), 3).is_ok());
         assert_eq!(
-            key(with(Some("a"), Some("a=http://x,b=http://y"), 3)),
-            "cluster.peers",
-            "two instances are refused until SPEC §11 is built"
+            key(with(None, Some("a=http://x,b=http://y"), 3)),
+            "cluster.instance",
+            "several instances must each know which one they are"
         );
         assert_eq!(key(with(None, None, 7)), "cluster.region_resolution");
+        let mut fine_shards = Settings::default();
+        fine_shards.geo.shard_resolution = 8;
+        fine_shards.cluster.region_resolution = 8;
+        assert!(
+            matches!(fine_shards.validate(), Err(ConfigError::Invalid { key, .. }) if key == "cluster.region_resolution"),
+            "a trip id carries a region of resolution 7 at most"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Start-up recovery: every trip the durable store holds as live gets its actor back (MATCHING
 //! trips match again from their step; assigned ones wait for their driver), completed trips that
 //! were never settled are settled, and the drivers of the Redis snapshot go back into the index.
+//! With several instances sharing the store (SPEC §11), each takes back only the trips and
+//! drivers of the regions it owns.
 
 use actix::Actor;
 
@@ -13,6 +15,12 @@ use crate::geo::LatLng;
 use crate::persistence::StoreError;
 
 impl Core {
+    /// Whether this instance owns the region of `point` (always, for a single instance).
+    #[must_use]
+    pub fn owns(&self, point: LatLng) -> bool {
+        self.regions.owner(self.regions.region_of(point)).id == self.settings.instance_id()
+    }
+
     /// Start-up recovery: resumes every trip the durable store holds as live (MATCHING ones match
     /// again from their step; assigned ones wait for their driver) and puts the drivers of the
     /// Redis snapshot back into the index. Returns (trips resumed, drivers restored).
@@ -34,7 +42,8 @@ impl Core {
                     }
                     Err(e) => return Err(e.into()),
                 };
-                if !trip.status.is_live() {
+                // Several instances share the store: each resumes the trips of its regions.
+                if !trip.status.is_live() || !self.owns(trip.origin) {
                     continue;
                 }
                 let vehicle = match VehicleType::parse(&trip.vehicle_type)
@@ -82,10 +91,13 @@ impl Core {
                 if entry.status != "online" || entry.received_ms < fresh_since {
                     continue;
                 }
-                let Ok(actor) = self.driver(entry.driver_id, Some(&entry.vehicle_type)) else {
+                let Ok(point) = LatLng::new(entry.lat, entry.lng) else {
                     continue;
                 };
-                let Ok(point) = LatLng::new(entry.lat, entry.lng) else {
+                if !self.owns(point) {
+                    continue;
+                }
+                let Ok(actor) = self.driver(entry.driver_id, Some(&entry.vehicle_type)) else {
                     continue;
                 };
                 actor

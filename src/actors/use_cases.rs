@@ -118,7 +118,8 @@ impl Core {
             None => self.default_vehicle.clone(),
         };
         let tariff = self.market.tariff(request.origin, vehicle_type.as_str())?;
-        let trip_id = Uuid::now_v7();
+        // The id carries the pickup's region, so any instance can tell who owns the trip.
+        let trip_id = self.regions.trip_id(request.origin);
         if let Some(key) = &request.idempotency_key {
             let fingerprint = format!(
                 "{:?}|{:?}|{}|{:?}",

@@ -17,7 +17,7 @@ pub use index::{
 pub use latlng::{
     EARTH_RADIUS_M, GeoError, LatLng, UnitVec, chord_to_metres, haversine_m, metres_to_chord,
 };
-pub use regions::{Peer, Regions};
+pub use regions::{MAX_REGION_RESOLUTION, Peer, Regions};
 
 /// The point `distance_m` away from `from` along the initial bearing `bearing_deg` (great circle).
 ///

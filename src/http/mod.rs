@@ -481,6 +481,7 @@ pub fn server(data: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
         }
         App::new()
             .app_data(data.clone())
+            .wrap(from_fn(cluster::forward))
             .wrap(from_fn(count_responses))
             .wrap(from_fn(request_id))
             .wrap(cors)

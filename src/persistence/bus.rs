@@ -244,14 +244,25 @@ pub async fn run_outbox(
 ) {
     use std::sync::atomic::Ordering;
     let mut backoff = FIRST_BACKOFF;
+    let mut relay_lock = RelayLock::default();
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if !relay_lock.held(&store).await {
+            // Another instance sharing the database relays the outbox; wait for its turn.
+            tokio::select! {
+                () = tokio::time::sleep(RELAY_LOCK_RETRY) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
         }
         let rows = match unpublished(&store, batch).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "outbox read failed");
+                // The lock's connection may be the one that failed: take it again.
+                relay_lock.release();
                 Vec::new()
             }
         };
@@ -296,6 +307,59 @@ pub async fn run_outbox(
                 tracing::info!("broker is back; outbox draining");
             }
             backoff = FIRST_BACKOFF;
+        }
+    }
+}
+
+/// First key of the PostgreSQL advisory lock the outbox relay holds; the second is the schema's
+/// (so engines on separate schemas of one database each relay their own outbox).
+const RELAY_LOCK_KEY: i32 = 0x6864_7370;
+
+/// How often an instance not holding the relay lock tries for it.
+const RELAY_LOCK_RETRY: Duration = Duration::from_secs(1);
+
+/// One relay per database: instances sharing a PostgreSQL database (SPEC §11) share one
+/// outbox, and two relays would publish its rows twice and interleave them. The relay holds a
+/// session advisory lock on a connection of its own; PostgreSQL frees it when that session
+/// ends, so an instance that dies hands the relay to another within a second. SQLite is one
+/// instance's own file: no lock.
+#[derive(Default)]
+struct RelayLock {
+    connection: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+}
+
+impl RelayLock {
+    async fn held(&mut self, store: &Store) -> bool {
+        if store.backend() == super::store::Backend::Sqlite || self.connection.is_some() {
+            return true;
+        }
+        let Ok(mut connection) = store.pool.acquire().await else {
+            return false;
+        };
+        let locked =
+            sqlx::query("SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS locked")
+                .bind(RELAY_LOCK_KEY)
+                .fetch_one(&mut *connection)
+                .await
+                .and_then(|row| row.try_get::<bool, _>("locked"));
+        match locked {
+            Ok(true) => {
+                tracing::info!("this instance relays the outbox");
+                self.connection = Some(connection);
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take the outbox relay lock");
+                false
+            }
+        }
+    }
+
+    /// Drops the lock's connection (closing the session, which frees the lock).
+    fn release(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            drop(connection.detach());
         }
     }
 }

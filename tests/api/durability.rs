@@ -42,6 +42,18 @@ impl Http {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, body, _) = self.call_handled(method, path, token, body).await;
+        (status, body)
+    }
+
+    /// As [`Http::call`], with the instance that handled it (`Hexdispatch-Instance`).
+    pub(crate) async fn call_handled(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, String) {
         let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
         let req = self
             .client
@@ -53,9 +65,16 @@ impl Http {
         }
         .expect("request sent");
         let bytes = res.body().limit(1 << 24).await.expect("body");
+        let handled = res
+            .headers()
+            .get("hexdispatch-instance")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         (
             res.status().as_u16(),
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            handled,
         )
     }
 
@@ -86,6 +105,18 @@ impl Http {
             .await;
         assert_eq!(status, 200, "{body}");
         body["events"].clone()
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub(crate) async fn metrics(&self) -> String {
+        let mut res = self
+            .client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        let bytes = res.body().limit(1 << 24).await.expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// A REST-only driver online at a point; returns its token.

@@ -8,6 +8,7 @@ mod accounts;
 mod authz;
 mod broker;
 mod browser;
+mod cluster;
 mod driver_socket;
 mod drivers;
 mod durability;

@@ -1,0 +1,260 @@
+//! Several engine processes sharing one PostgreSQL database as one map (SPEC §11): every
+//! instance names the same owner for a point; a trip requested on any instance runs on the owner
+//! of its pickup and is reachable through every instance; killing an instance leaves the others'
+//! regions serving, and its trips are back when it returns under the same id.
+
+use std::time::Duration;
+
+use hexdispatch::dispatch::Role;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::durability::Http;
+use crate::services::{EngineProcess, drop_database, free_port, postgres_database};
+
+const IDS: [&str; 3] = ["hx-a", "hx-b", "hx-c"];
+
+struct Cluster {
+    dir: std::path::PathBuf,
+    database: String,
+    ports: [u16; 3],
+    engines: Vec<Option<EngineProcess>>,
+}
+
+impl Cluster {
+    fn env(&self, i: usize) -> Vec<(&'static str, String)> {
+        let peers = IDS
+            .iter()
+            .zip(self.ports)
+            .map(|(id, port)| format!("{id}=http://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            ("HEXDISPATCH__DATABASE__URL", self.database.clone()),
+            ("HEXDISPATCH__CLUSTER__INSTANCE", IDS[i].to_owned()),
+            ("HEXDISPATCH__CLUSTER__PEERS", peers),
+        ]
+    }
+
+    async fn start(database: String) -> Self {
+        let dir = std::env::temp_dir().join(format!("hexdispatch-cluster-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Self {
+            dir,
+            database,
+            ports: [free_port(), free_port(), free_port()],
+            engines: Vec::new(),
+        };
+        for i in 0..3 {
+            let engine =
+                EngineProcess::start_on(&cluster.dir, &cluster.env(i), cluster.ports[i]).await;
+            cluster.engines.push(Some(engine));
+        }
+        cluster
+    }
+
+    fn http(&self, i: usize) -> Http {
+        Http::new(&format!("http://127.0.0.1:{}", self.ports[i]))
+    }
+
+    fn index_of(id: &str) -> usize {
+        IDS.iter().position(|i| *i == id).expect("a known instance")
+    }
+}
+
+/// Points spread over Europe, one per res-3 region or so.
+fn points() -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    for lat in (40..56).step_by(3) {
+        for lng in (-4..26).step_by(5) {
+            out.push((f64::from(lat) + 0.25, f64::from(lng) + 0.25));
+        }
+    }
+    out
+}
+
+async fn owner(http: &Http, token: &str, (lat, lng): (f64, f64)) -> Value {
+    let (status, body) = http
+        .call(
+            "GET",
+            &format!("/api/cluster/owner?lat={lat}&lng={lng}"),
+            token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `hexdispatch_trips_active{status="MATCHING"}` of an instance.
+async fn trips_matching(http: &Http) -> f64 {
+    let text = http.metrics().await;
+    text.lines()
+        .find(|l| l.starts_with("hexdispatch_trips_active{status=\"MATCHING\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_rt::test]
+async fn three_instances_share_one_map() {
+    let Some(database) = postgres_database().await else {
+        return;
+    };
+    let mut cluster = Cluster::start(database.clone()).await;
+    let operator = cluster.http(0).token(Role::Operator, Uuid::now_v7());
+
+    // Every instance answers `owner` alike, and every instance owns some of the map.
+    let mut owned_by: Vec<((f64, f64), usize)> = Vec::new();
+    for p in points() {
+        let first = owner(&cluster.http(0), &operator, p).await;
+        for i in 1..3 {
+            assert_eq!(owner(&cluster.http(i), &operator, p).await, first, "{p:?}");
+        }
+        let i = Cluster::index_of(first["instance"].as_str().unwrap());
+        assert_eq!(
+            first["url"],
+            format!("http://127.0.0.1:{}", cluster.ports[i]).as_str()
+        );
+        owned_by.push((p, i));
+    }
+    for (i, id) in IDS.iter().enumerate() {
+        assert!(owned_by.iter().any(|(_, o)| *o == i), "{id} owns nothing");
+    }
+
+    // A trip requested on an instance that does not own its pickup runs on the owner, and
+    // every instance reaches it.
+    let (pickup, b) = owned_by[0];
+    let (a, c) = ((b + 1) % 3, (b + 2) % 3);
+    let driver = Uuid::now_v7();
+    let driver_token = cluster
+        .http(b)
+        .driver_at(driver, pickup.0 + 0.001, pickup.1)
+        .await;
+    let rider = cluster.http(a).token(Role::Rider, Uuid::now_v7());
+    let (status, nearby, handled) = cluster
+        .http(a)
+        .call_handled(
+            "GET",
+            &format!("/api/locations/nearby?lat={}&lng={}", pickup.0, pickup.1),
+            &rider,
+            None,
+        )
+        .await;
+    assert_eq!((status, handled.as_str()), (200, IDS[b]), "{nearby}");
+    assert!(
+        nearby.to_string().contains(&driver.to_string()),
+        "the owner's driver is listed through another instance: {nearby}"
+    );
+    let (status, body, handled) = cluster
+        .http(a)
+        .call_handled(
+            "POST",
+            "/api/trips",
+            &rider,
+            Some(json!({
+                "origin": {"lat": pickup.0, "lng": pickup.1},
+                "destination": {"lat": pickup.0 + 0.02, "lng": pickup.1 + 0.02},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        handled, IDS[b],
+        "the owner of the pickup handled the request"
+    );
+    let trip_id = body["trip_id"].as_str().unwrap().to_owned();
+    let offered = cluster.http(b).offer_of(driver, &driver_token).await;
+    assert_eq!(offered, trip_id);
+    let path = format!("/api/trips/{trip_id}");
+    let (status, body, handled) = cluster
+        .http(c)
+        .call_handled("PUT", &format!("{path}/accept"), &driver_token, None)
+        .await;
+    assert_eq!((status, handled.as_str()), (200, IDS[b]), "{body}");
+    let (status, seen, handled) = cluster
+        .http(c)
+        .call_handled("GET", &path, &rider, None)
+        .await;
+    assert_eq!((status, handled.as_str()), (200, IDS[b]), "{seen}");
+    let pin = seen["start_pin"].as_str().unwrap().to_owned();
+    let (status, body) = cluster
+        .http(a)
+        .call(
+            "PUT",
+            &format!("{path}/start"),
+            &driver_token,
+            Some(json!({"pin": pin})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cluster
+        .http(c)
+        .call("PUT", &format!("{path}/complete"), &driver_token, None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for (i, id) in IDS.iter().enumerate() {
+        let trip = cluster.http(i).trip(&rider, &trip_id).await;
+        assert_eq!(trip["status"], "TRIP_COMPLETED", "through {id}");
+    }
+
+    // A trip waiting for a driver, then its owner is killed: the other instances go on serving
+    // their own regions and say the trip's owner is unavailable; the owner comes back with it.
+    let empty = owned_by
+        .iter()
+        .find(|(p, o)| *o == b && *p != pickup)
+        .map(|(p, _)| *p)
+        .expect("the owner has a second region");
+    let (status, body) = cluster.http(a).request_trip(&rider, empty.0, empty.1).await;
+    assert_eq!(status, 201, "{body}");
+    let waiting = body["trip_id"].as_str().unwrap().to_owned();
+    cluster.engines[b].take().expect("running").kill();
+    let (status, body) = cluster
+        .http(a)
+        .call("GET", &format!("/api/trips/{waiting}"), &rider, None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "instance_unavailable");
+    let elsewhere = owned_by
+        .iter()
+        .find(|(_, o)| *o == c)
+        .map(|(p, _)| *p)
+        .unwrap();
+    let (status, body, handled) = cluster
+        .http(a)
+        .call_handled(
+            "POST",
+            "/api/trips",
+            &rider,
+            Some(json!({
+                "origin": {"lat": elsewhere.0, "lng": elsewhere.1},
+                "destination": {"lat": elsewhere.0 + 0.02, "lng": elsewhere.1},
+            })),
+        )
+        .await;
+    assert_eq!((status, handled.as_str()), (201, IDS[c]), "{body}");
+    let restarted = EngineProcess::start_on(&cluster.dir, &cluster.env(b), cluster.ports[b]).await;
+    cluster.engines[b] = Some(restarted);
+    // Back on its owner alone: the restarted instance resumed its own waiting trip and not the
+    // one waiting in another instance's region, and the trip matches again.
+    assert_eq!(
+        trips_matching(&cluster.http(b)).await,
+        1.0,
+        "only the trips of its own regions"
+    );
+    let late = Uuid::now_v7();
+    let late_token = cluster
+        .http(b)
+        .driver_at(late, empty.0 + 0.001, empty.1)
+        .await;
+    assert_eq!(cluster.http(b).offer_of(late, &late_token).await, waiting);
+    let trip = cluster.http(c).trip(&rider, &waiting).await;
+    assert_eq!(trip["status"], "MATCHING", "{trip}");
+
+    for engine in cluster.engines.iter_mut().filter_map(Option::take) {
+        drop(engine);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop_database(&database).await;
+    let _ = std::fs::remove_dir_all(&cluster.dir);
+}
