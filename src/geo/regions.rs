@@ -61,6 +61,12 @@ impl Regions {
         unpack(packed).filter(|cell| cell.resolution() == self.res)
     }
 
+    /// The resolution regions are cells at.
+    #[must_use]
+    pub const fn resolution(&self) -> Resolution {
+        self.res
+    }
+
     /// The peers, in the order configured.
     #[must_use]
     pub fn peers(&self) -> &[Peer] {

@@ -49,6 +49,11 @@ pub async fn owner(req: HttpRequest, core: web::Data<AppState>) -> Result<HttpRe
 /// again (docs/adr/0002).
 pub const FORWARDED_HEADER: &str = "Hexdispatch-Forwarded-By";
 
+/// The mark on a query one instance asks another to answer from its own drivers alone (a
+/// nearby query reaching across region boundaries); such a query is neither forwarded nor
+/// spread further.
+pub const LOCAL_ONLY_HEADER: &str = "Hexdispatch-Local-Only";
+
 /// Request headers a forwarded request keeps.
 const KEPT_HEADERS: [&str; 6] = [
     "authorization",
@@ -86,7 +91,10 @@ pub async fn forward(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    if state.regions.peers().len() < 2 || req.headers().contains_key(FORWARDED_HEADER) {
+    if state.regions.peers().len() < 2
+        || req.headers().contains_key(FORWARDED_HEADER)
+        || req.headers().contains_key(LOCAL_ONLY_HEADER)
+    {
         return next
             .call(req)
             .await
@@ -215,4 +223,63 @@ async fn relay(
         }
     }
     Ok(response.body(bytes))
+}
+
+/// The other instances owning regions within `radius_m` of `point`.
+#[must_use]
+pub fn other_owners(state: &AppState, point: LatLng, radius_m: f64) -> Vec<Peer> {
+    let me = state.settings.instance_id();
+    let mut out: Vec<Peer> = Vec::new();
+    if state.regions.peers().len() < 2 {
+        return out;
+    }
+    for region in crate::geo::covering_cells(point, radius_m, state.regions.resolution()) {
+        let owner = state.regions.owner(region);
+        if owner.id != me && !out.iter().any(|p| p.id == owner.id) {
+            out.push(owner.clone());
+        }
+    }
+    out
+}
+
+/// Asks each of `peers` the same GET (path and query) from its own drivers alone, with the
+/// caller's credentials; returns the answers that came, as JSON. A peer that does not answer is
+/// logged and left out (the caller answers from the rest).
+pub async fn ask_peers(req: &HttpRequest, peers: &[Peer], me: &str) -> Vec<serde_json::Value> {
+    let path = match req.uri().query() {
+        Some(q) => format!("{}?{q}", req.path()),
+        None => req.path().to_owned(),
+    };
+    let calls = peers.iter().map(|peer| {
+        let mut call = PEERS.with(|c| c.get(format!("{}{path}", peer.url)));
+        for name in KEPT_HEADERS {
+            if let Some(value) = req.headers().get(name) {
+                call = call.insert_header((name, value.clone()));
+            }
+        }
+        let call = call
+            .insert_header((FORWARDED_HEADER, me))
+            .insert_header((LOCAL_ONLY_HEADER, "1"));
+        async move {
+            let answer = async {
+                let mut res = call.send().await.map_err(|e| e.to_string())?;
+                if !res.status().is_success() {
+                    return Err(format!("answered {}", res.status()));
+                }
+                res.json::<serde_json::Value>()
+                    .limit(MAX_FORWARDED_BODY * 32)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            answer
+                .map_err(|e| tracing::warn!(peer = %peer.id, error = %e, "a peer did not answer"))
+                .ok()
+        }
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }

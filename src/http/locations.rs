@@ -2,7 +2,7 @@
 //! sampled position history.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::caller::{Caller, parse_id};
@@ -13,23 +13,25 @@ use crate::dispatch::Role;
 use crate::geo::NearbyQuery;
 use crate::http::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct NearbyDriver {
     driver_id: Uuid,
     lat: f64,
     lng: f64,
     distance_m: f64,
     vehicle_type: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     heading: Option<f32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct NearbyAnswer {
     drivers: Vec<NearbyDriver>,
 }
 
-/// `GET /api/locations/nearby?lat=&lng=&radius=2000&limit=5&vehicle_type=`.
+/// `GET /api/locations/nearby?lat=&lng=&radius=2000&limit=5&vehicle_type=`. With several
+/// instances, the instances owning other regions within the radius answer too, and the nearest
+/// of all are returned.
 pub async fn nearby(
     req: HttpRequest,
     caller: Caller,
@@ -87,7 +89,42 @@ pub async fn nearby(
             heading: h.driver.heading,
         })
         .collect();
+    let drivers = across_regions(&req, &core, point, radius_m, limit, drivers).await;
     Ok(HttpResponse::Ok().json(NearbyAnswer { drivers }))
+}
+
+/// The nearest `limit` of `local` and of what the other instances owning regions within the
+/// circle answer (SPEC §11); `local` alone on a single instance or for a peer's query.
+async fn across_regions(
+    req: &HttpRequest,
+    core: &AppState,
+    point: crate::geo::LatLng,
+    radius_m: f64,
+    limit: usize,
+    mut drivers: Vec<NearbyDriver>,
+) -> Vec<NearbyDriver> {
+    if req
+        .headers()
+        .contains_key(super::cluster::LOCAL_ONLY_HEADER)
+    {
+        return drivers;
+    }
+    let peers = super::cluster::other_owners(core, point, radius_m);
+    if peers.is_empty() {
+        return drivers;
+    }
+    let me = core.settings.instance_id();
+    for answer in super::cluster::ask_peers(req, &peers, me).await {
+        if let Ok(theirs) = serde_json::from_value::<NearbyAnswer>(answer) {
+            drivers.extend(theirs.drivers);
+        }
+    }
+    drivers.sort_by(|a, b| a.distance_m.total_cmp(&b.distance_m));
+    // A driver moving between instances may briefly be listed by both.
+    let mut seen = std::collections::HashSet::new();
+    drivers.retain(|d| seen.insert(d.driver_id));
+    drivers.truncate(limit);
+    drivers
 }
 
 /// Most positions one history answer holds.

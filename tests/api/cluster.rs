@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use hexdispatch::dispatch::Role;
+use hexdispatch::geo::{LatLng, Peer, Regions};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -71,6 +72,57 @@ fn points() -> Vec<(f64, f64)> {
         }
     }
     out
+}
+
+/// A pickup and a driver position 600 m apart on either side of a boundary between regions of
+/// two different instances: (pickup, its owner, driver position, its owner).
+fn across_a_boundary(ports: [u16; 3]) -> ((f64, f64), usize, (f64, f64), usize) {
+    let peers = IDS
+        .iter()
+        .zip(ports)
+        .map(|(id, port)| Peer {
+            id: (*id).to_owned(),
+            url: format!("http://127.0.0.1:{port}"),
+        })
+        .collect();
+    let regions = Regions::new(h3o::Resolution::Three, peers);
+    let index = |r: h3o::CellIndex| Cluster::index_of(&regions.owner(r).id);
+    for (lat, lng) in points() {
+        let here = regions.region_of(LatLng::new(lat, lng).unwrap());
+        for next in here.grid_disk::<Vec<_>>(1) {
+            if index(next) == index(here) {
+                continue;
+            }
+            let (a, b) = (h3o::LatLng::from(here), h3o::LatLng::from(next));
+            let at = |t: f64| {
+                LatLng::new(
+                    a.lat() + (b.lat() - a.lat()) * t,
+                    a.lng() + (b.lng() - a.lng()) * t,
+                )
+                .unwrap()
+            };
+            let (mut lo, mut hi) = (0.0, 1.0);
+            for _ in 0..40 {
+                let mid = f64::midpoint(lo, hi);
+                if regions.region_of(at(mid)) == here {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let step = 300.0 / at(0.0).distance_m(at(1.0));
+            let (pickup, driver) = (at(lo - step), at(hi + step));
+            if regions.region_of(pickup) == here && regions.region_of(driver) == next {
+                return (
+                    (pickup.lat(), pickup.lng()),
+                    index(here),
+                    (driver.lat(), driver.lng()),
+                    index(next),
+                );
+            }
+        }
+    }
+    panic!("no boundary between two instances found");
 }
 
 async fn owner(http: &Http, token: &str, (lat, lng): (f64, f64)) -> Value {
@@ -196,6 +248,37 @@ async fn three_instances_share_one_map() {
     for (i, id) in IDS.iter().enumerate() {
         let trip = cluster.http(i).trip(&rider, &trip_id).await;
         assert_eq!(trip["status"], "TRIP_COMPLETED", "through {id}");
+    }
+
+    // A nearby query reaches across a region boundary into another instance's drivers.
+    let (near_pickup, x, across, y) = across_a_boundary(cluster.ports);
+    let neighbour = Uuid::now_v7();
+    cluster
+        .http(y)
+        .driver_at(neighbour, across.0, across.1)
+        .await;
+    for asked in 0..3 {
+        let (status, nearby, handled) = cluster
+            .http(asked)
+            .call_handled(
+                "GET",
+                &format!(
+                    "/api/locations/nearby?lat={}&lng={}&radius=2000",
+                    near_pickup.0, near_pickup.1
+                ),
+                &rider,
+                None,
+            )
+            .await;
+        assert_eq!((status, handled.as_str()), (200, IDS[x]), "{nearby}");
+        let listed = &nearby["drivers"][0];
+        assert_eq!(
+            listed["driver_id"],
+            neighbour.to_string().as_str(),
+            "{nearby}"
+        );
+        let d = listed["distance_m"].as_f64().unwrap();
+        assert!((400.0..800.0).contains(&d), "{d}");
     }
 
     // A trip waiting for a driver, then its owner is killed: the other instances go on serving
