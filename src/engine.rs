@@ -122,6 +122,14 @@ impl Engine {
             core.attach_snapshot(snapshot);
         }
         let state = web::Data::new(AppState::new(core.clone(), metrics)?);
+        let keys = crate::http::tokens::JwtKeys::new(&core.settings.auth.jwt_secret);
+        // Calls to peers (a driver handed over, SPEC §11) carry an operator token of the
+        // instance's own: the peers share the signing key.
+        let instance = uuid::Uuid::now_v7();
+        core.attach_peer_token(Box::new(move || {
+            keys.issue(instance, crate::dispatch::Role::Operator, None, 60)
+                .ok()
+        }));
         actix_rt::spawn(sweep(web::Data::clone(&state), core.shutdown_signal()));
         let server = crate::http::server(state, listener)?;
         tracing::info!(port, "hexdispatch listening");

@@ -46,6 +46,9 @@ pub enum DriverLookupError {
 #[derive(Clone)]
 pub struct Core(Arc<CoreInner>);
 
+/// Mints a short-lived operator token for calls between instances.
+pub type PeerToken = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// What [`Core`] holds.
 pub struct CoreInner {
     /// The settings the engine started with.
@@ -85,9 +88,12 @@ pub struct CoreInner {
     notifications: OnceLock<Addr<NotificationActor>>,
     /// Pairs the trips of a window with drivers (`matching.mode = "batched"` only).
     batcher: OnceLock<Addr<super::batcher::Batcher>>,
+    /// Mints the operator token this instance calls its peers with (set by the engine, which
+    /// holds the signing key).
+    peer_token: OnceLock<PeerToken>,
     /// Vehicle type of drivers whose token names none.
     pub default_vehicle: VehicleType,
-    /// Which instance owns which region (SPEC §11; one instance owns all in this release).
+    /// Which instance owns which region (SPEC §11).
     pub regions: crate::geo::Regions,
     /// When the engine started.
     pub started: Instant,
@@ -156,6 +162,7 @@ impl Core {
             broker_healthy: Arc::new(AtomicBool::new(true)),
             notifications: OnceLock::new(),
             batcher: OnceLock::new(),
+            peer_token: OnceLock::new(),
             settings,
             shards,
             drivers,
@@ -182,6 +189,17 @@ impl Core {
     /// Attaches the durable store's writer (once).
     pub fn attach_persistence(&self, persistence: Persistence) {
         let _ = self.persistence.set(persistence);
+    }
+
+    /// Sets how calls to peers are authenticated (once).
+    pub fn attach_peer_token(&self, mint: PeerToken) {
+        let _ = self.peer_token.set(mint);
+    }
+
+    /// A fresh token for a call to a peer, if the engine set a way to mint one.
+    #[must_use]
+    pub fn peer_token(&self) -> Option<String> {
+        self.peer_token.get().and_then(|mint| mint())
     }
 
     /// Attaches the Redis snapshot (once).

@@ -251,6 +251,9 @@ pub struct DriverActor {
     last_snapshot_ms: i64,
     ttl_ms: i64,
     drops: Counter,
+    /// Being handed to the instance owning the region it drove into (SPEC §11): not offered
+    /// anything meanwhile.
+    moving: bool,
 }
 
 impl DriverActor {
@@ -281,6 +284,7 @@ impl DriverActor {
             last_snapshot_ms: 0,
             ttl_ms,
             drops: counter!(LOCATION_UPDATES_DROPPED, "reason" => "cell_mailbox_full"),
+            moving: false,
         }
     }
 
@@ -305,6 +309,7 @@ impl DriverActor {
     /// once its own deadline has passed, unless an accept is in flight).
     fn is_available(&self, now: i64) -> bool {
         self.status == DriverStatus::Online
+            && !self.moving
             && self.trip.is_none()
             && self
                 .offer
@@ -680,7 +685,7 @@ impl Actor for DriverActor {
 impl Handler<Location> for DriverActor {
     type Result = ();
 
-    fn handle(&mut self, Location(update): Location, _: &mut Self::Context) {
+    fn handle(&mut self, Location(update): Location, ctx: &mut Self::Context) {
         let now = now_ms();
         self.position = Some(Position {
             point: update.point,
@@ -709,6 +714,87 @@ impl Handler<Location> for DriverActor {
                 position,
             });
         }
+        self.consider_move(ctx);
+    }
+}
+
+impl DriverActor {
+    /// SPEC §11: a driver with an open socket whose position lies in another instance's region,
+    /// with no trip or offer binding it here, is handed to that instance (which takes it on with
+    /// its status) and then told to reconnect there: `moved`, then close 4002.
+    fn consider_move(&mut self, ctx: &mut Context<Self>) {
+        let Some(position) = self.position else {
+            return;
+        };
+        if self.moving || self.trip.is_some() || self.offer.is_some() || self.session.is_none() {
+            return;
+        }
+        let regions = &self.core.regions;
+        let owner = regions.owner(regions.region_of(position.point));
+        if owner.id == self.core.settings.instance_id() {
+            return;
+        }
+        let Some(token) = self.core.peer_token() else {
+            return;
+        };
+        let owner = owner.clone();
+        let handoff = super::peers::Handoff {
+            driver_id: self.driver_id,
+            vehicle_type: self.vehicle_type.to_string(),
+            online: self.status == DriverStatus::Online,
+            lat: position.point.lat(),
+            lng: position.point.lng(),
+            heading: position.heading,
+            speed_mps: position.speed_mps,
+            ts_ms: position.ts_ms,
+            received_ms: position.received_ms,
+        };
+        self.moving = true;
+        self.sync_availability();
+        let call = async move {
+            let result = super::peers::hand_off(&owner, &token, &handoff).await;
+            (owner, result)
+        };
+        ctx.spawn(call.into_actor(self).map(|(owner, result), actor, ctx| {
+            match result {
+                Ok(()) => actor.moved_to(&owner, ctx),
+                Err(e) => {
+                    // Stay here; the next position tries again.
+                    tracing::warn!(driver_id = %actor.driver_id, peer = %owner.id, error = %e, "driver handoff failed");
+                    actor.moving = false;
+                    actor.sync_availability();
+                }
+            }
+        }));
+    }
+
+    /// The owner took the driver on: it leaves this instance's index, and its socket is told
+    /// where to go.
+    fn moved_to(&mut self, owner: &crate::geo::Peer, ctx: &mut Context<Self>) {
+        self.unplace();
+        self.listed_available = false;
+        if self.status == DriverStatus::Online {
+            // Online over there now; here it is simply gone (no status event: it did not go
+            // offline).
+            self.status = DriverStatus::Offline;
+            self.core.online_changed(-1);
+        }
+        if let Some(session) = &self.session {
+            let frame = serde_json::json!({
+                "type": "moved",
+                "instance": owner.id,
+                "url": super::peers::driver_socket_url(owner),
+            });
+            let _ = session.tx.try_send(Outbound::Text(frame.to_string()));
+            let _ = session
+                .tx
+                .try_send(Outbound::Close(4002, format!("moved to {}", owner.id)));
+        }
+        // The socket drains what was queued and closes; nothing more goes to it from here.
+        self.session = None;
+        tracing::info!(driver_id = %self.driver_id, peer = %owner.id, "driver moved to the owner of its region");
+        self.moving = false;
+        self.review(ctx);
     }
 }
 

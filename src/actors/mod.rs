@@ -21,6 +21,7 @@ pub mod driver;
 pub mod market;
 pub mod notification;
 pub mod payment;
+pub mod peers;
 pub mod protocol;
 pub mod recovery;
 pub mod registry;

@@ -283,3 +283,36 @@ pub async fn ask_peers(req: &HttpRequest, peers: &[Peer], me: &str) -> Vec<serde
         .flatten()
         .collect()
 }
+
+/// `POST /api/cluster/handoff` (operator; the instances call it with a token of their own): a
+/// peer hands over a driver that drove into one of this instance's regions (SPEC §11). The
+/// driver's actor here takes its position and, if it was online, comes online at once; its app
+/// reconnects here next. 204.
+pub async fn handoff(
+    caller: super::caller::Caller,
+    core: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[crate::dispatch::Role::Operator])?;
+    let handoff: crate::actors::peers::Handoff = super::input::parse_json(&body)?;
+    let point = LatLng::new(handoff.lat, handoff.lng)
+        .map_err(|e| ApiError::from(super::input::FieldError::out_of_range(e.to_string())))?;
+    let actor = core
+        .driver(handoff.driver_id, Some(&handoff.vehicle_type))
+        .map_err(ApiError::from)?;
+    if handoff.online {
+        actor
+            .send(crate::actors::driver::Restore(crate::dispatch::Position {
+                point,
+                heading: handoff.heading,
+                speed_mps: handoff.speed_mps,
+                ts_ms: handoff.ts_ms,
+                received_ms: handoff.received_ms,
+            }))
+            .await
+            .map_err(|_| {
+                ApiError::unavailable("driver_unavailable", "the driver's actor stopped")
+            })?;
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -87,6 +87,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         cluster::owner
     ),
     endpoint!(
+        post,
+        "/api/cluster/handoff",
+        "operator",
+        "Between instances: take on a driver that drove into one of this instance's regions (its position and whether it is online); 204.",
+        cluster::handoff
+    ),
+    endpoint!(
         get,
         "/metrics",
         "anyone",

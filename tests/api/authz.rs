@@ -214,6 +214,16 @@ async fn every_route_allows_exactly_who_the_spec_says() {
             ),
             vec![(Who::Operator, 200)],
         ),
+        (
+            "POST",
+            "/api/cluster/handoff".into(),
+            Some(
+                json!({"driver_id": Uuid::now_v7(), "vehicle_type": "economy", "online": true,
+                       "lat": 48.85, "lng": 2.35, "ts_ms": 1, "received_ms": 1})
+                .to_string(),
+            ),
+            vec![(Who::Operator, 204)],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, allowed) in &rows {
@@ -268,6 +278,7 @@ async fn every_authenticated_route_refuses_missing_and_bad_tokens() {
         ("GET", format!("/api/riders/{r}/trips")),
         ("GET", format!("/api/riders/{r}/wallet")),
         ("POST", format!("/api/riders/{r}/wallet/topup")),
+        ("POST", "/api/cluster/handoff".into()),
     ];
     for (what, token) in bad_tokens(r, Role::Operator) {
         for (method, path) in &paths {

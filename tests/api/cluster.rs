@@ -11,7 +11,18 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::durability::Http;
+use crate::helpers::{Socket, spawn_app};
 use crate::services::{EngineProcess, drop_database, free_port, postgres_database};
+
+async fn driver_socket(url: &str, token: &str) -> Socket {
+    let (_, framed) = awc::Client::new()
+        .ws(url)
+        .bearer_auth(token)
+        .connect()
+        .await
+        .expect("websocket connects");
+    Socket::from(framed)
+}
 
 const IDS: [&str; 3] = ["hx-a", "hx-b", "hx-c"];
 
@@ -281,6 +292,57 @@ async fn three_instances_share_one_map() {
         assert!((400.0..800.0).contains(&d), "{d}");
     }
 
+    // A driver on a socket crossing into another instance's region is told to move there, and
+    // is online there when it reconnects; it is listed once, at its new position.
+    let mover = Uuid::now_v7();
+    let mover_token = cluster.http(x).token(Role::Driver, mover);
+    let ws = |i: usize| format!("ws://127.0.0.1:{}/ws/driver", cluster.ports[i]);
+    let mut socket = driver_socket(&ws(x), &mover_token).await;
+    socket.recv_type("session").await;
+    socket
+        .send(json!({"type": "location", "lat": near_pickup.0, "lng": near_pickup.1}))
+        .await;
+    socket
+        .send(json!({"type": "status", "status": "online"}))
+        .await;
+    let online = socket.recv_type("session").await;
+    assert_eq!(online["status"], "online", "{online}");
+    socket
+        .send(json!({"type": "location", "lat": across.0 + 0.0005, "lng": across.1}))
+        .await;
+    let moved = socket.recv_type("moved").await;
+    assert_eq!(moved["instance"], IDS[y], "{moved}");
+    assert_eq!(moved["url"], ws(y).as_str());
+    assert_eq!(socket.expect_close().await, Some(4002));
+    let mut socket = driver_socket(moved["url"].as_str().unwrap(), &mover_token).await;
+    let session = socket.recv_type("session").await;
+    assert_eq!(
+        session["status"], "online",
+        "its status came along: {session}"
+    );
+    let (status, listed) = cluster
+        .http(x)
+        .call(
+            "GET",
+            &format!(
+                "/api/locations/nearby?lat={}&lng={}&radius=5000&limit=50",
+                across.0, across.1
+            ),
+            &rider,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let entries: Vec<&Value> = listed["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["driver_id"] == mover.to_string().as_str())
+        .collect();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert!((entries[0]["lat"].as_f64().unwrap() - (across.0 + 0.0005)).abs() < 1e-6);
+    socket.close().await;
+
     // A trip waiting for a driver, then its owner is killed: the other instances go on serving
     // their own regions and say the trip's owner is unavailable; the owner comes back with it.
     let empty = owned_by
@@ -340,4 +402,46 @@ async fn three_instances_share_one_map() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop_database(&database).await;
     let _ = std::fs::remove_dir_all(&cluster.dir);
+}
+
+#[actix_rt::test]
+async fn a_handoff_takes_a_driver_on_and_refuses_bad_input() {
+    let app = spawn_app().await;
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    let driver = Uuid::now_v7();
+    let good = json!({"driver_id": driver, "vehicle_type": "economy", "online": true,
+                      "lat": 48.85, "lng": 2.35, "ts_ms": 1, "received_ms": 1});
+    let mut cases: Vec<(String, &str)> = vec![
+        ("{not json".into(), "malformed"),
+        ("[]".into(), "not an object"),
+    ];
+    for (field, value) in [
+        ("driver_id", json!("not-a-uuid")),
+        ("lat", json!(95.0)),
+        ("lng", json!("east")),
+        ("online", json!(null)),
+    ] {
+        let mut body = good.clone();
+        body[field] = value;
+        cases.push((body.to_string(), field));
+    }
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("vehicle_type");
+    cases.push((missing.to_string(), "vehicle_type missing"));
+    for (body, what) in cases {
+        let r = app
+            .post("/api/cluster/handoff", Some(&operator), &body)
+            .await;
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        assert!(r.body["error"]["code"].is_string(), "{what}");
+    }
+    let r = app
+        .post("/api/cluster/handoff", Some(&operator), &good.to_string())
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let me = app
+        .get(&format!("/api/drivers/{driver}"), Some(&operator))
+        .await;
+    assert_eq!(me.body["status"], "online", "{}", me.body);
+    app.handle.stop().await;
 }
