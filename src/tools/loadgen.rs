@@ -19,7 +19,8 @@
 //! - `baseline`: `GET /health` exactly as `search` asks nearby — the trivial route a nearby
 //!   figure is compared with.
 //!
-//! `--online N` first puts N drivers online over REST (a position, then `online`), so that
+//! `--online N` first puts N drivers online over REST (a position, then `online`, each sent to
+//! the instance owning the driver's region), so that
 //! searches have a city to find. Tokens are signed with the engine's key (`auth.jwt_secret` from
 //! the same config/env), or read from a `seed-drivers` output file (`--tokens`). Client sockets
 //! are spread over `--sources` (local addresses such as 127.0.0.2, for more than one address's
@@ -667,6 +668,9 @@ async fn put_online(options: &Options, keys: &JwtKeys) -> anyhow::Result<()> {
                         return;
                     };
                     let (lat, lng) = online_position(city, i);
+                    // A driver's calls go to the instance owning its region (several instances
+                    // sharing a map, SPEC §11); on one instance that is the instance itself.
+                    let url = owner_url(&client, &url, lat, lng).await;
                     let at = client
                         .put(format!("{url}/api/drivers/{id}/location"))
                         .bearer_auth(token)
@@ -706,6 +710,22 @@ async fn put_online(options: &Options, keys: &JwtKeys) -> anyhow::Result<()> {
         drivers.len()
     );
     Ok(())
+}
+
+/// The base URL of the instance owning the region of (`lat`, `lng`), from `GET
+/// /api/cluster/owner` of the engine at `url`; `url` itself when it cannot tell.
+async fn owner_url(client: &awc::Client, url: &str, lat: f64, lng: f64) -> String {
+    let answer = async {
+        let mut res = client
+            .get(format!("{url}/api/cluster/owner?lat={lat}&lng={lng}"))
+            .send()
+            .await
+            .ok()?;
+        let body: serde_json::Value = res.json().await.ok()?;
+        body["url"].as_str().map(str::to_owned)
+    }
+    .await;
+    answer.unwrap_or_else(|| url.to_owned())
 }
 
 /// Where `--online` puts driver `i`.
