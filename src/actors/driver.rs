@@ -254,6 +254,8 @@ pub struct DriverActor {
     /// Being handed to the instance owning the region it drove into (SPEC §11): not offered
     /// anything meanwhile.
     moving: bool,
+    /// Handed to another instance, which keeps the driver's state from now on.
+    handed_off: bool,
 }
 
 impl DriverActor {
@@ -285,6 +287,7 @@ impl DriverActor {
             ttl_ms,
             drops: counter!(LOCATION_UPDATES_DROPPED, "reason" => "cell_mailbox_full"),
             moving: false,
+            handed_off: false,
         }
     }
 
@@ -644,7 +647,7 @@ impl Actor for DriverActor {
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
         self.drop_offer();
         self.unplace();
-        if let Some(p) = self.core.persistence() {
+        if let Some(p) = self.core.persistence().filter(|_| !self.handed_off) {
             let mut row = self.profile_row();
             row.status = DriverStatus::Offline.as_str().to_owned();
             let _ = p.write(crate::persistence::Write::Driver(row));
@@ -719,14 +722,15 @@ impl Handler<Location> for DriverActor {
 }
 
 impl DriverActor {
-    /// SPEC §11: a driver with an open socket whose position lies in another instance's region,
-    /// with no trip or offer binding it here, is handed to that instance (which takes it on with
-    /// its status) and then told to reconnect there: `moved`, then close 4002.
+    /// SPEC §11: a driver whose position lies in another instance's region, with no trip or
+    /// offer binding it here, is handed to that instance (which takes it on with its status);
+    /// a socket is then told to reconnect there (`moved`, then close 4002), and a REST-only
+    /// driver's next calls are forwarded there.
     fn consider_move(&mut self, ctx: &mut Context<Self>) {
         let Some(position) = self.position else {
             return;
         };
-        if self.moving || self.trip.is_some() || self.offer.is_some() || self.session.is_none() {
+        if self.moving || self.handed_off || self.trip.is_some() || self.offer.is_some() {
             return;
         }
         let regions = &self.core.regions;
@@ -792,9 +796,12 @@ impl DriverActor {
         }
         // The socket drains what was queued and closes; nothing more goes to it from here.
         self.session = None;
+        self.handed_off = true;
         tracing::info!(driver_id = %self.driver_id, peer = %owner.id, "driver moved to the owner of its region");
         self.moving = false;
-        self.review(ctx);
+        // The owner has the driver now: this actor leaves, so that only one instance answers
+        // for it.
+        ctx.stop();
     }
 }
 

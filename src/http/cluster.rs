@@ -75,12 +75,64 @@ thread_local! {
         .finish();
 }
 
+/// The peer whose driver actor holds `driver` now, if any (a driver lives on the instance
+/// owning its region; one that drove across was handed over).
+async fn holder_of(state: &AppState, driver: Uuid) -> Option<Peer> {
+    let token = state.peer_token()?;
+    let me = state.settings.instance_id();
+    let asks = state
+        .regions
+        .peers()
+        .iter()
+        .filter(|p| p.id != me)
+        .map(|peer| {
+            let call = crate::actors::peers::with_client(|c| {
+                c.get(format!("{}/api/cluster/drivers/{driver}", peer.url))
+                    .bearer_auth(&token)
+                    .insert_header((LOCAL_ONLY_HEADER, "1"))
+            });
+            async move {
+                call.send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| peer.clone())
+            }
+        });
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .next()
+}
+
+/// `GET /api/cluster/drivers/{id}` (operator; the instances ask each other): 204 if this
+/// instance holds the driver's actor now, 404 if not.
+pub async fn holds_driver(
+    caller: super::caller::Caller,
+    core: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[crate::dispatch::Role::Operator])?;
+    let driver = super::caller::parse_id(&path, "driver id")?;
+    if core.drivers.get(driver).is_some() {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "driver_not_here",
+            "this instance does not hold the driver",
+        ))
+    }
+}
+
 /// Hands a request about another instance's region to that instance (SPEC §11): `POST
 /// /api/trips` and `POST /api/pricing/estimate` by the region of their `origin`, `GET
 /// /api/locations/nearby` and `GET /api/pricing/surge` by the region of their point,
 /// `/api/trips/{id}…` by the region the trip id carries. Everything else, a request whose point
 /// cannot be read (the handler here names what is wrong), and everything on a single instance,
-/// is handled here.
+/// is handled here. `/api/drivers/{id}…` goes to the instance holding the driver's actor when
+/// that is not this one.
 pub async fn forward(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -104,7 +156,12 @@ pub async fn forward(
     let path = req.path().to_owned();
     let mut body = None;
     let point_owner = |p: LatLng| state.regions.owner(state.regions.region_of(p)).clone();
-    let owner = if let Some(rest) = path.strip_prefix("/api/trips/") {
+    let owner = if let Some(rest) = path.strip_prefix("/api/drivers/") {
+        match Uuid::parse_str(rest.split('/').next().unwrap_or_default()) {
+            Ok(driver) if state.drivers.get(driver).is_none() => holder_of(&state, driver).await,
+            _ => None,
+        }
+    } else if let Some(rest) = path.strip_prefix("/api/trips/") {
         let id = rest.split('/').next().unwrap_or_default();
         Uuid::parse_str(id)
             .ok()

@@ -95,6 +95,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     endpoint!(
         get,
+        "/api/cluster/drivers/{id}",
+        "operator",
+        "Between instances: 204 if this instance holds the driver now, 404 if not.",
+        cluster::holds_driver
+    ),
+    endpoint!(
+        get,
         "/metrics",
         "anyone",
         "Prometheus metrics.",

@@ -224,6 +224,12 @@ async fn every_route_allows_exactly_who_the_spec_says() {
             ),
             vec![(Who::Operator, 204)],
         ),
+        (
+            "GET",
+            format!("/api/cluster/drivers/{d}"),
+            None,
+            vec![(Who::Operator, 204)],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, allowed) in &rows {
@@ -279,6 +285,7 @@ async fn every_authenticated_route_refuses_missing_and_bad_tokens() {
         ("GET", format!("/api/riders/{r}/wallet")),
         ("POST", format!("/api/riders/{r}/wallet/topup")),
         ("POST", "/api/cluster/handoff".into()),
+        ("GET", format!("/api/cluster/drivers/{d}")),
     ];
     for (what, token) in bad_tokens(r, Role::Operator) {
         for (method, path) in &paths {

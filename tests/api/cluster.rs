@@ -343,6 +343,53 @@ async fn three_instances_share_one_map() {
     assert!((entries[0]["lat"].as_f64().unwrap() - (across.0 + 0.0005)).abs() < 1e-6);
     socket.close().await;
 
+    // A REST-only driver crossing the boundary is handed over too, and its calls reach it
+    // through any instance.
+    let walker = Uuid::now_v7();
+    let walker_token = cluster
+        .http(x)
+        .driver_at(walker, near_pickup.0, near_pickup.1)
+        .await;
+    let (status, body) = cluster
+        .http(x)
+        .call(
+            "PUT",
+            &format!("/api/drivers/{walker}/location"),
+            &walker_token,
+            Some(json!({"lat": across.0 - 0.0005, "lng": across.1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut seen = Value::Null;
+    for _ in 0..50 {
+        let (status, me, handled) = cluster
+            .http(x)
+            .call_handled(
+                "GET",
+                &format!("/api/drivers/{walker}"),
+                &walker_token,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{me}");
+        seen = me;
+        if handled == IDS[y] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen["status"], "online", "{seen}");
+    let (status, seen, handled) = cluster
+        .http(3 - x - y)
+        .call_handled(
+            "GET",
+            &format!("/api/drivers/{walker}"),
+            &walker_token,
+            None,
+        )
+        .await;
+    assert_eq!((status, handled.as_str()), (200, IDS[y]), "{seen}");
+
     // A trip waiting for a driver, then its owner is killed: the other instances go on serving
     // their own regions and say the trip's owner is unavailable; the owner comes back with it.
     let empty = owned_by
@@ -409,8 +456,9 @@ async fn a_handoff_takes_a_driver_on_and_refuses_bad_input() {
     let app = spawn_app().await;
     let operator = app.token(Role::Operator, Uuid::now_v7());
     let driver = Uuid::now_v7();
+    let now = hexdispatch::clock::now_ms();
     let good = json!({"driver_id": driver, "vehicle_type": "economy", "online": true,
-                      "lat": 48.85, "lng": 2.35, "ts_ms": 1, "received_ms": 1});
+                      "lat": 48.85, "lng": 2.35, "ts_ms": now, "received_ms": now});
     let mut cases: Vec<(String, &str)> = vec![
         ("{not json".into(), "malformed"),
         ("[]".into(), "not an object"),
@@ -443,5 +491,21 @@ async fn a_handoff_takes_a_driver_on_and_refuses_bad_input() {
         .get(&format!("/api/drivers/{driver}"), Some(&operator))
         .await;
     assert_eq!(me.body["status"], "online", "{}", me.body);
+    let held = app
+        .get(&format!("/api/cluster/drivers/{driver}"), Some(&operator))
+        .await;
+    assert_eq!(held.status, 204, "the instance holds the driver it took on");
+    let elsewhere = app
+        .get(
+            &format!("/api/cluster/drivers/{}", Uuid::now_v7()),
+            Some(&operator),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 404);
+    assert_eq!(elsewhere.body["error"]["code"], "driver_not_here");
+    let bad = app
+        .get("/api/cluster/drivers/not-a-uuid", Some(&operator))
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
     app.handle.stop().await;
 }
