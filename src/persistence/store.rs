@@ -644,31 +644,56 @@ async fn upsert_trips(tx: &mut Tx<'_>, rows: &[TripRowRef<'_>]) -> Result<(), sq
 }
 
 async fn upsert_drivers(tx: &mut Tx<'_>, rows: &[&DriverRow]) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO drivers (driver_id, vehicle_type, status, lat, lng, position_ms, created_ms, \
-         updated_ms) VALUES {} \
-         ON CONFLICT (driver_id) DO UPDATE SET vehicle_type = excluded.vehicle_type, \
-         status = excluded.status, lat = excluded.lat, lng = excluded.lng, \
-         position_ms = excluded.position_ms, updated_ms = excluded.updated_ms",
-        placeholders(rows.len(), 8)
-    );
+    // Rows with and without a position go in separate statements: a NULL bound where a number
+    // goes leaves PostgreSQL's prepared statement typed for text, and the next batch of the
+    // same shape with a number in that place would then be refused.
+    let (placed, unplaced): (Vec<&DriverRow>, Vec<&DriverRow>) =
+        rows.iter().partition(|d| d.position.is_some());
     let now = crate::clock::now_ms();
-    let mut query = sqlx::query(&sql);
-    for d in rows {
-        query = query
-            .bind(d.driver_id.to_string())
-            .bind(d.vehicle_type.clone())
-            .bind(d.status.clone())
-            .bind(d.position.map(|p| p.0))
-            .bind(d.position.map(|p| p.1))
-            .bind(d.position.map(|p| p.2))
-            .bind(d.created_ms)
-            .bind(now);
+    if !placed.is_empty() {
+        let sql = format!(
+            "INSERT INTO drivers (driver_id, vehicle_type, status, lat, lng, position_ms, \
+             created_ms, updated_ms) VALUES {} \
+             ON CONFLICT (driver_id) DO UPDATE SET vehicle_type = excluded.vehicle_type, \
+             status = excluded.status, lat = excluded.lat, lng = excluded.lng, \
+             position_ms = excluded.position_ms, updated_ms = excluded.updated_ms",
+            placeholders(placed.len(), 8)
+        );
+        let mut query = sqlx::query(&sql);
+        for d in placed {
+            let (lat, lng, at_ms) = d.position.unwrap_or_default();
+            query = query
+                .bind(d.driver_id.to_string())
+                .bind(d.vehicle_type.clone())
+                .bind(d.status.clone())
+                .bind(lat)
+                .bind(lng)
+                .bind(at_ms)
+                .bind(d.created_ms)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
     }
-    query.execute(&mut **tx).await.map(|_| ())
+    if !unplaced.is_empty() {
+        let sql = format!(
+            "INSERT INTO drivers (driver_id, vehicle_type, status, created_ms, updated_ms) \
+             VALUES {} \
+             ON CONFLICT (driver_id) DO UPDATE SET vehicle_type = excluded.vehicle_type, \
+             status = excluded.status, updated_ms = excluded.updated_ms",
+            placeholders(unplaced.len(), 5)
+        );
+        let mut query = sqlx::query(&sql);
+        for d in unplaced {
+            query = query
+                .bind(d.driver_id.to_string())
+                .bind(d.vehicle_type.clone())
+                .bind(d.status.clone())
+                .bind(d.created_ms)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 async fn insert_messages(tx: &mut Tx<'_>, rows: &[&OutboxRow]) -> Result<(), sqlx::Error> {
@@ -695,10 +720,24 @@ async fn insert_positions(tx: &mut Tx<'_>, rows: &[&PositionRow]) -> Result<(), 
     if rows.is_empty() {
         return Ok(());
     }
+    // Heading and speed are optional. sqlx's Any driver declares a NULL float as the other float
+    // width than a present one, so a prepared statement that once saw a NULL refuses the next
+    // number there: absent values go as NaN, turned into NULL by the statement.
+    let values = placeholders(rows.len(), 6);
+    let mut sql = String::with_capacity(values.len() + rows.len() * 40);
+    for (i, row) in values.split("), (").enumerate() {
+        let cols: Vec<&str> = row.trim_matches(['(', ')']).split(", ").collect();
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "({}, {}, {}, {}, NULLIF({}, 'NaN'), NULLIF({}, 'NaN'))",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
+        ));
+    }
     let sql = format!(
-        "INSERT INTO location_history (driver_id, ts_ms, lat, lng, heading, speed_mps) VALUES {} \
-         ON CONFLICT (driver_id, ts_ms) DO NOTHING",
-        placeholders(rows.len(), 6)
+        "INSERT INTO location_history (driver_id, ts_ms, lat, lng, heading, speed_mps) VALUES {sql} \
+         ON CONFLICT (driver_id, ts_ms) DO NOTHING"
     );
     let mut query = sqlx::query(&sql);
     for p in rows {
@@ -707,8 +746,8 @@ async fn insert_positions(tx: &mut Tx<'_>, rows: &[&PositionRow]) -> Result<(), 
             .bind(p.ts_ms)
             .bind(p.lat)
             .bind(p.lng)
-            .bind(p.heading)
-            .bind(p.speed_mps);
+            .bind(p.heading.unwrap_or(f64::NAN))
+            .bind(p.speed_mps.unwrap_or(f64::NAN));
     }
     query.execute(&mut **tx).await.map(|_| ())
 }

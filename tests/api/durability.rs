@@ -623,3 +623,46 @@ async fn migrate_applies_the_schema_and_is_idempotent() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("could not connect to the database"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix_rt::test]
+async fn rows_with_and_without_optional_numbers_alternate_on_postgres() {
+    use hexdispatch::persistence::{DriverRow, PositionRow, Store, Write};
+    let Some(url) = postgres_database().await else {
+        return;
+    };
+    let store = Store::connect(Some(&url)).await.unwrap();
+    store.migrate().await.unwrap();
+    let driver = Uuid::now_v7();
+    // A NULL where a number goes, then a number there, batch after batch of the same shape on
+    // the same connections: every one is written.
+    for i in 0..24_i64 {
+        let with = i % 2 == 1;
+        let position = Write::Position(PositionRow {
+            driver_id: driver,
+            ts_ms: 1_000 + i,
+            lat: 52.5,
+            lng: 13.4,
+            heading: with.then_some(90.0),
+            speed_mps: with.then_some(8.5),
+        });
+        let profile = Write::Driver(DriverRow {
+            driver_id: driver,
+            vehicle_type: "economy".into(),
+            status: "online".into(),
+            position: with.then_some((52.5, 13.4, 1_000 + i)),
+            created_ms: 1_000,
+        });
+        for batch in [vec![position], vec![profile]] {
+            store
+                .write_batch(&batch)
+                .await
+                .unwrap_or_else(|e| panic!("batch {i} ({with}): {e}"));
+        }
+    }
+    let history = store.positions(driver, 0, i64::MAX, 100).await.unwrap();
+    assert_eq!(history.len(), 24);
+    assert!(history.iter().any(|p| p.heading.is_some()));
+    assert!(history.iter().any(|p| p.heading.is_none()));
+    drop(store);
+    drop_database(&url).await;
+}
