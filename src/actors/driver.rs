@@ -114,11 +114,41 @@ pub struct Restore(pub Position);
 pub struct Offer {
     /// What is offered.
     pub terms: Arc<OfferTerms>,
-    /// The trip's actor, where the driver's answer goes.
-    pub trip: Addr<TripActor>,
+    /// The trip, where the driver's answer goes.
+    pub trip: TripLink,
     /// When the trip will withdraw the offer, epoch ms.
     pub expires_ms: i64,
 }
+
+/// Where a held offer's trip runs: here, or on another instance sharing the map (SPEC §11).
+#[derive(Clone)]
+pub enum TripLink {
+    /// The trip's actor on this instance.
+    Local(Addr<TripActor>),
+    /// The instance running the trip; answers travel there over HTTP.
+    Remote(crate::geo::Peer),
+}
+
+/// Takes on an offer another instance's driver actor held for this driver, which accepted it
+/// there and is being handed here (the trip's instance): the accept that follows finds it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AdoptOffer {
+    /// What was offered.
+    pub terms: Arc<OfferTerms>,
+    /// The trip's actor here.
+    pub trip: Addr<TripActor>,
+    /// When it expires, epoch ms.
+    pub expires_ms: i64,
+    /// Where the driver is.
+    pub position: Position,
+}
+
+/// This actor was started for a driver that turned out to stay elsewhere (a remote accept that
+/// lost): it leaves quietly, writing nothing about the driver.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget;
 
 /// Whether an offer reached the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
@@ -172,6 +202,9 @@ pub struct Respond {
 pub enum Answer {
     /// The driver won the trip.
     Assigned(Box<Trip>),
+    /// The driver won a trip another instance runs (SPEC §11): the trip as its driver sees it.
+    /// The driver moves there next.
+    AssignedThere(Box<serde_json::Value>),
     /// The offer is declined.
     Declined,
 }
@@ -208,7 +241,7 @@ pub struct TripNotice {
 struct HeldOffer {
     terms: Arc<OfferTerms>,
     trip_id: Uuid,
-    trip: Addr<TripActor>,
+    trip: TripLink,
     expires_ms: i64,
     /// An accept is on its way to the trip: the slot stays taken until it answers.
     accepting: bool,
@@ -385,22 +418,47 @@ impl DriverActor {
     /// can take an offer, until one of them offers. (Telling them all at once would send every
     /// waiting trip an offer to make, all but one refused: quadratic when many trips wait and
     /// many drivers free up.)
+    ///
+    /// Then, if none of them took it, the trips of other instances whose regions are within the
+    /// widest search radius (SPEC §11), one instance at a time.
     fn announce_free(&self) {
         let Some(position) = self.position else {
             return;
         };
         let trips = self.core.board.in_reach(position.point, self.vehicle);
-        if trips.is_empty() {
+        let peers = self
+            .core
+            .other_owners(position.point, self.core.policy.max_radius_m());
+        if trips.is_empty() && peers.is_empty() {
             return;
         }
         let free = DriverFree {
             driver_id: self.driver_id,
             position: position.point,
+            held_by: None,
         };
+        let remote = super::peers::RemoteFree {
+            driver_id: self.driver_id,
+            lat: position.point.lat(),
+            lng: position.point.lng(),
+            vehicle_type: self.vehicle_type.to_string(),
+            from: self.core.settings.instance_id().to_owned(),
+        };
+        let token = self.core.peer_token();
         actix_rt::spawn(async move {
             for (_, trip) in trips {
-                if trip.send(free).await.unwrap_or(false) {
-                    break;
+                if trip.send(free.clone()).await.unwrap_or(false) {
+                    return;
+                }
+            }
+            let Some(token) = token else {
+                return;
+            };
+            for peer in peers {
+                let answer: Result<Option<serde_json::Value>, String> =
+                    super::peers::call(&peer, "/api/cluster/free", &token, &remote).await;
+                if answer.is_ok_and(|a| a.is_some_and(|a| a["offered"] == true)) {
+                    return;
                 }
             }
         });
@@ -537,9 +595,7 @@ impl DriverActor {
     /// Declines the held offer on the driver's behalf (it went offline or away).
     fn drop_offer(&mut self) {
         if let Some(offer) = self.offer.take_if(|o| !o.accepting) {
-            offer.trip.do_send(Declining {
-                driver_id: self.driver_id,
-            });
+            self.decline_to(&offer.trip, offer.trip_id);
             self.remember(offer.trip_id, OfferEnd::Declined);
         }
     }
@@ -970,7 +1026,7 @@ impl Handler<Offer> for DriverActor {
         self.offer = Some(HeldOffer {
             trip_id: msg.terms.trip_id,
             terms: msg.terms,
-            trip: msg.trip,
+            trip: msg.trip.clone(),
             expires_ms: msg.expires_ms,
             accepting: false,
             released: None,
@@ -978,6 +1034,131 @@ impl Handler<Offer> for DriverActor {
         self.sync_availability();
         self.review(ctx);
         OfferReply::Delivered
+    }
+}
+
+impl Handler<AdoptOffer> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AdoptOffer, _: &mut Self::Context) {
+        if self.trip.is_none() {
+            self.position = Some(msg.position);
+            self.offer = Some(HeldOffer {
+                trip_id: msg.terms.trip_id,
+                terms: msg.terms,
+                trip: TripLink::Local(msg.trip),
+                expires_ms: msg.expires_ms,
+                accepting: false,
+                released: None,
+            });
+        }
+    }
+}
+
+impl Handler<Forget> for DriverActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Forget, ctx: &mut Self::Context) {
+        if self.trip.is_none() && self.session.is_none() {
+            self.offer = None;
+            self.handed_off = true;
+            ctx.stop();
+        }
+    }
+}
+
+impl DriverActor {
+    /// Tells the trip of a held offer that the driver declines it, here or on its instance.
+    fn decline_to(&self, trip: &TripLink, trip_id: Uuid) {
+        match trip {
+            TripLink::Local(addr) => addr.do_send(Declining {
+                driver_id: self.driver_id,
+            }),
+            TripLink::Remote(peer) => {
+                let Some(token) = self.core.peer_token() else {
+                    return;
+                };
+                let (peer, body) = (
+                    peer.clone(),
+                    super::peers::RemoteDecline {
+                        trip_id,
+                        driver_id: self.driver_id,
+                    },
+                );
+                actix_rt::spawn(async move {
+                    let sent: Result<Option<serde_json::Value>, String> =
+                        super::peers::call(&peer, "/api/cluster/declines", &token, &body).await;
+                    if let Err(e) = sent {
+                        // The trip's offer expires on its own.
+                        tracing::warn!(peer = %peer.id, error = %e, "a decline did not reach the trip's instance");
+                    }
+                });
+            }
+        }
+    }
+
+    /// An accept of a trip another instance runs: the driver goes there with it (its state in
+    /// the request), and that instance's trip decides as for its own drivers. Won, the driver
+    /// leaves this instance (`moved`, close 4002) for the trip's.
+    fn accept_there(
+        &mut self,
+        peer: crate::geo::Peer,
+        terms: Arc<OfferTerms>,
+        expires_ms: i64,
+        _: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<Answer, AnswerError>> {
+        let trip_id = terms.trip_id;
+        let (Some(token), Some(position)) = (self.core.peer_token(), self.position) else {
+            self.offer = None;
+            return Box::pin(fut::ready(Err(AnswerError::Gone(OfferEnd::Expired))));
+        };
+        let body = super::peers::RemoteAccept {
+            trip_id,
+            terms: (*terms).clone(),
+            expires_ms,
+            driver: super::peers::Handoff {
+                driver_id: self.driver_id,
+                vehicle_type: self.vehicle_type.to_string(),
+                online: self.status == DriverStatus::Online,
+                lat: position.point.lat(),
+                lng: position.point.lng(),
+                heading: position.heading,
+                speed_mps: position.speed_mps,
+                ts_ms: position.ts_ms,
+                received_ms: position.received_ms,
+            },
+        };
+        let call = {
+            let peer = peer.clone();
+            async move {
+                super::peers::call::<_, super::peers::RemoteAcceptAnswer>(
+                    &peer,
+                    "/api/cluster/accepts",
+                    &token,
+                    &body,
+                )
+                .await
+            }
+        };
+        Box::pin(call.into_actor(self).map(move |answer, actor, ctx| {
+            actor.offer = None;
+            let result = match answer {
+                Ok(Some(super::peers::RemoteAcceptAnswer::Won { trip })) => {
+                    actor.moved_to(&peer, ctx);
+                    Ok(Answer::AssignedThere(Box::new(trip)))
+                }
+                Ok(Some(super::peers::RemoteAcceptAnswer::Lost { reason })) => {
+                    actor.remember(trip_id, reason);
+                    Err(AnswerError::Gone(reason))
+                }
+                Ok(None) | Err(_) => {
+                    actor.remember(trip_id, OfferEnd::Expired);
+                    Err(AnswerError::Gone(OfferEnd::Expired))
+                }
+            };
+            actor.sync_availability();
+            result
+        }))
     }
 }
 
@@ -1023,16 +1204,20 @@ impl Handler<Respond> for DriverActor {
         if !msg.accept {
             let trip = held.trip.clone();
             self.offer = None;
-            trip.do_send(Declining {
-                driver_id: self.driver_id,
-            });
+            self.decline_to(&trip, msg.trip_id);
             self.remember(msg.trip_id, OfferEnd::Declined);
             self.sync_availability();
             self.review(ctx);
             return Box::pin(fut::ready(Ok(Answer::Declined)));
         }
         held.accepting = true;
-        let trip = held.trip.clone();
+        let trip = match held.trip.clone() {
+            TripLink::Local(trip) => trip,
+            TripLink::Remote(peer) => {
+                let (terms, expires_ms) = (Arc::clone(&held.terms), held.expires_ms);
+                return self.accept_there(peer, terms, expires_ms, ctx);
+            }
+        };
         let request = trip.send(Accepting {
             driver_id: self.driver_id,
             driver: ctx.address(),

@@ -21,6 +21,24 @@ impl Core {
         self.regions.owner(self.regions.region_of(point)).id == self.settings.instance_id()
     }
 
+    /// The other instances owning regions within `radius_m` of `point` (none on a single
+    /// instance).
+    #[must_use]
+    pub fn other_owners(&self, point: LatLng, radius_m: f64) -> Vec<crate::geo::Peer> {
+        let me = self.settings.instance_id();
+        let mut out: Vec<crate::geo::Peer> = Vec::new();
+        if self.regions.peers().len() < 2 {
+            return out;
+        }
+        for region in crate::geo::covering_cells(point, radius_m, self.regions.resolution()) {
+            let owner = self.regions.owner(region);
+            if owner.id != me && !out.iter().any(|p| p.id == owner.id) {
+                out.push(owner.clone());
+            }
+        }
+        out
+    }
+
     /// Start-up recovery: resumes every trip the durable store holds as live (MATCHING ones match
     /// again from their step; assigned ones wait for their driver) and puts the drivers of the
     /// Redis snapshot back into the index. Returns (trips resumed, drivers restored).

@@ -49,13 +49,15 @@ const TRIP_MAILBOX: usize = 1_024;
 
 /// An available driver is near: offer it if the trip has room and has not tried it. Answers
 /// whether an offer is on its way, so the driver asks the next trip only if not.
-#[derive(Message, Clone, Copy)]
+#[derive(Message, Clone)]
 #[rtype(result = "bool")]
 pub struct DriverFree {
     /// The driver.
     pub driver_id: Uuid,
     /// Where it is.
     pub position: crate::geo::LatLng,
+    /// The instance holding the driver, when it is not this one (SPEC §11).
+    pub held_by: Option<crate::geo::Peer>,
 }
 
 /// A driver accepts this trip's offer; the answer is the trip (won) or why not (lost).
@@ -190,6 +192,10 @@ pub struct TripActor {
     durable: Option<oneshot::Receiver<()>>,
     /// `database.ack_timeout_s`.
     ack_timeout: Duration,
+    /// Drivers of other instances this search found, and the instance holding each (SPEC §11).
+    remote: FxHashMap<Uuid, crate::geo::Peer>,
+    /// A search of other instances' drivers is on its way.
+    asking_peers: bool,
 }
 
 impl TripActor {
@@ -228,6 +234,8 @@ impl TripActor {
             request_id: None,
             durable: None,
             ack_timeout: Duration::from_secs_f64(core_ack_timeout_s),
+            remote: FxHashMap::default(),
+            asking_peers: false,
         }
     }
 
@@ -401,10 +409,28 @@ impl TripActor {
             },
         });
         counter!(OFFERS, "outcome" => reason.as_str()).increment(1);
+        self.send_withdraw(driver_id, reason);
+    }
+
+    /// Tells the driver (here, or on the instance holding it) that its offer ended.
+    fn send_withdraw(&self, driver_id: Uuid, reason: OfferEnd) {
+        let trip_id = self.trip.trip_id;
         if let Some(addr) = self.core.drivers.get(driver_id) {
-            addr.do_send(Withdraw {
-                trip_id: self.trip.trip_id,
+            addr.do_send(Withdraw { trip_id, reason });
+        } else if let (Some(peer), Some(token)) =
+            (self.remote.get(&driver_id).cloned(), self.core.peer_token())
+        {
+            let body = super::peers::RemoteWithdraw {
+                driver_id,
+                trip_id,
                 reason,
+            };
+            actix_rt::spawn(async move {
+                let sent: Result<Option<serde_json::Value>, String> =
+                    super::peers::call(&peer, "/api/cluster/withdrawals", &token, &body).await;
+                if let Err(e) = sent {
+                    tracing::warn!(%trip_id, peer = %peer.id, error = %e, "a withdrawal did not reach the driver's instance");
+                }
             });
         }
     }
@@ -438,7 +464,12 @@ impl TripActor {
             return;
         }
         let room = self.search.room(&self.policy);
-        if room == 0 {
+        if room == 0 || self.asking_peers {
+            return;
+        }
+        let peers = self.core.other_owners(self.trip.origin, self.trip.radius_m);
+        if !peers.is_empty() && self.core.peer_token().is_some() {
+            self.fill_across(peers, ctx);
             return;
         }
         let skip = self.search.skip();
@@ -472,72 +503,172 @@ impl TripActor {
         )
     }
 
-    /// Sends one offer; false if the driver has no actor.
-    fn offer(&mut self, driver_id: Uuid, distance_m: f64, ctx: &mut Context<Self>) -> bool {
-        let Some(addr) = self.core.drivers.get(driver_id) else {
-            return false;
+    /// `fill` for a circle reaching other instances' regions (SPEC §11): asks those instances
+    /// for their nearest available drivers, then offers the nearest of theirs and ours, as rule 1
+    /// does within one instance.
+    fn fill_across(&mut self, peers: Vec<crate::geo::Peer>, ctx: &mut Context<Self>) {
+        let Some(token) = self.core.peer_token() else {
+            return;
         };
-        self.search.sending(driver_id);
+        self.asking_peers = true;
+        let limit = self.search.room(&self.policy) + self.search.skip().len();
+        let query = format!(
+            "lat={}&lng={}&radius={}&limit={}&vehicle_type={}",
+            self.trip.origin.lat(),
+            self.trip.origin.lng(),
+            self.trip.radius_m,
+            limit.clamp(1, 100),
+            self.trip.vehicle_type
+        );
+        let asks = peers.into_iter().map(move |peer| {
+            let (token, query) = (token.clone(), query.clone());
+            async move {
+                match super::peers::nearby_there(&peer, &token, &query).await {
+                    Ok(found) => found.into_iter().map(|(id, m)| (id, m, peer.clone())).collect(),
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.id, error = %e, "a peer's drivers could not be read");
+                        Vec::new()
+                    }
+                }
+            }
+        });
+        let gather = futures_util::future::join_all(asks);
+        ctx.spawn(
+            gather
+                .into_actor(self)
+                .map(|answers: Vec<Vec<_>>, actor, ctx| {
+                    actor.asking_peers = false;
+                    if actor.trip.status != TripStatus::Matching || actor.awaiting_batch {
+                        return;
+                    }
+                    let room = actor.search.room(&actor.policy);
+                    let query = NearbyQuery {
+                        point: actor.trip.origin,
+                        radius_m: actor.trip.radius_m,
+                        limit: room + actor.search.skip().len(),
+                        vehicle: Some(actor.vehicle),
+                        fresh_since_ms: actor.fresh_since_ms(),
+                    };
+                    let mut all: Vec<(f64, Uuid, Option<crate::geo::Peer>)> = actor
+                        .core
+                        .nearby(query)
+                        .into_iter()
+                        .map(|h| (h.distance_m, h.driver.driver_id, None))
+                        .collect();
+                    for (id, metres, peer) in answers.into_iter().flatten() {
+                        if metres <= actor.trip.radius_m {
+                            all.push((metres, id, Some(peer)));
+                        }
+                    }
+                    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    let mut offered = 0;
+                    for (metres, id, peer) in all {
+                        if actor.search.room(&actor.policy) == 0 {
+                            break;
+                        }
+                        if !actor.search.may_offer(id) || actor.search.is_open(id) {
+                            continue;
+                        }
+                        if let Some(peer) = peer {
+                            actor.remote.insert(id, peer);
+                        }
+                        if actor.offer(id, metres, ctx) {
+                            offered += 1;
+                        }
+                    }
+                    if offered == 0 && actor.search.step_over(actor.step_waited) {
+                        actor.advance(ctx);
+                    }
+                }),
+        );
+    }
+
+    /// Sends one offer, to a driver here or on the instance holding it; false if the driver is
+    /// nowhere to be reached.
+    fn offer(&mut self, driver_id: Uuid, distance_m: f64, ctx: &mut Context<Self>) -> bool {
         let expires_ms = now_ms() + self.policy.offer_timeout_ms;
-        let timeout = self.offer_timeout();
-        addr.send(Offer {
-            terms: Arc::clone(&self.terms),
-            trip: ctx.address(),
-            expires_ms,
-        })
-        .into_actor(self)
-        .map(move |reply, actor, ctx| match reply {
-            Ok(OfferReply::Delivered) => {
-                // It reached the driver, whatever happened to it since.
-                actor.note(TripEvent::OfferSent {
-                    driver_id,
-                    distance_m: to_u64(distance_m.round()),
+        let reply: std::pin::Pin<Box<dyn std::future::Future<Output = Result<OfferReply, ()>>>> =
+            if let Some(addr) = self.core.drivers.get(driver_id) {
+                let sent = addr.send(Offer {
+                    terms: Arc::clone(&self.terms),
+                    trip: super::driver::TripLink::Local(ctx.address()),
                     expires_ms,
                 });
-                counter!(OFFERS, "outcome" => "sent").increment(1);
-                if !std::mem::replace(&mut actor.first_offer_sent, true) {
-                    histogram!(TRIP_TIME_TO_FIRST_OFFER)
-                        .record(actor.requested_at.elapsed().as_secs_f64());
-                }
-                if !actor.search.delivered(driver_id, expires_ms) {
-                    // Closed while on its way (the trip was taken or ended): the driver holds it
-                    // now, so withdraw it again, after the offer, where it cannot be overtaken.
-                    let reason = actor.rejection();
-                    if let Some(addr) = actor.core.drivers.get(driver_id) {
-                        addr.do_send(Withdraw {
-                            trip_id: actor.trip.trip_id,
-                            reason,
-                        });
+                Box::pin(async move { sent.await.map_err(|_| ()) })
+            } else if let (Some(peer), Some(token)) =
+                (self.remote.get(&driver_id).cloned(), self.core.peer_token())
+            {
+                let body = super::peers::RemoteOffer {
+                    driver_id,
+                    terms: (*self.terms).clone(),
+                    expires_ms,
+                    from: self.core.settings.instance_id().to_owned(),
+                };
+                Box::pin(async move {
+                    use super::peers::RemoteOfferReply as R;
+                    match super::peers::call::<_, R>(&peer, "/api/cluster/offers", &token, &body)
+                        .await
+                    {
+                        Ok(Some(R::Delivered)) => Ok(OfferReply::Delivered),
+                        Ok(Some(R::Busy)) => Ok(OfferReply::Busy),
+                        Ok(Some(R::Unreachable)) => Ok(OfferReply::Unreachable),
+                        Ok(None) | Err(_) => Err(()),
                     }
-                } else {
-                    let timer = ctx.run_later(timeout, move |actor, ctx| {
-                        actor.expire(driver_id, expires_ms, ctx);
+                })
+            } else {
+                return false;
+            };
+        self.search.sending(driver_id);
+        let timeout = self.offer_timeout();
+        reply
+            .into_actor(self)
+            .map(move |reply, actor, ctx| match reply {
+                Ok(OfferReply::Delivered) => {
+                    // It reached the driver, whatever happened to it since.
+                    actor.note(TripEvent::OfferSent {
+                        driver_id,
+                        distance_m: to_u64(distance_m.round()),
+                        expires_ms,
                     });
-                    actor.offer_timers.insert(driver_id, timer);
-                }
-            }
-            Ok(reply @ (OfferReply::Busy | OfferReply::Unreachable)) => {
-                if actor.search.is_open(driver_id) {
-                    actor.search.refused(driver_id);
-                    let (label, outcome) = if reply == OfferReply::Busy {
-                        ("busy", OfferOutcome::Busy)
+                    counter!(OFFERS, "outcome" => "sent").increment(1);
+                    if !std::mem::replace(&mut actor.first_offer_sent, true) {
+                        histogram!(TRIP_TIME_TO_FIRST_OFFER)
+                            .record(actor.requested_at.elapsed().as_secs_f64());
+                    }
+                    if !actor.search.delivered(driver_id, expires_ms) {
+                        // Closed while on its way (the trip was taken or ended): the driver holds it
+                        // now, so withdraw it again, after the offer, where it cannot be overtaken.
+                        let reason = actor.rejection();
+                        actor.send_withdraw(driver_id, reason);
                     } else {
-                        ("unreachable", OfferOutcome::Unreachable)
-                    };
-                    counter!(OFFERS, "outcome" => label).increment(1);
-                    actor.note(TripEvent::OfferEnded { driver_id, outcome });
+                        let timer = ctx.run_later(timeout, move |actor, ctx| {
+                            actor.expire(driver_id, expires_ms, ctx);
+                        });
+                        actor.offer_timers.insert(driver_id, timer);
+                    }
                 }
-                actor.fill(ctx);
-            }
-            Err(_) => {
-                if actor.search.is_open(driver_id) {
-                    actor.search.refused(driver_id);
-                    counter!(OFFERS, "outcome" => "busy").increment(1);
+                Ok(reply @ (OfferReply::Busy | OfferReply::Unreachable)) => {
+                    if actor.search.is_open(driver_id) {
+                        actor.search.refused(driver_id);
+                        let (label, outcome) = if reply == OfferReply::Busy {
+                            ("busy", OfferOutcome::Busy)
+                        } else {
+                            ("unreachable", OfferOutcome::Unreachable)
+                        };
+                        counter!(OFFERS, "outcome" => label).increment(1);
+                        actor.note(TripEvent::OfferEnded { driver_id, outcome });
+                    }
+                    actor.fill(ctx);
                 }
-                actor.fill(ctx);
-            }
-        })
-        .spawn(ctx);
+                Err(_) => {
+                    if actor.search.is_open(driver_id) {
+                        actor.search.refused(driver_id);
+                        counter!(OFFERS, "outcome" => "busy").increment(1);
+                    }
+                    actor.fill(ctx);
+                }
+            })
+            .spawn(ctx);
         true
     }
 
@@ -821,6 +952,9 @@ impl TripActor {
 impl TripActor {
     fn driver_free(&mut self, msg: DriverFree, ctx: &mut Context<Self>) -> bool {
         self.search.freed(msg.driver_id);
+        if let Some(peer) = msg.held_by {
+            self.remote.insert(msg.driver_id, peer);
+        }
         // A trip waiting for its window takes its first driver from the pairing, not from
         // whoever frees up first.
         if self.trip.status != TripStatus::Matching

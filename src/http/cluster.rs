@@ -52,7 +52,7 @@ pub const FORWARDED_HEADER: &str = "Hexdispatch-Forwarded-By";
 /// The mark on a query one instance asks another to answer from its own drivers alone (a
 /// nearby query reaching across region boundaries); such a query is neither forwarded nor
 /// spread further.
-pub const LOCAL_ONLY_HEADER: &str = "Hexdispatch-Local-Only";
+pub const LOCAL_ONLY_HEADER: &str = crate::actors::peers::LOCAL_ONLY_HEADER;
 
 /// Request headers a forwarded request keeps.
 const KEPT_HEADERS: [&str; 6] = [
@@ -73,6 +73,28 @@ thread_local! {
         .timeout(std::time::Duration::from_secs(10))
         .connector(awc::Connector::new().timeout(std::time::Duration::from_secs(2)))
         .finish();
+}
+
+/// For `PUT /api/trips/{id}/accept|decline` by a driver: where the driver's actor is — `Some(None)`
+/// for here (handled here even if the trip runs elsewhere: the driver holds the offer),
+/// `Some(Some(peer))` for a peer, `None` when it is not such a call or nobody holds the driver
+/// (the trip's owner answers).
+async fn answer_holder(state: &AppState, req: &ServiceRequest, path: &str) -> Option<Option<Peer>> {
+    if req.method() != Method::PUT
+        || !path.starts_with("/api/trips/")
+        || !(path.ends_with("/accept") || path.ends_with("/decline"))
+    {
+        return None;
+    }
+    let token = super::caller::bearer_token(req.request(), false)?;
+    let claims = state.keys.verify(&token).ok()?;
+    if claims.role != crate::dispatch::Role::Driver {
+        return None;
+    }
+    if state.drivers.get(claims.sub).is_some() {
+        return Some(None);
+    }
+    holder_of(state, claims.sub).await.map(Some)
 }
 
 /// The peer whose driver actor holds `driver` now, if any (a driver lives on the instance
@@ -161,6 +183,9 @@ pub async fn forward(
             Ok(driver) if state.drivers.get(driver).is_none() => holder_of(&state, driver).await,
             _ => None,
         }
+    } else if let Some(holder) = answer_holder(&state, &req, &path).await {
+        // A driver's answer to an offer goes where the driver holds it.
+        holder
     } else if let Some(rest) = path.strip_prefix("/api/trips/") {
         let id = rest.split('/').next().unwrap_or_default();
         Uuid::parse_str(id)
@@ -282,23 +307,6 @@ async fn relay(
     Ok(response.body(bytes))
 }
 
-/// The other instances owning regions within `radius_m` of `point`.
-#[must_use]
-pub fn other_owners(state: &AppState, point: LatLng, radius_m: f64) -> Vec<Peer> {
-    let me = state.settings.instance_id();
-    let mut out: Vec<Peer> = Vec::new();
-    if state.regions.peers().len() < 2 {
-        return out;
-    }
-    for region in crate::geo::covering_cells(point, radius_m, state.regions.resolution()) {
-        let owner = state.regions.owner(region);
-        if owner.id != me && !out.iter().any(|p| p.id == owner.id) {
-            out.push(owner.clone());
-        }
-    }
-    out
-}
-
 /// Asks each of `peers` the same GET (path and query) from its own drivers alone, with the
 /// caller's credentials; returns the answers that came, as JSON. A peer that does not answer is
 /// logged and left out (the caller answers from the rest).
@@ -372,4 +380,189 @@ pub async fn handoff(
             })?;
     }
     Ok(HttpResponse::NoContent().finish())
+}
+
+fn peer_of(core: &AppState, id: &str) -> Result<Peer, ApiError> {
+    core.regions
+        .peers()
+        .iter()
+        .find(|p| p.id == id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::from(super::input::FieldError::out_of_range(format!(
+                "{id:?} is not among cluster.peers"
+            )))
+        })
+}
+
+/// `POST /api/cluster/offers` (operator; between instances): a trip of the instance `from`
+/// offers itself to a driver this instance holds. `{"reply": "delivered"|"busy"|"unreachable"}`.
+pub async fn offers(
+    caller: super::caller::Caller,
+    core: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    use crate::actors::peers::{RemoteOffer, RemoteOfferReply};
+    caller.require(&[crate::dispatch::Role::Operator])?;
+    let offer: RemoteOffer = super::input::parse_json(&body)?;
+    let from = peer_of(&core, &offer.from)?;
+    let reply = match core.drivers.get(offer.driver_id) {
+        None => RemoteOfferReply::Unreachable,
+        Some(driver) => match driver
+            .send(crate::actors::driver::Offer {
+                terms: std::sync::Arc::new(offer.terms),
+                trip: crate::actors::driver::TripLink::Remote(from),
+                expires_ms: offer.expires_ms,
+            })
+            .await
+        {
+            Ok(crate::actors::driver::OfferReply::Delivered) => RemoteOfferReply::Delivered,
+            Ok(crate::actors::driver::OfferReply::Busy) | Err(_) => RemoteOfferReply::Busy,
+            Ok(crate::actors::driver::OfferReply::Unreachable) => RemoteOfferReply::Unreachable,
+        },
+    };
+    Ok(HttpResponse::Ok().json(reply))
+}
+
+/// `POST /api/cluster/withdrawals` (operator; between instances): a remote trip ended its offer
+/// to a driver this instance holds. 204.
+pub async fn withdrawals(
+    caller: super::caller::Caller,
+    core: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[crate::dispatch::Role::Operator])?;
+    let w: crate::actors::peers::RemoteWithdraw = super::input::parse_json(&body)?;
+    if let Some(driver) = core.drivers.get(w.driver_id) {
+        driver.do_send(crate::actors::driver::Withdraw {
+            trip_id: w.trip_id,
+            reason: w.reason,
+        });
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/cluster/declines` (operator; between instances): a driver of another instance
+/// declined an offer of a trip this instance runs. 204.
+pub async fn declines(
+    caller: super::caller::Caller,
+    core: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[crate::dispatch::Role::Operator])?;
+    let d: crate::actors::peers::RemoteDecline = super::input::parse_json(&body)?;
+    if let Some(trip) = core.trip_actors.get(d.trip_id) {
+        trip.do_send(crate::actors::trip::Declining {
+            driver_id: d.driver_id,
+        });
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/cluster/accepts` (operator; between instances): a driver of another instance
+/// accepted an offer of a trip this instance runs. The driver comes here with its state (a
+/// driver on a trip lives on the trip's instance); the trip decides as for its own drivers.
+/// `{"outcome": "won", "trip"}` or `{"outcome": "lost", "reason"}`.
+pub async fn accepts(
+    caller: super::caller::Caller,
+    core: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    use crate::actors::driver::{AdoptOffer, Answer, AnswerError, Forget, Respond, SetStatus};
+    use crate::actors::peers::{RemoteAccept, RemoteAcceptAnswer};
+    use crate::actors::protocol::OfferEnd;
+    caller.require(&[crate::dispatch::Role::Operator])?;
+    let a: RemoteAccept = super::input::parse_json(&body)?;
+    let lost = |reason| HttpResponse::Ok().json(RemoteAcceptAnswer::Lost { reason });
+    let point = LatLng::new(a.driver.lat, a.driver.lng)
+        .map_err(|e| ApiError::from(super::input::FieldError::out_of_range(e.to_string())))?;
+    if a.terms.trip_id != a.trip_id {
+        return Err(
+            super::input::FieldError::out_of_range("terms.trip_id differs from trip_id").into(),
+        );
+    }
+    let Some(trip) = core.trip_actors.get(a.trip_id) else {
+        return Ok(lost(OfferEnd::Expired));
+    };
+    let driver = core
+        .driver(a.driver.driver_id, Some(&a.driver.vehicle_type))
+        .map_err(ApiError::from)?;
+    let unavailable = |_| ApiError::unavailable("driver_unavailable", "the driver's actor stopped");
+    driver
+        .send(AdoptOffer {
+            terms: std::sync::Arc::new(a.terms),
+            trip,
+            expires_ms: a.expires_ms,
+            position: crate::dispatch::Position {
+                point,
+                heading: a.driver.heading,
+                speed_mps: a.driver.speed_mps,
+                ts_ms: a.driver.ts_ms,
+                received_ms: a.driver.received_ms,
+            },
+        })
+        .await
+        .map_err(unavailable)?;
+    let answer = driver
+        .send(Respond {
+            trip_id: a.trip_id,
+            accept: true,
+            request_id: None,
+        })
+        .await
+        .map_err(unavailable)?;
+    match answer {
+        Ok(Answer::Assigned(won)) => {
+            if a.driver.online {
+                let _ = driver
+                    .send(SetStatus(crate::dispatch::DriverStatus::Online))
+                    .await;
+            }
+            let view = crate::actors::protocol::TripView::of(
+                &won,
+                crate::actors::protocol::Viewer::Driver,
+            );
+            Ok(HttpResponse::Ok().json(RemoteAcceptAnswer::Won {
+                trip: serde_json::to_value(view).unwrap_or_default(),
+            }))
+        }
+        other => {
+            driver.do_send(Forget);
+            Ok(lost(match other {
+                Err(AnswerError::Gone(reason)) => reason,
+                _ => OfferEnd::Expired,
+            }))
+        }
+    }
+}
+
+/// `POST /api/cluster/free` (operator; between instances): a driver the instance `from` holds
+/// became free near this instance's regions; the waiting trips in reach are told, nearest
+/// first, until one offers. `{"offered": bool}`.
+pub async fn free(
+    caller: super::caller::Caller,
+    core: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&[crate::dispatch::Role::Operator])?;
+    let f: crate::actors::peers::RemoteFree = super::input::parse_json(&body)?;
+    let from = peer_of(&core, &f.from)?;
+    let point = LatLng::new(f.lat, f.lng)
+        .map_err(|e| ApiError::from(super::input::FieldError::out_of_range(e.to_string())))?;
+    let mut offered = false;
+    let vehicle = crate::dispatch::VehicleType::parse(&f.vehicle_type).map_err(ApiError::from)?;
+    if let Some(vehicle) = core.vehicles.lookup(&vehicle) {
+        for (_, trip) in core.board.in_reach(point, vehicle) {
+            let free = crate::actors::trip::DriverFree {
+                driver_id: f.driver_id,
+                position: point,
+                held_by: Some(from.clone()),
+            };
+            if trip.send(free).await.unwrap_or(false) {
+                offered = true;
+                break;
+            }
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "offered": offered })))
 }

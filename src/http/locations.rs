@@ -109,7 +109,7 @@ async fn across_regions(
     {
         return drivers;
     }
-    let peers = super::cluster::other_owners(core, point, radius_m);
+    let peers = core.other_owners(point, radius_m);
     if peers.is_empty() {
         return drivers;
     }

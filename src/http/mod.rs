@@ -94,6 +94,41 @@ pub const ENDPOINTS: &[Endpoint] = &[
         cluster::handoff
     ),
     endpoint!(
+        post,
+        "/api/cluster/offers",
+        "operator",
+        "Between instances: a trip of another instance offers itself to a driver held here; delivered, busy or unreachable.",
+        cluster::offers
+    ),
+    endpoint!(
+        post,
+        "/api/cluster/withdrawals",
+        "operator",
+        "Between instances: a remote trip ended its offer to a driver held here; 204.",
+        cluster::withdrawals
+    ),
+    endpoint!(
+        post,
+        "/api/cluster/declines",
+        "operator",
+        "Between instances: a driver held elsewhere declined an offer of a trip run here; 204.",
+        cluster::declines
+    ),
+    endpoint!(
+        post,
+        "/api/cluster/accepts",
+        "operator",
+        "Between instances: a driver held elsewhere accepted an offer of a trip run here and comes here with it; {outcome, trip | reason}.",
+        cluster::accepts
+    ),
+    endpoint!(
+        post,
+        "/api/cluster/free",
+        "operator",
+        "Between instances: a driver held elsewhere became free near this instance's regions; {offered}.",
+        cluster::free
+    ),
+    endpoint!(
         get,
         "/api/cluster/drivers/{id}",
         "operator",

@@ -279,6 +279,7 @@ async fn answer(
         Ok(Answer::Assigned(trip)) => {
             Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
         }
+        Ok(Answer::AssignedThere(trip)) => Ok(HttpResponse::Ok().json(trip)),
         Ok(Answer::Declined) => Ok(HttpResponse::Ok().json(json!({
             "trip_id": trip_id,
             "status": "declined",

@@ -230,6 +230,40 @@ async fn every_route_allows_exactly_who_the_spec_says() {
             None,
             vec![(Who::Operator, 204)],
         ),
+        (
+            "POST",
+            "/api/cluster/offers".into(),
+            Some(cluster_offer(Uuid::now_v7(), Uuid::now_v7()).to_string()),
+            vec![(Who::Operator, 200)],
+        ),
+        (
+            "POST",
+            "/api/cluster/withdrawals".into(),
+            Some(json!({"driver_id": d, "trip_id": Uuid::now_v7(), "reason": "taken"}).to_string()),
+            vec![(Who::Operator, 204)],
+        ),
+        (
+            "POST",
+            "/api/cluster/declines".into(),
+            Some(json!({"driver_id": d, "trip_id": Uuid::now_v7()}).to_string()),
+            vec![(Who::Operator, 204)],
+        ),
+        (
+            "POST",
+            "/api/cluster/accepts".into(),
+            Some(cluster_accept(Uuid::now_v7(), Uuid::now_v7()).to_string()),
+            vec![(Who::Operator, 200)],
+        ),
+        (
+            "POST",
+            "/api/cluster/free".into(),
+            Some(
+                json!({"driver_id": Uuid::now_v7(), "lat": 48.85, "lng": 2.35,
+                       "vehicle_type": "economy", "from": "local"})
+                .to_string(),
+            ),
+            vec![(Who::Operator, 200)],
+        ),
     ];
     let mut failures = Vec::new();
     for (method, path, body, allowed) in &rows {
@@ -286,6 +320,11 @@ async fn every_authenticated_route_refuses_missing_and_bad_tokens() {
         ("POST", format!("/api/riders/{r}/wallet/topup")),
         ("POST", "/api/cluster/handoff".into()),
         ("GET", format!("/api/cluster/drivers/{d}")),
+        ("POST", "/api/cluster/offers".into()),
+        ("POST", "/api/cluster/withdrawals".into()),
+        ("POST", "/api/cluster/declines".into()),
+        ("POST", "/api/cluster/accepts".into()),
+        ("POST", "/api/cluster/free".into()),
     ];
     for (what, token) in bad_tokens(r, Role::Operator) {
         for (method, path) in &paths {
@@ -300,4 +339,22 @@ async fn every_authenticated_route_refuses_missing_and_bad_tokens() {
     for path in ["/health", "/ready", "/version", "/metrics"] {
         assert_eq!(app.get(path, None).await.status, 200, "{path}");
     }
+}
+
+/// A valid `POST /api/cluster/offers` body from the single instance ("local").
+pub fn cluster_offer(driver: Uuid, trip: Uuid) -> serde_json::Value {
+    json!({"driver_id": driver, "expires_ms": 1, "from": "local", "terms": terms(trip)})
+}
+
+/// A valid `POST /api/cluster/accepts` body.
+pub fn cluster_accept(driver: Uuid, trip: Uuid) -> serde_json::Value {
+    json!({"trip_id": trip, "expires_ms": 1, "terms": terms(trip),
+           "driver": {"driver_id": driver, "vehicle_type": "economy", "online": true,
+                      "lat": 48.85, "lng": 2.35, "ts_ms": 1, "received_ms": 1}})
+}
+
+fn terms(trip: Uuid) -> serde_json::Value {
+    json!({"trip_id": trip, "pickup": {"lat": 48.85, "lng": 2.35},
+           "dropoff": {"lat": 48.86, "lng": 2.36},
+           "fare_estimate": {"amount": 1000, "currency": "EUR"}, "vehicle_type": "economy"})
 }

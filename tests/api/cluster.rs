@@ -264,7 +264,7 @@ async fn three_instances_share_one_map() {
     // A nearby query reaches across a region boundary into another instance's drivers.
     let (near_pickup, x, across, y) = across_a_boundary(cluster.ports);
     let neighbour = Uuid::now_v7();
-    cluster
+    let neighbour_token = cluster
         .http(y)
         .driver_at(neighbour, across.0, across.1)
         .await;
@@ -390,6 +390,113 @@ async fn three_instances_share_one_map() {
         .await;
     assert_eq!((status, handled.as_str()), (200, IDS[y]), "{seen}");
 
+    // An offer crosses the boundary: a trip run by x offers y's drivers, and the one accepting
+    // on its own instance wins, then moves to the trip's instance.
+    let z = 3 - x - y;
+    let mut socket = driver_socket(&ws(y), &mover_token).await;
+    let session = socket.recv_type("session").await;
+    assert_eq!(session["status"], "online", "{session}");
+    let trip_body = |p: (f64, f64)| {
+        json!({"origin": {"lat": p.0, "lng": p.1},
+               "destination": {"lat": p.0 - 0.02, "lng": p.1}})
+    };
+    let (status, body, handled) = cluster
+        .http(z)
+        .call_handled("POST", "/api/trips", &rider, Some(trip_body(near_pickup)))
+        .await;
+    assert_eq!((status, handled.as_str()), (201, IDS[x]), "{body}");
+    let crossing = body["trip_id"].as_str().unwrap().to_owned();
+    let offer = socket.recv_type("offer").await;
+    assert_eq!(offer["trip_id"], crossing.as_str(), "{offer}");
+    socket
+        .send(json!({"type": "accept", "trip_id": crossing}))
+        .await;
+    let assigned = socket.recv_type("trip_assigned").await;
+    assert_eq!(assigned["trip"]["trip_id"], crossing.as_str(), "{assigned}");
+    let moved = socket.recv_type("moved").await;
+    assert_eq!(
+        moved["instance"], IDS[x],
+        "a driver on a trip lives with the trip"
+    );
+    assert_eq!(socket.expect_close().await, Some(4002));
+    let mut socket = driver_socket(moved["url"].as_str().unwrap(), &mover_token).await;
+    let session = socket.recv_type("session").await;
+    assert_eq!(session["trip"]["trip_id"], crossing.as_str(), "{session}");
+    let seen = cluster.http(y).trip(&rider, &crossing).await;
+    assert_eq!(seen["status"], "ACCEPTED", "{seen}");
+    assert_eq!(seen["driver_id"], mover.to_string().as_str(), "{seen}");
+    socket.close().await;
+
+    // Contention across the boundary: four trips on x's side reach for y's two REST drivers,
+    // which accept whatever they are offered, through any instance: each driver wins one trip
+    // and no trip gets two drivers.
+    let mut contested = Vec::new();
+    for i in 0..4_u32 {
+        let p = (near_pickup.0 - 0.001 * f64::from(i), near_pickup.1);
+        let (status, body) = cluster
+            .http(i as usize % 3)
+            .call("POST", "/api/trips", &rider, Some(trip_body(p)))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        contested.push(body["trip_id"].as_str().unwrap().to_owned());
+    }
+    let drivers = [
+        (walker, walker_token.clone()),
+        (neighbour, neighbour_token.clone()),
+    ];
+    let mut won: Vec<(Uuid, String)> = Vec::new();
+    for round in 0..200_usize {
+        for (driver, token) in &drivers {
+            if won.iter().any(|(d, _)| d == driver) {
+                continue;
+            }
+            let (_, me) = cluster
+                .http(round % 3)
+                .call("GET", &format!("/api/drivers/{driver}"), token, None)
+                .await;
+            if let Some(trip) = me["current_trip"].as_str() {
+                won.push((*driver, trip.to_owned()));
+                continue;
+            }
+            if let Some(trip) = me["offer"]["trip_id"].as_str() {
+                let _ = cluster
+                    .http((round + 1) % 3)
+                    .call("PUT", &format!("/api/trips/{trip}/accept"), token, None)
+                    .await;
+            }
+        }
+        if won.len() == drivers.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(won.len(), 2, "each driver won a trip: {won:?}");
+    assert_ne!(won[0].1, won[1].1, "two drivers, two trips");
+    let mut assigned = 0;
+    for trip in &contested {
+        let t = cluster.http(z).trip(&rider, trip).await;
+        match t["status"].as_str() {
+            Some("ACCEPTED") => {
+                assigned += 1;
+                let driver = t["driver_id"].as_str().unwrap();
+                assert!(
+                    won.iter()
+                        .any(|(d, w)| d.to_string() == driver && w == trip),
+                    "{t}"
+                );
+            }
+            Some("MATCHING") => {
+                let (status, body) = cluster
+                    .http(x)
+                    .call("DELETE", &format!("/api/trips/{trip}"), &rider, None)
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+            other => panic!("unexpected status {other:?}: {t}"),
+        }
+    }
+    assert_eq!(assigned, 2);
+
     // A trip waiting for a driver, then its owner is killed: the other instances go on serving
     // their own regions and say the trip's owner is unavailable; the owner comes back with it.
     let empty = owned_by
@@ -507,5 +614,72 @@ async fn a_handoff_takes_a_driver_on_and_refuses_bad_input() {
         .get("/api/cluster/drivers/not-a-uuid", Some(&operator))
         .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn calls_between_instances_refuse_bad_input() {
+    use crate::authz::{cluster_accept, cluster_offer};
+    let app = spawn_app().await;
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    let (driver, trip) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut stranger = cluster_offer(driver, trip);
+    stranger["from"] = json!("nobody");
+    let mut mismatch = cluster_accept(driver, trip);
+    mismatch["terms"]["trip_id"] = json!(Uuid::now_v7());
+    let mut far = cluster_accept(driver, trip);
+    far["driver"]["lat"] = json!(91.0);
+    let bad: Vec<(&str, String)> = vec![
+        ("/api/cluster/offers", "{".into()),
+        ("/api/cluster/offers", json!({"driver_id": driver}).to_string()),
+        ("/api/cluster/offers", stranger.to_string()),
+        ("/api/cluster/withdrawals", json!({"driver_id": driver, "trip_id": trip}).to_string()),
+        (
+            "/api/cluster/withdrawals",
+            json!({"driver_id": driver, "trip_id": trip, "reason": "bored"}).to_string(),
+        ),
+        ("/api/cluster/declines", json!({"trip_id": "x", "driver_id": driver}).to_string()),
+        ("/api/cluster/accepts", "[]".into()),
+        ("/api/cluster/accepts", mismatch.to_string()),
+        ("/api/cluster/accepts", far.to_string()),
+        ("/api/cluster/free", json!({"driver_id": driver}).to_string()),
+        (
+            "/api/cluster/free",
+            json!({"driver_id": driver, "lat": 1.0, "lng": 1.0, "vehicle_type": "", "from": "local"})
+                .to_string(),
+        ),
+        (
+            "/api/cluster/free",
+            json!({"driver_id": driver, "lat": 1.0, "lng": 1.0, "vehicle_type": "economy", "from": "x"})
+                .to_string(),
+        ),
+    ];
+    for (path, body) in bad {
+        let r = app.post(path, Some(&operator), &body).await;
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
+        assert!(r.body["error"]["code"].is_string(), "{path}");
+    }
+    // Well-formed calls about drivers and trips this instance does not have change nothing.
+    let r = app
+        .post(
+            "/api/cluster/offers",
+            Some(&operator),
+            &cluster_offer(driver, trip).to_string(),
+        )
+        .await;
+    assert_eq!((r.status, r.body.clone()), (200, json!("unreachable")));
+    let r = app
+        .post(
+            "/api/cluster/accepts",
+            Some(&operator),
+            &cluster_accept(driver, trip).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, json!({"outcome": "lost", "reason": "expired"}));
+    let held = app
+        .get(&format!("/api/cluster/drivers/{driver}"), Some(&operator))
+        .await;
+    assert_eq!(held.status, 404, "a lost accept leaves no driver behind");
     app.handle.stop().await;
 }

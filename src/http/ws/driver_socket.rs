@@ -255,6 +255,10 @@ async fn answer(
         .await
     {
         Ok(Ok(Answer::Assigned(trip))) => with_ref(protocol::trip_assigned(&trip), reference),
+        Ok(Ok(Answer::AssignedThere(trip))) => with_ref(
+            serde_json::json!({"type": "trip_assigned", "trip": trip}),
+            reference,
+        ),
         Ok(Ok(Answer::Declined)) => with_ref(
             protocol::offer_cancelled(trip_id, protocol::OfferEnd::Declined),
             reference,
