@@ -1,4 +1,5 @@
-//! Several engine processes sharing one PostgreSQL database as one map (SPEC §11): every
+//! Several engine processes sharing one PostgreSQL database, Redis and RabbitMQ (each when the
+//! machine has it) as one map (SPEC §11): every
 //! instance names the same owner for a point; a trip requested on any instance runs on the owner
 //! of its pickup and is reachable through every instance; killing an instance leaves the others'
 //! regions serving, and its trips are back when it returns under the same id.
@@ -12,7 +13,9 @@ use uuid::Uuid;
 
 use crate::durability::Http;
 use crate::helpers::{Socket, spawn_app};
-use crate::services::{EngineProcess, drop_database, free_port, postgres_database};
+use crate::services::{
+    EngineProcess, amqp_url, drop_database, free_port, postgres_database, redis_url,
+};
 
 async fn driver_socket(url: &str, token: &str) -> Socket {
     let (_, framed) = awc::Client::new()
@@ -29,6 +32,8 @@ const IDS: [&str; 3] = ["hx-a", "hx-b", "hx-c"];
 struct Cluster {
     dir: std::path::PathBuf,
     database: String,
+    /// Shared Redis (a key prefix of the test's own) and RabbitMQ (an exchange of its own).
+    shared: Vec<(&'static str, String)>,
     ports: [u16; 3],
     engines: Vec<Option<EngineProcess>>,
 }
@@ -41,19 +46,35 @@ impl Cluster {
             .map(|(id, port)| format!("{id}=http://127.0.0.1:{port}"))
             .collect::<Vec<_>>()
             .join(",");
-        vec![
+        let mut env = vec![
             ("HEXDISPATCH__DATABASE__URL", self.database.clone()),
             ("HEXDISPATCH__CLUSTER__INSTANCE", IDS[i].to_owned()),
             ("HEXDISPATCH__CLUSTER__PEERS", peers),
-        ]
+        ];
+        env.extend(self.shared.iter().cloned());
+        env
     }
 
     async fn start(database: String) -> Self {
         let dir = std::env::temp_dir().join(format!("hexdispatch-cluster-{}", Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
+        let tag = Uuid::now_v7().simple().to_string();
+        let mut shared = Vec::new();
+        if let Some(url) = redis_url().await {
+            shared.push(("HEXDISPATCH__REDIS__URL", url));
+            shared.push((
+                "HEXDISPATCH__REDIS__KEY_PREFIX",
+                format!("hx-cluster-{tag}:"),
+            ));
+        }
+        if let Some(url) = amqp_url().await {
+            shared.push(("HEXDISPATCH__AMQP__URL", url));
+            shared.push(("HEXDISPATCH__AMQP__EXCHANGE", format!("hx-cluster-{tag}")));
+        }
         let mut cluster = Self {
             dir,
             database,
+            shared,
             ports: [free_port(), free_port(), free_port()],
             engines: Vec::new(),
         };
@@ -63,6 +84,44 @@ impl Cluster {
             cluster.engines.push(Some(engine));
         }
         cluster
+    }
+
+    /// Deletes the queues and exchanges the engines declared for this test.
+    async fn clean_broker(&self) {
+        let env: std::collections::HashMap<_, _> = self.shared.iter().cloned().collect();
+        let (Some(url), Some(exchange)) = (
+            env.get("HEXDISPATCH__AMQP__URL"),
+            env.get("HEXDISPATCH__AMQP__EXCHANGE"),
+        ) else {
+            return;
+        };
+        let Ok(connection) =
+            lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await
+        else {
+            return;
+        };
+        let Ok(channel) = connection.create_channel().await else {
+            return;
+        };
+        for queue in [
+            format!("{exchange}.payments"),
+            format!("{exchange}.payments.dead"),
+        ] {
+            let _ = channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        for name in [exchange.clone(), format!("{exchange}.dlx")] {
+            let _ = channel
+                .exchange_delete(
+                    name.as_str().into(),
+                    lapin::options::ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
     }
 
     fn http(&self, i: usize) -> Http {
@@ -555,6 +614,7 @@ async fn three_instances_share_one_map() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop_database(&database).await;
+    cluster.clean_broker().await;
     let _ = std::fs::remove_dir_all(&cluster.dir);
 }
 
