@@ -4,7 +4,9 @@
 # into several), drivers put online on the instance owning their region, then `loadgen search`
 # against the first instance (requests about another instance's region are forwarded; circles
 # crossing a boundary ask the neighbour) — once at a fixed rate from 8 clients (latency) and once
-# flat out from 50 (throughput).
+# flat out from 50 (throughput); then `loadgen mixed` (driver sockets opened on the owner of each
+# driver's region and following `moved`, trips run to completion with the PIN, searches) against
+# the first instance.
 #
 #   benches/cluster/run.sh [target/release/hexdispatch] > results.md
 #
@@ -15,6 +17,10 @@ PG=${PG:-postgres://postgres@127.0.0.1:5432}
 ONLINE=${ONLINE:-20000}
 FIXED_RATE=${FIXED_RATE:-2000}
 SECONDS_EACH=${SECONDS_EACH:-15}
+MIXED_DRIVERS=${MIXED_DRIVERS:-3000}
+TRIP_RATE=${TRIP_RATE:-10}
+MIXED_RATE=${MIXED_RATE:-500}
+mixed=()
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
@@ -24,6 +30,21 @@ r = json.load(open(sys.argv[1]))
 p = r["parts"]["search"]
 print(f"{p['rps']:.0f} | {p['latency']['p50_ms']:.2f} | {p['latency']['p99_ms']:.2f} | "
       f"{sum(p['errors'].values())}")
+PY
+}
+
+mixed_summary() { python3 - "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+p = r["parts"]
+s, l, t = p["search"], p["locations"], p["trips"]
+kinds = {}
+for x in p.values():
+    for k, v in x["errors"].items():
+        kinds[k] = kinds.get(k, 0) + v
+errors = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())) or "0"
+print(f"{s['rps']:.0f} searches/s, p99 {s['latency']['p99_ms']:.1f} ms | "
+      f"{l['rps']:.0f} frames/s | {t['completed']} trips, p99 {t['latency']['p99_ms']:.0f} ms | {errors}")
 PY
 }
 
@@ -55,6 +76,12 @@ for n in 1 2 3; do
     done
   done
   url="http://127.0.0.1:${ports[0]}"
+  # Mixed first, before the search runs put their REST drivers online (idle REST drivers would
+  # be offered trips they never answer).
+  "$BIN" loadgen mixed --url "$url" --drivers "$MIXED_DRIVERS" --interval-ms 4000 \
+    --trip-rate "$TRIP_RATE" --rate "$MIXED_RATE" --concurrency 8 --probe-rate 0 \
+    --duration-s "$SECONDS_EACH" --out "$WORK/mixed-$n.json" >/dev/null || true
+  mixed+=("| $n | $(mixed_summary "$WORK/mixed-$n.json") |")
   "$BIN" loadgen search --url "$url" --online "$ONLINE" --rate "$FIXED_RATE" --concurrency 8 \
     --duration-s "$SECONDS_EACH" --out "$WORK/fixed-$n.json" >/dev/null
   echo "| $n | $FIXED_RATE/s from 8 clients | $(summary "$WORK/fixed-$n.json") |"
@@ -65,3 +92,7 @@ for n in 1 2 3; do
   wait "${pids[@]}" 2>/dev/null || true
   psql "$PG/postgres" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
 done
+echo
+echo "| instances | mixed: searches | driver frames | trips to completion | errors |"
+echo "| ---: | --- | ---: | --- | ---: |"
+printf '%s\n' "${mixed[@]}"

@@ -885,12 +885,17 @@ async fn locations(
         let (tally, ready) = (Arc::clone(tally), Arc::clone(ready));
         let url = format!("{ws_url}/ws/driver");
         handles.push(actix_rt::spawn(async move {
-            let connected = options
-                .client(n)
-                .ws(url)
-                .bearer_auth(&token)
-                .connect()
-                .await;
+            let mut seed = seed_for(1 << 32 | n as u64);
+            let mut at = somewhere(options.city, &mut seed);
+            let client = options.client(n);
+            // The socket opens on the instance owning the driver's region (one instance: itself).
+            let url = match owner_url(&client, &options.url, at.0, at.1).await {
+                owner if owner != options.url => {
+                    format!("{}/ws/driver", owner.replacen("http://", "ws://", 1))
+                }
+                _ => url,
+            };
+            let connected = client.ws(url).bearer_auth(&token).connect().await;
             ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut framed = match connected {
                 Ok((_, framed)) => framed,
@@ -902,8 +907,6 @@ async fn locations(
                     return;
                 }
             };
-            let mut seed = seed_for(1 << 32 | n as u64);
-            let mut at = somewhere(options.city, &mut seed);
             let step_m = CITY_SPEED_MPS * options.interval.as_secs_f64();
             let status = r#"{"type":"status","status":"online"}"#;
             let _ = framed.send(awc::ws::Message::Text(status.into())).await;
@@ -924,6 +927,23 @@ async fn locations(
                         match incoming {
                             Some(Ok(awc::ws::Frame::Ping(p))) => {
                                 let _ = framed.send(awc::ws::Message::Pong(p)).await;
+                            }
+                            Some(Ok(awc::ws::Frame::Text(bytes))) => {
+                                // Several instances: the driver drove into another's region and
+                                // goes on there, as an app would.
+                                let moved = serde_json::from_slice::<serde_json::Value>(&bytes)
+                                    .ok()
+                                    .filter(|v| v["type"] == "moved")
+                                    .and_then(|v| v["url"].as_str().map(str::to_owned));
+                                if let Some(url) = moved {
+                                    match client.ws(url).bearer_auth(&token).connect().await {
+                                        Ok((_, fresh)) => framed = fresh,
+                                        Err(_) => {
+                                            note(&tally, started, Instant::now(), Err("reconnect".to_owned()));
+                                            return;
+                                        }
+                                    }
+                                }
                             }
                             Some(Ok(_)) => {}
                             _ => {
@@ -1125,6 +1145,14 @@ async fn trips(
         );
         drivers.push(actix_rt::spawn(async move {
             let client = options.client(n);
+            // The socket opens on the instance owning the driver's region (one instance: itself).
+            let first = somewhere(options.city, &mut seed_for(2 << 32 | n as u64));
+            let url = match owner_url(&client, &options.url, first.0, first.1).await {
+                owner if owner != options.url => {
+                    format!("{}/ws/driver", owner.replacen("http://", "ws://", 1))
+                }
+                _ => url,
+            };
             let connected = client.ws(url).bearer_auth(&token).connect().await;
             ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Ok((_, ws)) = connected else {
