@@ -27,9 +27,8 @@ else
   echo "deploy: hadolint not installed; skipped"
 fi
 if command -v docker-compose >/dev/null; then
-  echo "deploy: docker-compose config (with and without the cluster profile)"
+  echo "deploy: docker-compose config"
   docker-compose -f deploy/compose.yaml config -q || status=1
-  docker-compose -f deploy/compose.yaml --profile cluster config -q || status=1
 else
   echo "deploy: docker-compose not installed; skipped"
 fi
