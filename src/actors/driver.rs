@@ -49,6 +49,9 @@ const RECENT_OFFERS: usize = 8;
 /// (which it announces) always comes first.
 const OFFER_GRACE_MS: i64 = 2_000;
 
+/// Tries of a remote accept whose answer does not come back.
+const REMOTE_ACCEPT_ATTEMPTS: usize = 4;
+
 /// WebSocket close code telling an older session that a newer one took over.
 pub const CLOSE_REPLACED: u16 = 4000;
 
@@ -350,7 +353,7 @@ impl DriverActor {
             && self
                 .offer
                 .as_ref()
-                .is_none_or(|o| !o.accepting && now > o.expires_ms + OFFER_GRACE_MS)
+                .is_none_or(|o| !o.accepting && now > o.expires_ms.saturating_add(OFFER_GRACE_MS))
     }
 
     /// The driver just became reachable (a session, a REST call): it is listed again.
@@ -1021,8 +1024,32 @@ impl Handler<Offer> for DriverActor {
         self.send_frame(protocol::offer(
             &msg.terms,
             distance_m,
-            msg.expires_ms - now,
+            msg.expires_ms.saturating_sub(now),
         ));
+        if matches!(msg.trip, TripLink::Remote(_)) {
+            // A withdrawal from another instance may never come (or overtake the offer): the
+            // offer ends here at its deadline whatever happens there.
+            let (trip_id, wait) = (
+                msg.terms.trip_id,
+                Duration::from_millis(
+                    u64::try_from(msg.expires_ms.saturating_sub(now) + OFFER_GRACE_MS).unwrap_or(0),
+                ),
+            );
+            ctx.run_later(wait, move |actor, ctx| {
+                if actor
+                    .offer
+                    .take_if(|o| o.trip_id == trip_id && !o.accepting)
+                    .is_some()
+                {
+                    actor.remember(trip_id, OfferEnd::Expired);
+                    actor.send_frame(
+                        protocol::offer_cancelled(trip_id, OfferEnd::Expired).to_string(),
+                    );
+                    actor.sync_availability();
+                    actor.review(ctx);
+                }
+            });
+        }
         self.offer = Some(HeldOffer {
             trip_id: msg.terms.trip_id,
             terms: msg.terms,
@@ -1041,7 +1068,9 @@ impl Handler<AdoptOffer> for DriverActor {
     type Result = ();
 
     fn handle(&mut self, msg: AdoptOffer, _: &mut Self::Context) {
-        if self.trip.is_none() {
+        // Only a free actor takes it: one holding another offer or a trip keeps that (the
+        // accept that follows is then refused, or answered as a repeat for this very trip).
+        if self.trip.is_none() && self.offer.is_none() {
             self.position = Some(msg.position);
             self.offer = Some(HeldOffer {
                 trip_id: msg.terms.trip_id,
@@ -1105,11 +1134,16 @@ impl DriverActor {
         peer: crate::geo::Peer,
         terms: Arc<OfferTerms>,
         expires_ms: i64,
-        _: &mut Context<Self>,
+        ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, Result<Answer, AnswerError>> {
         let trip_id = terms.trip_id;
         let (Some(token), Some(position)) = (self.core.peer_token(), self.position) else {
+            // Nothing to send the accept with: decline, so the trip moves on at once.
             self.offer = None;
+            self.decline_to(&TripLink::Remote(peer), trip_id);
+            self.remember(trip_id, OfferEnd::Declined);
+            self.sync_availability();
+            self.review(ctx);
             return Box::pin(fut::ready(Err(AnswerError::Gone(OfferEnd::Expired))));
         };
         let body = super::peers::RemoteAccept {
@@ -1131,13 +1165,26 @@ impl DriverActor {
         let call = {
             let peer = peer.clone();
             async move {
-                super::peers::call::<_, super::peers::RemoteAcceptAnswer>(
-                    &peer,
-                    "/api/cluster/accepts",
-                    &token,
-                    &body,
-                )
-                .await
+                // An answer that did not come back leaves the outcome unknown: the trip may have
+                // taken the driver. Ask again (a repeated accept is answered as the first); the
+                // driver takes nothing else meanwhile.
+                let mut delay = Duration::from_millis(250);
+                let mut last = Err(String::new());
+                for _ in 0..REMOTE_ACCEPT_ATTEMPTS {
+                    last = super::peers::call::<_, super::peers::RemoteAcceptAnswer>(
+                        &peer,
+                        "/api/cluster/accepts",
+                        &token,
+                        &body,
+                    )
+                    .await;
+                    if matches!(last, Ok(Some(_))) {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                last
             }
         };
         Box::pin(call.into_actor(self).map(move |answer, actor, ctx| {
@@ -1152,11 +1199,15 @@ impl DriverActor {
                     Err(AnswerError::Gone(reason))
                 }
                 Ok(None) | Err(_) => {
+                    // The trip's instance did not answer any attempt: it is down, and so are
+                    // its trips until it returns (and resumes them without this driver).
+                    tracing::warn!(driver_id = %actor.driver_id, %trip_id, peer = %peer.id, "a remote accept got no answer");
                     actor.remember(trip_id, OfferEnd::Expired);
                     Err(AnswerError::Gone(OfferEnd::Expired))
                 }
             };
             actor.sync_availability();
+            actor.review(ctx);
             result
         }))
     }

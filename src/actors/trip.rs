@@ -660,10 +660,15 @@ impl TripActor {
                     }
                     actor.fill(ctx);
                 }
-                Err(_) => {
+                Err(()) => {
                     if actor.search.is_open(driver_id) {
                         actor.search.refused(driver_id);
                         counter!(OFFERS, "outcome" => "busy").increment(1);
+                    }
+                    if actor.remote.contains_key(&driver_id) {
+                        // The peer may have delivered it before its answer was lost: end it
+                        // there.
+                        actor.send_withdraw(driver_id, OfferEnd::Expired);
                     }
                     actor.fill(ctx);
                 }

@@ -382,6 +382,13 @@ pub async fn handoff(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// An offer deadline from a peer, kept within one offer timeout from now (clocks differ, and a
+/// peer's number must not make an offer live forever or overflow).
+fn clamp_expiry(core: &AppState, expires_ms: i64) -> i64 {
+    let now = crate::clock::now_ms();
+    expires_ms.clamp(now, now.saturating_add(core.policy.offer_timeout_ms))
+}
+
 fn peer_of(core: &AppState, id: &str) -> Result<Peer, ApiError> {
     core.regions
         .peers()
@@ -406,13 +413,14 @@ pub async fn offers(
     caller.require(&[crate::dispatch::Role::Operator])?;
     let offer: RemoteOffer = super::input::parse_json(&body)?;
     let from = peer_of(&core, &offer.from)?;
+    let expires_ms = clamp_expiry(&core, offer.expires_ms);
     let reply = match core.drivers.get(offer.driver_id) {
         None => RemoteOfferReply::Unreachable,
         Some(driver) => match driver
             .send(crate::actors::driver::Offer {
                 terms: std::sync::Arc::new(offer.terms),
                 trip: crate::actors::driver::TripLink::Remote(from),
-                expires_ms: offer.expires_ms,
+                expires_ms,
             })
             .await
         {
@@ -468,12 +476,8 @@ pub async fn accepts(
     core: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    use crate::actors::driver::{AdoptOffer, Answer, AnswerError, Forget, Respond, SetStatus};
-    use crate::actors::peers::{RemoteAccept, RemoteAcceptAnswer};
-    use crate::actors::protocol::OfferEnd;
     caller.require(&[crate::dispatch::Role::Operator])?;
-    let a: RemoteAccept = super::input::parse_json(&body)?;
-    let lost = |reason| HttpResponse::Ok().json(RemoteAcceptAnswer::Lost { reason });
+    let a: crate::actors::peers::RemoteAccept = super::input::parse_json(&body)?;
     let point = LatLng::new(a.driver.lat, a.driver.lng)
         .map_err(|e| ApiError::from(super::input::FieldError::out_of_range(e.to_string())))?;
     if a.terms.trip_id != a.trip_id {
@@ -481,9 +485,35 @@ pub async fn accepts(
             super::input::FieldError::out_of_range("terms.trip_id differs from trip_id").into(),
         );
     }
-    let Some(trip) = core.trip_actors.get(a.trip_id) else {
-        return Ok(lost(OfferEnd::Expired));
+    crate::dispatch::VehicleType::parse(&a.driver.vehicle_type).map_err(ApiError::from)?;
+    // Decided in a task of its own: once the trip may take the driver, the decision runs to its
+    // end (and its bookkeeping with it) even if the caller hangs up; the caller asks again and
+    // gets the same answer.
+    let core = core.into_inner();
+    let decided = actix_rt::spawn(async move { accept_here(&core, a, point).await });
+    let answer = decided.await.map_err(|_| {
+        ApiError::unavailable("driver_unavailable", "the accept could not be decided")
+    })??;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn accept_here(
+    core: &AppState,
+    a: crate::actors::peers::RemoteAccept,
+    point: LatLng,
+) -> Result<crate::actors::peers::RemoteAcceptAnswer, ApiError> {
+    use crate::actors::driver::{AdoptOffer, Answer, AnswerError, Forget, Respond, SetStatus};
+    use crate::actors::peers::RemoteAcceptAnswer;
+    use crate::actors::protocol::{OfferEnd, TripView, Viewer};
+    let won = |trip: &crate::dispatch::Trip| RemoteAcceptAnswer::Won {
+        trip: serde_json::to_value(TripView::of(trip, Viewer::Driver)).unwrap_or_default(),
     };
+    let Some(trip) = core.trip_actors.get(a.trip_id) else {
+        return Ok(RemoteAcceptAnswer::Lost {
+            reason: OfferEnd::Expired,
+        });
+    };
+    let fresh = core.drivers.get(a.driver.driver_id).is_none();
     let driver = core
         .driver(a.driver.driver_id, Some(&a.driver.vehicle_type))
         .map_err(ApiError::from)?;
@@ -492,7 +522,7 @@ pub async fn accepts(
         .send(AdoptOffer {
             terms: std::sync::Arc::new(a.terms),
             trip,
-            expires_ms: a.expires_ms,
+            expires_ms: clamp_expiry(core, a.expires_ms),
             position: crate::dispatch::Position {
                 point,
                 heading: a.driver.heading,
@@ -512,26 +542,31 @@ pub async fn accepts(
         .await
         .map_err(unavailable)?;
     match answer {
-        Ok(Answer::Assigned(won)) => {
+        Ok(Answer::Assigned(trip)) => {
             if a.driver.online {
                 let _ = driver
                     .send(SetStatus(crate::dispatch::DriverStatus::Online))
                     .await;
             }
-            let view = crate::actors::protocol::TripView::of(
-                &won,
-                crate::actors::protocol::Viewer::Driver,
-            );
-            Ok(HttpResponse::Ok().json(RemoteAcceptAnswer::Won {
-                trip: serde_json::to_value(view).unwrap_or_default(),
-            }))
+            Ok(won(&trip))
         }
+        // A repeat of an accept that won (its answer was lost on the way back).
+        Err(AnswerError::Assigned) => match core.trips.get(a.trip_id) {
+            Some(trip) if trip.driver_id == Some(a.driver.driver_id) => Ok(won(&trip)),
+            _ => Ok(RemoteAcceptAnswer::Lost {
+                reason: OfferEnd::Taken,
+            }),
+        },
         other => {
-            driver.do_send(Forget);
-            Ok(lost(match other {
-                Err(AnswerError::Gone(reason)) => reason,
-                _ => OfferEnd::Expired,
-            }))
+            if fresh {
+                driver.do_send(Forget);
+            }
+            Ok(RemoteAcceptAnswer::Lost {
+                reason: match other {
+                    Err(AnswerError::Gone(reason)) => reason,
+                    _ => OfferEnd::Expired,
+                },
+            })
         }
     }
 }

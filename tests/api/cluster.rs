@@ -484,6 +484,24 @@ async fn three_instances_share_one_map() {
     let seen = cluster.http(y).trip(&rider, &crossing).await;
     assert_eq!(seen["status"], "ACCEPTED", "{seen}");
     assert_eq!(seen["driver_id"], mover.to_string().as_str(), "{seen}");
+    // The accept again, as after an answer lost on its way back: the same answer, no change.
+    let operator = cluster.http(x).token(Role::Operator, Uuid::now_v7());
+    let now = hexdispatch::clock::now_ms();
+    let repeat = json!({
+        "trip_id": crossing,
+        "expires_ms": now + 10_000,
+        "terms": {"trip_id": crossing, "pickup": seen["origin"], "dropoff": seen["destination"],
+                  "fare_estimate": seen["fare_estimate"], "vehicle_type": seen["vehicle_type"]},
+        "driver": {"driver_id": mover, "vehicle_type": "economy", "online": true,
+                   "lat": across.0, "lng": across.1, "ts_ms": now, "received_ms": now},
+    });
+    let (status, answer) = cluster
+        .http(x)
+        .call("POST", "/api/cluster/accepts", &operator, Some(repeat))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outcome"], "won", "{answer}");
+    assert_eq!(answer["trip"]["trip_id"], crossing.as_str());
     socket.close().await;
 
     // Contention across the boundary: four trips on x's side reach for y's two REST drivers,
@@ -741,5 +759,42 @@ async fn calls_between_instances_refuse_bad_input() {
         .get(&format!("/api/cluster/drivers/{driver}"), Some(&operator))
         .await;
     assert_eq!(held.status, 404, "a lost accept leaves no driver behind");
+    app.handle.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_offer_from_another_instance_ends_at_its_deadline_on_its_own() {
+    let app = crate::helpers::spawn_app_with(|s| s.matching.offer_timeout_s = 0.3).await;
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    let (driver, mut socket) = app.online_driver((48.85, 2.35)).await;
+    let trip = Uuid::now_v7();
+    // From "local" (this instance's own id), so that nothing else answers for the trip.
+    let offer = crate::authz::cluster_offer(driver, trip);
+    let mut offer = offer;
+    offer["expires_ms"] = json!(i64::MAX);
+    let r = app
+        .post("/api/cluster/offers", Some(&operator), &offer.to_string())
+        .await;
+    assert_eq!((r.status, r.body.clone()), (200, json!("delivered")));
+    let shown = socket.recv_type("offer").await;
+    assert!(
+        shown["expires_in_ms"].as_i64().unwrap() <= 300,
+        "a peer's deadline is kept within one offer timeout: {shown}"
+    );
+    let ended = socket
+        .gets_within("offer_cancelled", Duration::from_secs(5))
+        .await
+        .expect("the offer ends without a withdrawal");
+    assert_eq!(ended["reason"], "expired");
+    assert_eq!(ended["trip_id"], trip.to_string().as_str());
+    // Free again: the next offer reaches the driver.
+    let again = app
+        .post(
+            "/api/cluster/offers",
+            Some(&operator),
+            &crate::authz::cluster_offer(driver, Uuid::now_v7()).to_string(),
+        )
+        .await;
+    assert_eq!(again.body, json!("delivered"));
     app.handle.stop().await;
 }
