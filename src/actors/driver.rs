@@ -801,17 +801,7 @@ impl DriverActor {
             return;
         };
         let owner = owner.clone();
-        let handoff = super::peers::Handoff {
-            driver_id: self.driver_id,
-            vehicle_type: self.vehicle_type.to_string(),
-            online: self.status == DriverStatus::Online,
-            lat: position.point.lat(),
-            lng: position.point.lng(),
-            heading: position.heading,
-            speed_mps: position.speed_mps,
-            ts_ms: position.ts_ms,
-            received_ms: position.received_ms,
-        };
+        let handoff = self.handoff(position);
         self.moving = true;
         self.sync_availability();
         let call = async move {
@@ -829,6 +819,21 @@ impl DriverActor {
                 }
             }
         }));
+    }
+
+    /// What another instance needs to take this driver on at `position`.
+    fn handoff(&self, position: Position) -> super::peers::Handoff {
+        super::peers::Handoff {
+            driver_id: self.driver_id,
+            vehicle_type: self.vehicle_type.to_string(),
+            online: self.status == DriverStatus::Online,
+            lat: position.point.lat(),
+            lng: position.point.lng(),
+            heading: position.heading,
+            speed_mps: position.speed_mps,
+            ts_ms: position.ts_ms,
+            received_ms: position.received_ms,
+        }
     }
 
     /// The owner took the driver on: it leaves this instance's index, and its socket is told
@@ -1150,17 +1155,7 @@ impl DriverActor {
             trip_id,
             terms: (*terms).clone(),
             expires_ms,
-            driver: super::peers::Handoff {
-                driver_id: self.driver_id,
-                vehicle_type: self.vehicle_type.to_string(),
-                online: self.status == DriverStatus::Online,
-                lat: position.point.lat(),
-                lng: position.point.lng(),
-                heading: position.heading,
-                speed_mps: position.speed_mps,
-                ts_ms: position.ts_ms,
-                received_ms: position.received_ms,
-            },
+            driver: self.handoff(position),
         };
         let call = {
             let peer = peer.clone();
