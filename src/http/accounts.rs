@@ -258,6 +258,32 @@ struct RefreshBody {
     refresh_token: Option<String>,
 }
 
+/// `POST /api/auth/logout` `{refresh_token}` → 204: every refresh token of that login (its
+/// family) is revoked, used or not, so none can be rotated again. Access tokens already issued
+/// stay valid until they expire (`auth.token_ttl_s`): they are checked by signature alone. An
+/// unknown token is 401 `invalid_token`; logging out twice is 204 twice.
+pub async fn logout(
+    req: HttpRequest,
+    core: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    limit(&core, &req)?;
+    let body: RefreshBody = json_body(&req, payload).await?;
+    let token = text(body.refresh_token, "refresh_token", 1, 256)?;
+    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
+    if store
+        .revoke_refresh_family(&token_hash(&token), now_ms())
+        .await?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::unauthorized(
+            "invalid_token",
+            "the refresh token is unknown; nothing to log out",
+        ))
+    }
+}
+
 /// `POST /api/auth/refresh` `{refresh_token}` → a new pair; the presented token is used up. A
 /// token presented a second time revokes its whole family (401 `refresh_token_reused`).
 pub async fn refresh(

@@ -171,6 +171,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         accounts::refresh
     ),
     endpoint!(
+        post,
+        "/api/auth/logout",
+        "anyone holding a refresh token",
+        "Revoke the refresh token's whole family (logout); 204.",
+        accounts::logout
+    ),
+    endpoint!(
         put,
         "/api/drivers/{id}/status",
         "that driver",

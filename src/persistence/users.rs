@@ -204,6 +204,35 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes the whole family of a refresh token (logout): every token of that login is dead
+    /// from now on. False if the token is unknown.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub async fn revoke_refresh_family(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let Some(row) = sqlx::query("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let family_id: String = row.try_get("family_id")?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET revoked_ms = $1 WHERE family_id = $2 AND revoked_ms IS NULL",
+        )
+        .bind(now)
+        .bind(&family_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(true)
+    }
+
     /// Uses a refresh token up. A token used (or revoked) before revokes its whole family.
     ///
     /// # Errors

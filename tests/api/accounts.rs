@@ -555,3 +555,60 @@ async fn create_operator_makes_an_account_that_logs_in_as_operator() {
     drop(engine);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+async fn logout(app: &TestApp, token: &Value) -> Response {
+    app.post(
+        "/api/auth/logout",
+        None,
+        &json!({"refresh_token": token}).to_string(),
+    )
+    .await
+}
+
+#[actix_rt::test]
+async fn logout_revokes_every_refresh_token_of_the_login_and_refuses_bad_input() {
+    let app = spawn_app().await;
+    assert_eq!(register(&app, rider("lou@example.com")).await.status, 201);
+    let first = login(&app, "lou@example.com", "correct horse").await;
+    let second = refresh(&app, &first.body["refresh_token"]).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    // Another login of the same account is a family of its own and survives.
+    let elsewhere = login(&app, "lou@example.com", "correct horse").await;
+
+    let out = logout(&app, &second.body["refresh_token"]).await;
+    assert_eq!(out.status, 204, "{}", out.body);
+    let after = refresh(&app, &second.body["refresh_token"]).await;
+    assert_eq!(after.status, 401, "logged out: {}", after.body);
+    assert_eq!(
+        logout(&app, &second.body["refresh_token"]).await.status,
+        204,
+        "logging out twice is fine"
+    );
+    assert_eq!(
+        logout(&app, &first.body["refresh_token"]).await.status,
+        204,
+        "an older token of the same login logs it out too"
+    );
+    let other = refresh(&app, &elsewhere.body["refresh_token"]).await;
+    assert_eq!(other.status, 200, "the other login goes on: {}", other.body);
+
+    let unknown = logout(&app, &json!("f".repeat(64))).await;
+    assert_eq!(
+        (unknown.status, unknown.body["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    for (body, why) in [
+        ("{".to_owned(), "malformed JSON"),
+        ("{}".to_owned(), "no refresh_token"),
+        (json!({"refresh_token": ""}).to_string(), "empty"),
+        (json!({"refresh_token": 7}).to_string(), "not a string"),
+        (
+            json!({"refresh_token": "x".repeat(300)}).to_string(),
+            "too long",
+        ),
+    ] {
+        let r = app.post("/api/auth/logout", None, &body).await;
+        assert_eq!(r.status, 400, "{why}: {}", r.body);
+        assert!(r.body["error"]["code"].is_string(), "{why}");
+    }
+}
