@@ -318,6 +318,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         payment_routes::wallet
     ),
     endpoint!(
+        get,
+        "/api/riders/{id}/transactions",
+        "that rider, operator",
+        "The rider's ledger lines, newest first: {transactions: [{id, at, kind, amount, trip_id?}], next?}; ?limit=50&before=.",
+        payment_routes::transactions
+    ),
+    endpoint!(
         post,
         "/api/riders/{id}/wallet/topup",
         "operator",

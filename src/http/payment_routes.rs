@@ -44,6 +44,71 @@ pub async fn wallet(
     Ok(HttpResponse::Ok().json(json!({"rider_id": rider, "balance": balance})))
 }
 
+/// Most lines one `transactions` page holds.
+const MAX_TRANSACTIONS: usize = 500;
+
+/// `GET /api/riders/{id}/transactions?limit=50&before=` (that rider, operator): the rider's
+/// ledger lines, newest first. `kind` is `charge` (a debit for a trip), `refund` (a credit for a
+/// trip) or `topup` (a credit by reference). The engine does not yet charge cancellation fees
+/// or refund, so only charges and top-ups occur today. Each line's `id` is the cursor for
+/// `before`, and `next` the one for the next page (absent on the last).
+pub async fn transactions(
+    req: actix_web::HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    core: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let rider = parse_id(&path, "rider id")?;
+    caller.require_rider_or_operator(rider)?;
+    let q = crate::http::input::Query::parse(&req)?;
+    let limit = q.usize("limit")?.unwrap_or(50);
+    if !(1..=MAX_TRANSACTIONS).contains(&limit) {
+        return Err(crate::http::input::FieldError::out_of_range(format!(
+            "limit must be within [1, {MAX_TRANSACTIONS}]"
+        ))
+        .into());
+    }
+    let before = match q.string("before") {
+        None => None,
+        Some(raw) => Some(raw.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+            crate::http::input::FieldError::invalid("before", "a cursor from an earlier page")
+        })?),
+    };
+    let lines = persistence(&core)?
+        .store()
+        .statement(&rider_account(rider), before, limit)
+        .await?;
+    let next = (lines.len() == limit)
+        .then(|| lines.last().map(|l| l.id.to_string()))
+        .flatten();
+    let transactions: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            let credit = l.amount.amount > 0;
+            let kind = match (l.trip_id.is_some(), credit) {
+                (true, false) => "charge",
+                (true, true) => "refund",
+                (false, _) => "topup",
+            };
+            let mut line = json!({
+                "id": l.id.to_string(),
+                "at": rfc3339(l.created_ms),
+                "kind": kind,
+                "amount": l.amount,
+            });
+            if let Some(trip) = l.trip_id {
+                line["trip_id"] = json!(trip);
+            }
+            line
+        })
+        .collect();
+    let mut body = json!({"rider_id": rider, "transactions": transactions});
+    if let Some(next) = next {
+        body["next"] = json!(next);
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
 #[derive(Deserialize)]
 struct MoneyBody {
     amount: Option<i64>,

@@ -34,6 +34,21 @@ pub struct PaymentRow {
     pub created_ms: i64,
 }
 
+/// One ledger line of an account, as its owner's statement shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLine {
+    /// The line's ledger id: a cursor for the next page.
+    pub id: i64,
+    /// Credit (positive) or debit (negative) of the account.
+    pub amount: Money,
+    /// The trip it belongs to, if any.
+    pub trip_id: Option<Uuid>,
+    /// The top-up (or other) reference, if any.
+    pub reference: Option<String>,
+    /// When, epoch ms.
+    pub created_ms: i64,
+}
+
 /// One earning of a driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Earning {
@@ -254,6 +269,48 @@ impl Store {
                 created_ms: r.try_get("created_ms")?,
             })),
         }
+    }
+
+    /// The ledger lines of `account`, newest first: at most `limit`, older than the line `before`
+    /// when given.
+    ///
+    /// # Errors
+    ///
+    /// The database's error, or a stored line that cannot be read.
+    pub async fn statement(
+        &self,
+        account: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StatementLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, amount, currency, trip_id, reference, created_ms FROM ledger \
+             WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(account)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let trip: Option<String> = r.try_get("trip_id")?;
+                Ok(StatementLine {
+                    id: r.try_get("id")?,
+                    amount: Money::new(
+                        r.try_get("amount")?,
+                        currency(&r.try_get::<String, _>("currency")?)?,
+                    ),
+                    trip_id: trip
+                        .map(|t| {
+                            Uuid::parse_str(&t).map_err(|e| StoreError::Corrupt(e.to_string()))
+                        })
+                        .transpose()?,
+                    reference: r.try_get("reference")?,
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// A driver's earnings from trips within `[from_ms, to_ms]`, oldest first.

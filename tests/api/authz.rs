@@ -206,6 +206,12 @@ async fn every_route_allows_exactly_who_the_spec_says() {
             vec![(Who::Rider, 200), (Who::Operator, 200)],
         ),
         (
+            "GET",
+            format!("/api/riders/{r}/transactions"),
+            None,
+            vec![(Who::Rider, 200), (Who::Operator, 200)],
+        ),
+        (
             "POST",
             format!("/api/riders/{r}/wallet/topup"),
             Some(
@@ -317,6 +323,7 @@ async fn every_authenticated_route_refuses_missing_and_bad_tokens() {
         ("PUT", format!("/api/trips/{trip}/complete")),
         ("GET", format!("/api/riders/{r}/trips")),
         ("GET", format!("/api/riders/{r}/wallet")),
+        ("GET", format!("/api/riders/{r}/transactions")),
         ("POST", format!("/api/riders/{r}/wallet/topup")),
         ("POST", "/api/cluster/handoff".into()),
         ("GET", format!("/api/cluster/drivers/{d}")),

@@ -600,3 +600,81 @@ async fn events_caused_by_a_request_carry_its_request_id_on_the_bus() {
         ]
     );
 }
+
+#[actix_rt::test]
+async fn transactions_list_charges_and_top_ups_newest_first_in_pages() {
+    let app = spawn_app().await;
+    let rider_id = Uuid::now_v7();
+    let rider = app.token(Role::Rider, rider_id);
+    assert_eq!(top_up(&app, rider_id, 5_000, "tx-first").await.status, 200);
+    let (trip_id, _) = completed_trip(&app, &rider).await;
+    status_becomes(&app, &rider, &trip_id, "PAYMENT_PROCESSED").await;
+    let path = format!("/api/riders/{rider_id}/transactions");
+
+    let all = app.get(&path, Some(&rider)).await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    let lines = all.body["transactions"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{}", all.body);
+    assert_eq!(lines[0]["kind"], "charge");
+    assert_eq!(lines[0]["trip_id"], trip_id.as_str());
+    assert!(lines[0]["amount"]["amount"].as_i64().unwrap() < 0);
+    assert_eq!(lines[1]["kind"], "topup");
+    assert_eq!(
+        lines[1]["amount"],
+        json!({"amount": 5_000, "currency": "USD"})
+    );
+    assert!(lines[1].get("trip_id").is_none());
+    assert!(all.body.get("next").is_none(), "one page holds both");
+    let balance = app
+        .get(&format!("/api/riders/{rider_id}/wallet"), Some(&rider))
+        .await;
+    let total: i64 = lines
+        .iter()
+        .map(|l| l["amount"]["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        balance.body["balance"]["amount"], total,
+        "the lines add up to the balance"
+    );
+
+    // One line a page, following `next`.
+    let first = app.get(&format!("{path}?limit=1"), Some(&rider)).await;
+    assert_eq!(first.body["transactions"][0]["kind"], "charge");
+    let next = first.body["next"].as_str().unwrap().to_owned();
+    let second = app
+        .get(&format!("{path}?limit=1&before={next}"), Some(&rider))
+        .await;
+    assert_eq!(second.body["transactions"][0]["kind"], "topup");
+    let last = second.body["next"].as_str().unwrap().to_owned();
+    let empty = app
+        .get(&format!("{path}?limit=1&before={last}"), Some(&rider))
+        .await;
+    assert_eq!(empty.body["transactions"], json!([]));
+    assert!(empty.body.get("next").is_none());
+
+    // Bad input and other callers.
+    for query in [
+        "limit=0",
+        "limit=501",
+        "limit=many",
+        "before=abc",
+        "before=-4",
+        "before=0",
+    ] {
+        let r = app.get(&format!("{path}?{query}"), Some(&rider)).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert!(r.body["error"]["code"].is_string(), "{query}");
+    }
+    let malformed = app
+        .get("/api/riders/not-a-rider/transactions", Some(&rider))
+        .await;
+    assert_eq!(malformed.status, 400);
+    let other = app.token(Role::Rider, Uuid::now_v7());
+    assert_eq!(app.get(&path, Some(&other)).await.status, 403);
+    let driver = app.token(Role::Driver, Uuid::now_v7());
+    assert_eq!(app.get(&path, Some(&driver)).await.status, 403);
+    assert_eq!(app.get(&path, None).await.status, 401);
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    assert_eq!(app.get(&path, Some(&operator)).await.status, 200);
+    app.handle.stop().await;
+}
