@@ -258,6 +258,20 @@ struct RefreshBody {
     refresh_token: Option<String>,
 }
 
+/// The refresh token a `{refresh_token}` body presents (after the auth rate limit), and the
+/// store that knows it.
+async fn presented_refresh_token<'a>(
+    req: &HttpRequest,
+    core: &'a AppState,
+    payload: web::Payload,
+) -> Result<(String, &'a crate::persistence::Store), ApiError> {
+    limit(core, req)?;
+    let body: RefreshBody = json_body(req, payload).await?;
+    let token = text(body.refresh_token, "refresh_token", 1, 256)?;
+    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
+    Ok((token, store))
+}
+
 /// `POST /api/auth/logout` `{refresh_token}` → 204: every refresh token of that login (its
 /// family) is revoked, used or not, so none can be rotated again. Access tokens already issued
 /// stay valid until they expire (`auth.token_ttl_s`): they are checked by signature alone. An
@@ -267,10 +281,7 @@ pub async fn logout(
     core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&core, &req)?;
-    let body: RefreshBody = json_body(&req, payload).await?;
-    let token = text(body.refresh_token, "refresh_token", 1, 256)?;
-    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
+    let (token, store) = presented_refresh_token(&req, &core, payload).await?;
     if store
         .revoke_refresh_family(&token_hash(&token), now_ms())
         .await?
@@ -291,10 +302,7 @@ pub async fn refresh(
     core: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    limit(&core, &req)?;
-    let body: RefreshBody = json_body(&req, payload).await?;
-    let token = text(body.refresh_token, "refresh_token", 1, 256)?;
-    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
+    let (token, store) = presented_refresh_token(&req, &core, payload).await?;
     match store
         .use_refresh_token(&token_hash(&token), now_ms())
         .await?

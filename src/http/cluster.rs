@@ -67,14 +67,6 @@ const KEPT_HEADERS: [&str; 6] = [
 /// Largest body forwarded (the engine's JSON bodies are far smaller).
 const MAX_FORWARDED_BODY: usize = 256 * 1024;
 
-thread_local! {
-    /// One client (and connection pool to the peers) per worker thread.
-    static PEERS: awc::Client = awc::Client::builder()
-        .timeout(std::time::Duration::from_secs(10))
-        .connector(awc::Connector::new().timeout(std::time::Duration::from_secs(2)))
-        .finish();
-}
-
 /// For `PUT /api/trips/{id}/accept|decline` by a driver: where the driver's actor is — `Some(None)`
 /// for here (handled here even if the trip runs elsewhere: the driver holds the offer),
 /// `Some(Some(peer))` for a peer, `None` when it is not such a call or nobody holds the driver
@@ -277,7 +269,7 @@ async fn relay(
         Some(q) => format!("{}{}?{q}", owner.url, req.path()),
         None => format!("{}{}", owner.url, req.path()),
     };
-    let mut outgoing = PEERS.with(|c| c.request(req.method().clone(), &url));
+    let mut outgoing = crate::actors::peers::with_client(|c| c.request(req.method().clone(), &url));
     for name in KEPT_HEADERS {
         if let Some(value) = req.headers().get(name) {
             outgoing = outgoing.insert_header((name, value.clone()));
@@ -316,7 +308,7 @@ pub async fn ask_peers(req: &HttpRequest, peers: &[Peer], me: &str) -> Vec<serde
         None => req.path().to_owned(),
     };
     let calls = peers.iter().map(|peer| {
-        let mut call = PEERS.with(|c| c.get(format!("{}{path}", peer.url)));
+        let mut call = crate::actors::peers::with_client(|c| c.get(format!("{}{path}", peer.url)));
         for name in KEPT_HEADERS {
             if let Some(value) = req.headers().get(name) {
                 call = call.insert_header((name, value.clone()));

@@ -728,6 +728,20 @@ async fn owner_url(client: &awc::Client, url: &str, lat: f64, lng: f64) -> Strin
     answer.unwrap_or_else(|| url.to_owned())
 }
 
+/// The driver socket URL for a driver at `at`: that of the instance owning its region, or
+/// `fallback` (the socket of the engine at `url`) when that is the engine itself.
+async fn driver_socket_url(
+    client: &awc::Client,
+    url: &str,
+    at: (f64, f64),
+    fallback: String,
+) -> String {
+    match owner_url(client, url, at.0, at.1).await {
+        owner if owner != url => format!("{}/ws/driver", owner.replacen("http://", "ws://", 1)),
+        _ => fallback,
+    }
+}
+
 /// Where `--online` puts driver `i`.
 fn online_position(city: (f64, f64, f64), i: usize) -> (f64, f64) {
     somewhere(city, &mut seed_for(4 << 32 | i as u64))
@@ -888,13 +902,7 @@ async fn locations(
             let mut seed = seed_for(1 << 32 | n as u64);
             let mut at = somewhere(options.city, &mut seed);
             let client = options.client(n);
-            // The socket opens on the instance owning the driver's region (one instance: itself).
-            let url = match owner_url(&client, &options.url, at.0, at.1).await {
-                owner if owner != options.url => {
-                    format!("{}/ws/driver", owner.replacen("http://", "ws://", 1))
-                }
-                _ => url,
-            };
+            let url = driver_socket_url(&client, &options.url, at, url).await;
             let connected = client.ws(url).bearer_auth(&token).connect().await;
             ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut framed = match connected {
@@ -1145,14 +1153,8 @@ async fn trips(
         );
         drivers.push(actix_rt::spawn(async move {
             let client = options.client(n);
-            // The socket opens on the instance owning the driver's region (one instance: itself).
             let first = somewhere(options.city, &mut seed_for(2 << 32 | n as u64));
-            let url = match owner_url(&client, &options.url, first.0, first.1).await {
-                owner if owner != options.url => {
-                    format!("{}/ws/driver", owner.replacen("http://", "ws://", 1))
-                }
-                _ => url,
-            };
+            let url = driver_socket_url(&client, &options.url, first, url).await;
             let connected = client.ws(url).bearer_auth(&token).connect().await;
             ready.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Ok((_, ws)) = connected else {
