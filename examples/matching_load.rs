@@ -136,6 +136,7 @@ fn main() {
                 promo_code: None,
                 idempotency_key: None,
                 request_id: None,
+                pickup_at_ms: None,
             };
             actix_rt::spawn(async move {
                 let t0 = Instant::now();

@@ -57,6 +57,7 @@ fn lifecycle(i: u64) -> Vec<Write> {
             pin: "1234".into(),
             promo_code: None,
             first_radius_m: 2_000.0,
+            schedule: None,
         },
         1,
     );
@@ -84,6 +85,7 @@ fn lifecycle(i: u64) -> Vec<Write> {
         TripCommand::Complete {
             driver_id,
             fare: estimate,
+            flag: None,
         },
     ];
     for (k, command) in commands.iter().enumerate() {
@@ -166,6 +168,7 @@ fn main() {
                             promo_code: None,
                             idempotency_key: None,
                             request_id: None,
+                pickup_at_ms: None,
                         },
                     )
                     .await

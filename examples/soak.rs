@@ -111,6 +111,7 @@ fn main() {
                         promo_code: None,
                         idempotency_key: Some(format!("soak-{n}")),
                         request_id: None,
+                        pickup_at_ms: None,
                     },
                 )
                 .await

@@ -412,6 +412,10 @@ pub struct TripSettings {
     /// How long a finished trip, its idempotency key and its place in the rider's history stay
     /// in memory after its last change, seconds (the store keeps them for good).
     pub retention_s: f64,
+    /// A trip booked ahead (`pickup_at`) must be at least this far ahead, seconds.
+    pub schedule_min_lead_s: f64,
+    /// A trip booked ahead enters MATCHING this long before its pickup time, seconds.
+    pub schedule_dispatch_lead_s: f64,
 }
 
 impl Default for TripSettings {
@@ -423,6 +427,8 @@ impl Default for TripSettings {
             pin_lockout_s: 60.0,
             rider_location_interval_ms: 1_000,
             retention_s: 3_600.0,
+            schedule_min_lead_s: 900.0,
+            schedule_dispatch_lead_s: 600.0,
         }
     }
 }
@@ -447,8 +453,10 @@ pub struct PricingSettings {
     pub tariffs: BTreeMap<String, Tariff>,
     /// Cities with their own currency and tariffs (the first whose circle holds the pickup wins).
     pub cities: Vec<CitySettings>,
-    /// Promotion codes.
+    /// Promotion codes seeded into the store at start (operators add more over the API).
     pub promotions: Vec<PromotionSettings>,
+    /// A final fare above this many times the estimate is capped there and flagged for review.
+    pub max_fare_ratio: f64,
 }
 
 impl Default for PricingSettings {
@@ -474,6 +482,7 @@ impl Default for PricingSettings {
             ]),
             cities: Vec::new(),
             promotions: Vec::new(),
+            max_fare_ratio: 2.0,
         }
     }
 }
@@ -919,6 +928,20 @@ impl Settings {
         positive("trip.arrival_radius_m", self.trip.arrival_radius_m)?;
         if !(self.trip.free_cancel_s.is_finite() && self.trip.free_cancel_s >= 0.0) {
             return Err(invalid("trip.free_cancel_s", "must be zero or positive"));
+        }
+        for (name, value) in [
+            ("trip.schedule_min_lead_s", self.trip.schedule_min_lead_s),
+            (
+                "trip.schedule_dispatch_lead_s",
+                self.trip.schedule_dispatch_lead_s,
+            ),
+        ] {
+            if !(value.is_finite() && (0.0..=7.0 * 86_400.0).contains(&value)) {
+                return Err(invalid(name, "must be within [0, 604800] seconds"));
+            }
+        }
+        if !(self.pricing.max_fare_ratio.is_finite() && self.pricing.max_fare_ratio >= 1.0) {
+            return Err(invalid("pricing.max_fare_ratio", "must be at least 1.0"));
         }
         if h3o::Resolution::try_from(self.pricing.surge_resolution).is_err() {
             return Err(invalid(

@@ -87,6 +87,13 @@ impl Engine {
             .await
             .context("database migrations failed")?;
         tracing::info!(backend = store.backend().as_str(), "database ready");
+        // Configured promotions are seeded; a code stored before (maybe disabled) is kept.
+        for promo in &core.settings.pricing.promotions {
+            store
+                .create_promotion(&promo.promotion(), crate::clock::now_ms())
+                .await
+                .context("cannot seed the configured promotions")?;
+        }
         let persistence = Persistence::start(store.clone(), core.settings.database.max_pending);
         let committed = persistence.committed();
         core.attach_persistence(persistence);

@@ -69,6 +69,10 @@ pub const OUTBOX_PUBLISH_ERRORS: &str = "hexdispatch_outbox_publish_errors_total
 pub const PAYMENTS: &str = "hexdispatch_payments_total";
 /// Payment messages dead-lettered, by `reason` (`malformed` | `attempts`).
 pub const PAYMENTS_DEAD_LETTERED: &str = "hexdispatch_payment_messages_dead_lettered_total";
+/// Final fares capped at `pricing.max_fare_ratio` × the estimate and flagged for review.
+pub const FARES_CAPPED: &str = "hexdispatch_fares_capped_total";
+/// Refunds applied by operators (a repeated reference is not counted).
+pub const REFUNDS: &str = "hexdispatch_refunds_total";
 
 /// Socket sessions that ended, by `role` (driver, rider) and `reason`: `gone` (the peer vanished
 /// or an I/O error: no close frame could be exchanged), `closed` (the client closed it), `idle`,
@@ -81,6 +85,12 @@ pub const WS_DISCONNECTS: &str = "hexdispatch_ws_disconnects_total";
 pub const ACTOR_RESTARTS: &str = "hexdispatch_actor_restarts_total";
 
 fn describe() {
+    describe_counter!(
+        FARES_CAPPED,
+        Unit::Count,
+        "Final fares capped at pricing.max_fare_ratio times the estimate, flagged for review."
+    );
+    describe_counter!(REFUNDS, Unit::Count, "Refunds applied by operators.");
     describe_counter!(
         WS_DISCONNECTS,
         Unit::Count,

@@ -1,5 +1,8 @@
-//! Charging trips. Completions arrive on the bus (`trip.completed`: from RabbitMQ through its own
-//! durable queue, or from the in-process bus); each is settled by the [`PaymentDesk`] one at a time:
+//! Charging trips. Completions and rider cancellations arrive on the bus (`trip.completed`,
+//! `trip.cancelled`: from RabbitMQ through its own durable queue, or from the in-process bus); each
+//! is settled by the [`PaymentDesk`] one at a time (a late cancellation's fee is charged like a
+//! fare and noted as `payment.fee_captured` or `payment.fee_failed`; operators' refunds go
+//! through the same desk):
 //! the rider's wallet is debited, the driver credited less the platform's commission, all in one
 //! ledger transaction keyed by the trip id (so a redelivered completion charges nothing twice), and
 //! the trip gets `payment.captured` (PAYMENT_PROCESSED) or `payment.failed` (PAYMENT_FAILED, on
@@ -29,10 +32,10 @@ use uuid::Uuid;
 
 use super::core::Core;
 use crate::clock::now_ms;
-use crate::dispatch::{Money, TripCommand, TripStatus, decide};
-use crate::metrics::{PAYMENTS, PAYMENTS_DEAD_LETTERED};
+use crate::dispatch::{Money, TripCommand, TripEvent, TripStatus, decide};
+use crate::metrics::{PAYMENTS, PAYMENTS_DEAD_LETTERED, REFUNDS};
 use crate::persistence::bus::{Amqp, BusMessage};
-use crate::persistence::{ChargeOutcome, StoreError};
+use crate::persistence::{ChargeKind, ChargeOutcome, RefundOutcome, StoreError};
 
 /// What settling a trip did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +172,8 @@ impl PaymentDesk {
         })
     }
 
-    /// Settles `trip_id`: charges it once and records the outcome on the trip.
+    /// Settles `trip_id`: charges a completed trip's fare, or a late cancellation's fee, once,
+    /// and records the outcome on the trip.
     ///
     /// # Errors
     ///
@@ -179,66 +183,126 @@ impl PaymentDesk {
         let Some(persistence) = core.persistence() else {
             return Ok(Settlement::Skipped);
         };
-        let Some(mut trip) = core
+        let Some(trip) = core
             .load_trip(trip_id)
             .await
             .map_err(|e| SettleError(e.to_string()))?
         else {
             return Ok(Settlement::Skipped);
         };
-        if !matches!(
-            trip.status,
-            TripStatus::TripCompleted | TripStatus::PaymentFailed | TripStatus::PaymentProcessed
-        ) {
-            return Ok(Settlement::Skipped);
-        }
-        let (Some(fare), Some(driver)) = (trip.fare, trip.driver_id) else {
+        let (kind, amount) = match (trip.status, trip.fare, trip.cancellation_fee) {
+            (
+                TripStatus::TripCompleted
+                | TripStatus::PaymentFailed
+                | TripStatus::PaymentProcessed,
+                Some(fare),
+                _,
+            ) => (ChargeKind::Fare, fare.total),
+            (TripStatus::Cancelled, _, Some(fee)) => (ChargeKind::CancellationFee, fee),
+            _ => return Ok(Settlement::Skipped),
+        };
+        let Some(driver) = trip.driver_id else {
             return Ok(Settlement::Skipped);
         };
         let outcome = persistence
             .store()
             .charge_trip(
                 trip_id,
+                kind,
                 trip.rider_id,
                 driver,
-                fare.total,
+                amount,
                 core.settings.payments.commission_bps,
                 now_ms(),
             )
             .await?;
-        let (label, command, settlement) = match outcome {
-            ChargeOutcome::Charged => (
-                "charged",
-                TripCommand::RecordPayment { amount: fare.total },
-                Settlement::Paid,
-            ),
-            ChargeOutcome::AlreadyCharged => (
-                "already_charged",
-                TripCommand::RecordPayment { amount: fare.total },
-                Settlement::Paid,
-            ),
-            ChargeOutcome::InsufficientFunds { .. } => (
-                "insufficient_funds",
-                TripCommand::RecordPaymentFailure {
-                    reason: "insufficient_funds".into(),
-                },
-                Settlement::Failed,
-            ),
+        let label = match outcome {
+            ChargeOutcome::Charged => "charged",
+            ChargeOutcome::AlreadyCharged => "already_charged",
+            ChargeOutcome::InsufficientFunds { .. } => "insufficient_funds",
         };
-        counter!(PAYMENTS, "outcome" => label).increment(1);
-        // Already recorded (a redelivery, or a failure recorded before): nothing to append.
-        if let Ok(events) = decide(&trip, &command, now_ms()) {
-            let records = trip.records(events, now_ms());
-            for record in &records {
-                trip.apply(record);
+        counter!(PAYMENTS, "outcome" => label, "kind" => kind.as_str()).increment(1);
+        let paid = !matches!(outcome, ChargeOutcome::InsufficientFunds { .. });
+        match kind {
+            ChargeKind::Fare => {
+                let command = if paid {
+                    TripCommand::RecordPayment { amount }
+                } else {
+                    TripCommand::RecordPaymentFailure {
+                        reason: "insufficient_funds".into(),
+                    }
+                };
+                // Already recorded (a redelivery, or a failure recorded before): nothing to append.
+                if let Ok(events) = decide(&trip, &command, now_ms()) {
+                    record(core, trip, events, true);
+                }
             }
-            core.save_trip(&trip, records);
-            core.riders.send(
-                trip.rider_id,
-                &crate::actors::protocol::rider_trip_update(&trip, trip.status, None, None),
-            );
+            ChargeKind::CancellationFee => {
+                // Noted once each: a redelivery or a second failure appends nothing.
+                let event = match (paid, trip.fee_captured, trip.fee_failed) {
+                    (true, false, _) => Some(TripEvent::FeeCaptured { amount }),
+                    (false, false, false) => Some(TripEvent::FeeFailed {
+                        reason: "insufficient_funds".into(),
+                    }),
+                    _ => None,
+                };
+                if let Some(event) = event {
+                    record(core, trip, vec![event], false);
+                }
+            }
         }
-        Ok(settlement)
+        Ok(if paid {
+            Settlement::Paid
+        } else {
+            Settlement::Failed
+        })
+    }
+
+    /// Refunds (part of) `trip_id`'s charge once per `reference` and notes it on the trip
+    /// (`payment.refunded`). Serialised with settlements, so the trip's log stays in order.
+    ///
+    /// # Errors
+    ///
+    /// [`SettleError`] when the store fails.
+    pub async fn refund(
+        &self,
+        core: &Core,
+        trip_id: Uuid,
+        amount: Option<Money>,
+        reason: &str,
+        reference: &str,
+    ) -> Result<RefundOutcome, SettleError> {
+        let _turn = self.turn.lock().await;
+        let Some(persistence) = core.persistence() else {
+            return Ok(RefundOutcome::NotCharged);
+        };
+        let outcome = persistence
+            .store()
+            .refund_trip(trip_id, amount, reason, reference, now_ms())
+            .await?;
+        if let RefundOutcome::Refunded {
+            amount,
+            total_refunded,
+            applied: true,
+            ..
+        } = &outcome
+        {
+            counter!(REFUNDS).increment(1);
+            if let Some(trip) = core
+                .load_trip(trip_id)
+                .await
+                .map_err(|e| SettleError(e.to_string()))?
+            {
+                let event = TripEvent::Refunded {
+                    amount: *amount,
+                    total_refunded: *total_refunded,
+                    reference: reference.to_owned(),
+                    reason: reason.to_owned(),
+                };
+                record(core, trip, vec![event], false);
+            }
+        }
+        Ok(outcome)
     }
 
     /// Retries the rider's failed payments (after a top-up).
@@ -257,6 +321,21 @@ impl PaymentDesk {
             }
         }
         Ok(paid)
+    }
+}
+
+/// Appends `events` to `trip`, stores them and, for a change of status, tells the rider.
+fn record(core: &Core, mut trip: crate::dispatch::Trip, events: Vec<TripEvent>, tell_rider: bool) {
+    let records = trip.records(events, now_ms());
+    for record in &records {
+        trip.apply(record);
+    }
+    core.save_trip(&trip, records);
+    if tell_rider {
+        core.riders.send(
+            trip.rider_id,
+            &crate::actors::protocol::rider_trip_update(&trip, trip.status, None, None),
+        );
     }
 }
 
@@ -295,6 +374,10 @@ pub async fn reconcile(core: Core, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// The events a settlement follows: a completion (the fare) and a rider cancellation (a late
+/// one's fee; a free one settles nothing).
+const SETTLED_BY: [&str; 2] = ["trip.completed", "trip.cancelled"];
+
 #[derive(Deserialize)]
 struct Completion {
     trip_id: Uuid,
@@ -321,7 +404,7 @@ pub async fn consume_local(core: Core, mut rx: broadcast::Receiver<Arc<BusMessag
             }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if message.routing_key != "trip.completed" {
+        if !SETTLED_BY.contains(&message.routing_key.as_str()) {
             continue;
         }
         let Some(trip_id) = completion(&message.payload) else {
@@ -394,15 +477,17 @@ async fn declare(channel: &lapin::Channel, exchange: &str, prefetch: u16) -> lap
     channel
         .queue_declare(queue.as_str().into(), durable_queue, args)
         .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.into(),
-            "trip.completed".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    for key in SETTLED_BY {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await

@@ -164,6 +164,10 @@ pub fn rider_trip_update(
     if status.has_driver() && status.is_live() {
         frame["start_pin"] = json!(trip.pin);
     }
+    if let Some(schedule) = trip.schedule.filter(|_| status == TripStatus::Scheduled) {
+        frame["pickup_at"] = json!(crate::clock::rfc3339(schedule.pickup_at_ms));
+        frame["dispatch_at"] = json!(crate::clock::rfc3339(schedule.dispatch_at_ms));
+    }
     if let Some(fare) = trip.fare.filter(|_| status == TripStatus::TripCompleted) {
         frame["fare"] = json!(fare.total);
     }
@@ -242,6 +246,12 @@ pub struct TripView {
     pub updated_at: String,
     /// When each status was (last) entered, RFC 3339.
     pub status_times: BTreeMap<TripStatus, String>,
+    /// A trip booked ahead: when the rider wants to be picked up, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pickup_at: Option<String>,
+    /// A trip booked ahead: when matching begins, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatch_at: Option<String>,
 }
 
 impl TripView {
@@ -272,6 +282,8 @@ impl TripView {
                 .iter()
                 .map(|(s, ms)| (*s, rfc3339(*ms)))
                 .collect(),
+            pickup_at: trip.schedule.map(|s| rfc3339(s.pickup_at_ms)),
+            dispatch_at: trip.schedule.map(|s| rfc3339(s.dispatch_at_ms)),
         }
     }
 }

@@ -19,6 +19,7 @@ pub async fn request_trip(core: &Core, origin: (f64, f64), destination: (f64, f6
                 promo_code: None,
                 idempotency_key: None,
                 request_id: None,
+                pickup_at_ms: None,
             },
         )
         .await

@@ -35,12 +35,13 @@ use super::supervision::guarded;
 use crate::clock::now_ms;
 use crate::dispatch::Position;
 use crate::dispatch::{
-    ArrivalSource, MatchingPolicy, OfferOutcome, Search, Trail, Trip, TripCommand, TripError,
-    TripEvent, TripStatus, decide, price, to_u64,
+    ArrivalSource, FareFlag, MatchingPolicy, OfferOutcome, Search, Trail, Trip, TripCommand,
+    TripError, TripEvent, TripStatus, cap_fare, decide, price, to_u64,
 };
 use crate::geo::{NearbyQuery, VehicleId};
 use crate::metrics::{
-    OFFERS, TRIP_TIME_TO_ACCEPT, TRIP_TIME_TO_FIRST_OFFER, TRIP_TRANSITIONS, TRIPS_ACTIVE,
+    FARES_CAPPED, OFFERS, TRIP_TIME_TO_ACCEPT, TRIP_TIME_TO_FIRST_OFFER, TRIP_TRANSITIONS,
+    TRIPS_ACTIVE,
 };
 
 /// Messages a trip actor may have queued. Its driver's positions arrive with `try_send`, at the
@@ -376,7 +377,7 @@ impl TripActor {
             TripStatus::Cancelled | TripStatus::NoDriverFound
         ) && let Some(code) = &self.trip.promo_code
         {
-            self.core.market.release_promo(code, self.trip.rider_id);
+            self.core.release_promo(code, self.trip.rider_id);
         }
         self.core.board.remove(self.trip.trip_id, self.trip.origin);
         ctx.stop();
@@ -759,6 +760,67 @@ impl TripActor {
         self.trail = Trail::resumed(driven_m);
         self
     }
+
+    /// Posts the trip on the board and makes its first offers (through the window's pairing in
+    /// `batched` mode).
+    fn begin_matching(&mut self, ctx: &mut Context<Self>) {
+        self.post(ctx);
+        self.arm_step(ctx);
+        if let Some(batcher) = self.core.batcher()
+            && self.trip.step == 0
+            && !self.first_offer_sent
+        {
+            self.awaiting_batch = true;
+            // Read here, on the trip's thread, as the requests arrive: the window's close
+            // then only checks that these drivers are still free.
+            let candidates = self.core.nearby(NearbyQuery {
+                point: self.trip.origin,
+                radius_m: self.trip.radius_m,
+                limit: super::batcher::CANDIDATES_PER_TRIP,
+                vehicle: Some(self.vehicle),
+                fresh_since_ms: self.fresh_since_ms(),
+            });
+            batcher.do_send(super::batcher::Enlist {
+                trip: ctx.address(),
+                requested_ms: self
+                    .trip
+                    .status_times
+                    .get(&TripStatus::Matching)
+                    .copied()
+                    .unwrap_or(self.trip.created_ms),
+                origin: self.trip.origin,
+                radius_m: self.trip.radius_m,
+                candidates,
+            });
+        } else {
+            self.fill(ctx);
+        }
+    }
+
+    /// Booked ahead: waits for the dispatch time (at once if it passed while the engine was down).
+    fn await_dispatch(&mut self, ctx: &mut Context<Self>) {
+        let at = self.trip.schedule.map_or(0, |s| s.dispatch_at_ms);
+        let wait_ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
+        ctx.run_later(Duration::from_millis(wait_ms), |actor, ctx| {
+            actor.dispatch(ctx);
+        });
+    }
+
+    /// A SCHEDULED trip's dispatch time came: it enters MATCHING and counts as demand now.
+    fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let radius_m = self.policy.radius_m(0).unwrap_or(0.0);
+        match self.commit(ctx, &TripCommand::Dispatch { radius_m }, false) {
+            Ok(()) => {
+                tracing::info!(trip_id = %self.trip.trip_id, "scheduled trip dispatched");
+                self.core.market.record_demand(self.trip.origin, now_ms());
+                self.requested_at = Instant::now();
+                self.search = Search::at_step(0, now_ms());
+                self.begin_matching(ctx);
+            }
+            // Cancelled meanwhile: nothing to do.
+            Err(e) => tracing::debug!(trip_id = %self.trip.trip_id, error = %e, "no dispatch"),
+        }
+    }
 }
 
 impl Actor for TripActor {
@@ -767,33 +829,10 @@ impl Actor for TripActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(TRIP_MAILBOX);
         gauge!(TRIPS_ACTIVE, "status" => self.trip.status.as_str()).increment(1.0);
-        if self.trip.status == TripStatus::Matching {
-            self.post(ctx);
-            self.arm_step(ctx);
-            if let Some(batcher) = self.core.batcher()
-                && self.trip.step == 0
-                && !self.first_offer_sent
-            {
-                self.awaiting_batch = true;
-                // Read here, on the trip's thread, as the requests arrive: the window's close
-                // then only checks that these drivers are still free.
-                let candidates = self.core.nearby(NearbyQuery {
-                    point: self.trip.origin,
-                    radius_m: self.trip.radius_m,
-                    limit: super::batcher::CANDIDATES_PER_TRIP,
-                    vehicle: Some(self.vehicle),
-                    fresh_since_ms: self.fresh_since_ms(),
-                });
-                batcher.do_send(super::batcher::Enlist {
-                    trip: ctx.address(),
-                    requested_ms: self.trip.created_ms,
-                    origin: self.trip.origin,
-                    radius_m: self.trip.radius_m,
-                    candidates,
-                });
-            } else {
-                self.fill(ctx);
-            }
+        match self.trip.status {
+            TripStatus::Matching => self.begin_matching(ctx),
+            TripStatus::Scheduled => self.await_dispatch(ctx),
+            _ => {}
         }
     }
 
@@ -906,9 +945,27 @@ impl TripActor {
                 if self.trip.driver_id != Some(driver_id) {
                     Err(TripError::NotYourTrip.into())
                 } else {
-                    let fare = self.final_fare();
-                    self.commit(ctx, &TripCommand::Complete { driver_id, fare }, quiet)
-                        .map_err(ActError::from)
+                    let ratio = self.core.settings.pricing.max_fare_ratio;
+                    let (fare, computed) =
+                        cap_fare(self.final_fare(), self.trip.quote.estimate.total, ratio);
+                    let flag = computed.map(|computed| FareFlag {
+                        computed,
+                        max_fare_ratio: ratio,
+                    });
+                    if flag.is_some() {
+                        counter!(FARES_CAPPED).increment(1);
+                        tracing::warn!(trip_id = %self.trip.trip_id, "final fare capped and flagged for review");
+                    }
+                    self.commit(
+                        ctx,
+                        &TripCommand::Complete {
+                            driver_id,
+                            fare,
+                            flag,
+                        },
+                        quiet,
+                    )
+                    .map_err(ActError::from)
                 }
             }
             DriverAction::Cancel => {
@@ -1076,6 +1133,7 @@ impl TripActor {
                 self.arm_step(ctx);
                 self.fill(ctx);
             }
+            TripStatus::Scheduled => self.await_dispatch(ctx),
             status if !status.is_live() => self.finish(ctx),
             _ => {}
         }

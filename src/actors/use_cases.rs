@@ -16,8 +16,8 @@ use super::trip::{ActError, DriverAct, DriverAction, TripActor};
 use super::trip_store::IdempotentRequest;
 use crate::clock::now_ms;
 use crate::dispatch::{
-    Currency, InvalidVehicleType, Money, NewTrip, PromoError, Quote, Tariff, TooManyVehicleTypes,
-    Trip, TripStatus, VehicleType, pin_from,
+    Currency, InvalidVehicleType, Money, NewTrip, PromoError, Quote, Schedule, Tariff,
+    TooManyVehicleTypes, Trip, TripStatus, VehicleType, pin_from,
 };
 use crate::geo::LatLng;
 use crate::metrics::{TRIP_REQUESTS, TRIP_TRANSITIONS};
@@ -38,6 +38,8 @@ pub struct TripRequest {
     pub idempotency_key: Option<String>,
     /// The HTTP request it came in, carried to its events' bus messages.
     pub request_id: Option<Arc<str>>,
+    /// Pickup time of a trip booked ahead, epoch ms (SPEC §6): it opens SCHEDULED.
+    pub pickup_at_ms: Option<i64>,
 }
 
 /// Why a trip request was refused.
@@ -70,7 +72,13 @@ pub enum RequestError {
     /// The durable store failed to answer a read.
     #[error("the trip store failed: {0}")]
     Store(#[from] StoreError),
+    /// `pickup_at` is too soon, in the past or too far ahead.
+    #[error("pickup_at {0}")]
+    PickupTime(String),
 }
+
+/// The farthest ahead a trip may be booked: 7 days.
+pub const MAX_SCHEDULE_AHEAD_MS: i64 = 7 * 86_400 * 1_000;
 
 impl From<PromoError> for RequestError {
     fn from(e: PromoError) -> Self {
@@ -118,15 +126,19 @@ impl Core {
             None => self.default_vehicle.clone(),
         };
         let tariff = self.market.tariff(request.origin, vehicle_type.as_str())?;
+        if let Some(pickup_at_ms) = request.pickup_at_ms {
+            self.check_pickup_time(pickup_at_ms, now_ms())?;
+        }
         // The id carries the pickup's region, so any instance can tell who owns the trip.
         let trip_id = self.regions.trip_id(request.origin);
         if let Some(key) = &request.idempotency_key {
             let fingerprint = format!(
-                "{:?}|{:?}|{}|{:?}",
+                "{:?}|{:?}|{}|{:?}|{:?}",
                 request.origin,
                 request.destination,
                 vehicle_type.as_str(),
-                request.promo_code.as_deref().map(str::to_ascii_uppercase)
+                request.promo_code.as_deref().map(str::to_ascii_uppercase),
+                request.pickup_at_ms,
             );
             let claim = IdempotentRequest {
                 trip_id,
@@ -200,6 +212,75 @@ impl Core {
         opened.map(|t| Requested::Created(Box::new(t)))
     }
 
+    /// Whether `rider` may use `code` now, and what it is worth (nothing is taken): from the
+    /// store, or the configured book when the engine runs without one.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError`]: the code cannot be used, or the store failed.
+    pub async fn check_promo(
+        &self,
+        code: &str,
+        rider: Uuid,
+        now: i64,
+    ) -> Result<crate::dispatch::Discount, RequestError> {
+        match self.persistence() {
+            Some(p) => Ok(p.store().check_promotion(code, rider, now).await??),
+            None => Ok(self.market.check_promo(code, rider, now)?),
+        }
+    }
+
+    /// Takes one use of `code` for `rider`.
+    async fn redeem_promo(
+        &self,
+        code: &str,
+        rider: Uuid,
+        now: i64,
+    ) -> Result<crate::dispatch::Discount, RequestError> {
+        match self.persistence() {
+            Some(p) => Ok(p.store().redeem_promotion(code, rider, now).await??),
+            None => Ok(self.market.redeem_promo(code, rider, now)?),
+        }
+    }
+
+    /// Gives a use of `code` back to `rider` (its trip did not happen), behind.
+    pub fn release_promo(&self, code: &str, rider: Uuid) {
+        match self.persistence() {
+            Some(p) => {
+                let store = p.store().clone();
+                let code = code.to_owned();
+                actix_rt::spawn(async move {
+                    if let Err(e) = store.release_promotion(&code, rider).await {
+                        tracing::warn!(%code, %rider, error = %e, "a promotion use could not be given back");
+                    }
+                });
+            }
+            None => self.market.release_promo(code, rider),
+        }
+    }
+
+    /// Whether a trip may be booked for `pickup_at_ms`: at least `trip.schedule_min_lead_s` and
+    /// at most 7 days ahead of `now`.
+    fn check_pickup_time(&self, pickup_at_ms: i64, now: i64) -> Result<(), RequestError> {
+        let min_lead_ms = secs_to_ms(self.settings.trip.schedule_min_lead_s);
+        if pickup_at_ms <= now {
+            return Err(RequestError::PickupTime("is in the past".into()));
+        }
+        if pickup_at_ms < now.saturating_add(min_lead_ms) {
+            return Err(RequestError::PickupTime(format!(
+                "must be at least {} s ahead (trip.schedule_min_lead_s); book without pickup_at to \
+                 ride now",
+                min_lead_ms / 1_000
+            )));
+        }
+        if pickup_at_ms > now.saturating_add(MAX_SCHEDULE_AHEAD_MS) {
+            return Err(RequestError::PickupTime(
+                "must be at most 7 days ahead".into(),
+            ));
+        }
+        Ok(())
+    }
+
     async fn open_trip(
         &self,
         trip_id: Uuid,
@@ -210,10 +291,19 @@ impl Core {
     ) -> Result<Trip, RequestError> {
         let now = now_ms();
         let vehicle = self.vehicles.intern(&vehicle_type)?;
-        self.market.record_demand(request.origin, now);
+        let schedule = request.pickup_at_ms.map(|pickup_at_ms| Schedule {
+            pickup_at_ms,
+            dispatch_at_ms: pickup_at_ms
+                .saturating_sub(secs_to_ms(self.settings.trip.schedule_dispatch_lead_s))
+                .max(now),
+        });
+        // A trip booked ahead is demand when it is dispatched, not now.
+        if schedule.is_none() {
+            self.market.record_demand(request.origin, now);
+        }
         let surge = self.market.surge(&self.shards, request.origin, now);
         let discount = match &request.promo_code {
-            Some(code) => Some(self.market.redeem_promo(code, rider_id, now)?),
+            Some(code) => Some(self.redeem_promo(code, rider_id, now).await?),
             None => None,
         };
         let estimate = self.market.estimate_with(
@@ -241,12 +331,19 @@ impl Core {
                 pin: pin_from(u16::try_from(random & 0xFFFF).unwrap_or(0)),
                 promo_code: request.promo_code.as_deref().map(str::to_ascii_uppercase),
                 first_radius_m: self.policy.radius_m(0).unwrap_or(0.0),
+                schedule,
             },
             now,
         );
         self.trips.insert(trip.clone(), events.clone());
-        for status in ["REQUESTED", "MATCHING"] {
-            counter!(TRIP_TRANSITIONS, "status" => status).increment(1);
+        for status in [TripStatus::Requested, trip.status] {
+            counter!(TRIP_TRANSITIONS, "status" => status.as_str()).increment(1);
+        }
+        if trip.status == TripStatus::Scheduled {
+            self.riders.send(
+                rider_id,
+                &super::protocol::rider_trip_update(&trip, trip.status, None, None),
+            );
         }
         let durable = self.persistence().map(|p| {
             p.write_durable(Write::Trip(Box::new(TripWrite {
@@ -316,4 +413,9 @@ impl Core {
             .map_err(|_| DriveError::Ended(trip.status))?
             .map_err(DriveError::Act)
     }
+}
+
+/// Seconds of a setting as whole milliseconds.
+fn secs_to_ms(seconds: f64) -> i64 {
+    i64::try_from(Duration::from_secs_f64(seconds.max(0.0)).as_millis()).unwrap_or(i64::MAX)
 }

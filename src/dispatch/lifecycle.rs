@@ -8,6 +8,8 @@
 //!                 ├→ NO_DRIVER_FOUND
 //!   rider cancels in REQUESTED … DRIVER_ARRIVING → CANCELLED (a fee once the free window after
 //!   assignment has passed)
+//! REQUESTED → SCHEDULED → MATCHING …   a trip booked ahead waits until its dispatch time; the
+//!   rider cancels it free until then
 //! ```
 //!
 //! [`decide`] never mutates; [`Trip::apply`] never refuses. Actors call `decide`, persist the events,
@@ -30,6 +32,8 @@ use crate::geo::LatLng;
 pub enum TripStatus {
     /// Accepted by the engine, matching not begun.
     Requested,
+    /// Booked ahead: matching begins at its dispatch time.
+    Scheduled,
     /// Offering drivers.
     Matching,
     /// A driver won the trip and is on the way.
@@ -52,8 +56,9 @@ pub enum TripStatus {
 
 impl TripStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Requested,
+        Self::Scheduled,
         Self::Matching,
         Self::Accepted,
         Self::DriverArriving,
@@ -70,6 +75,7 @@ impl TripStatus {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Requested => "REQUESTED",
+            Self::Scheduled => "SCHEDULED",
             Self::Matching => "MATCHING",
             Self::Accepted => "ACCEPTED",
             Self::DriverArriving => "DRIVER_ARRIVING",
@@ -88,6 +94,7 @@ impl TripStatus {
         matches!(
             self,
             Self::Requested
+                | Self::Scheduled
                 | Self::Matching
                 | Self::Accepted
                 | Self::DriverArriving
@@ -155,6 +162,14 @@ pub enum TripEvent {
         /// The promotion code used.
         promo_code: Option<String>,
     },
+    /// The trip was booked ahead: it waits in SCHEDULED until `dispatch_at_ms`.
+    #[serde(rename = "trip.scheduled")]
+    Scheduled {
+        /// When the rider wants to be picked up, epoch ms.
+        pickup_at_ms: i64,
+        /// When matching begins, epoch ms.
+        dispatch_at_ms: i64,
+    },
     /// Matching began (or began again after a driver cancelled).
     #[serde(rename = "trip.matching")]
     MatchingStarted {
@@ -184,6 +199,17 @@ pub enum TripEvent {
     /// The rider is on board.
     #[serde(rename = "trip.started")]
     Started {},
+    /// The fare computed at drop-off exceeded `pricing.max_fare_ratio` × the estimate: it was
+    /// capped there, and the trip is flagged for review. A note; `trip.completed` follows.
+    #[serde(rename = "trip.fare_flagged")]
+    FareFlagged {
+        /// The fare as computed from the trail and the duration.
+        computed: Money,
+        /// The fare charged (the cap).
+        charged: Money,
+        /// The ratio in force.
+        max_fare_ratio: f64,
+    },
     /// The rider was dropped off.
     #[serde(rename = "trip.completed")]
     Completed {
@@ -245,6 +271,30 @@ pub enum TripEvent {
         /// Why.
         reason: String,
     },
+    /// A late cancellation's fee was charged. A note: the trip stays CANCELLED.
+    #[serde(rename = "payment.fee_captured")]
+    FeeCaptured {
+        /// What was charged.
+        amount: Money,
+    },
+    /// A late cancellation's fee could not be charged (retried after a top-up). A note.
+    #[serde(rename = "payment.fee_failed")]
+    FeeFailed {
+        /// Why.
+        reason: String,
+    },
+    /// An operator refunded (part of) the trip's charge. A note.
+    #[serde(rename = "payment.refunded")]
+    Refunded {
+        /// What this refund gave back.
+        amount: Money,
+        /// Everything refunded on this trip so far, this refund included.
+        total_refunded: Money,
+        /// The refund's idempotency reference.
+        reference: String,
+        /// Why, as the operator put it.
+        reason: String,
+    },
 }
 
 impl TripEvent {
@@ -254,7 +304,13 @@ impl TripEvent {
     pub const fn is_note(&self) -> bool {
         matches!(
             self,
-            Self::OfferSent { .. } | Self::OfferEnded { .. } | Self::PinRejected { .. }
+            Self::OfferSent { .. }
+                | Self::OfferEnded { .. }
+                | Self::PinRejected { .. }
+                | Self::FareFlagged { .. }
+                | Self::FeeCaptured { .. }
+                | Self::FeeFailed { .. }
+                | Self::Refunded { .. }
         )
     }
 
@@ -263,6 +319,11 @@ impl TripEvent {
     pub const fn kind(&self) -> &'static str {
         match self {
             Self::Requested { .. } => "trip.requested",
+            Self::Scheduled { .. } => "trip.scheduled",
+            Self::FareFlagged { .. } => "trip.fare_flagged",
+            Self::FeeCaptured { .. } => "payment.fee_captured",
+            Self::FeeFailed { .. } => "payment.fee_failed",
+            Self::Refunded { .. } => "payment.refunded",
             Self::MatchingStarted { .. } => "trip.matching",
             Self::SearchWidened { .. } => "trip.search_widened",
             Self::DriverAssigned { .. } => "trip.accepted",
@@ -348,8 +409,15 @@ pub enum TripCommand {
     Complete {
         /// Who.
         driver_id: Uuid,
-        /// Priced from the distance driven and the duration.
+        /// Priced from the distance driven and the duration (capped, when `flag` is set).
         fare: FareBreakdown,
+        /// Set when the fare was capped: logged as `trip.fare_flagged` before `trip.completed`.
+        flag: Option<FareFlag>,
+    },
+    /// A SCHEDULED trip's dispatch time came: matching begins.
+    Dispatch {
+        /// Radius of the first matching step.
+        radius_m: f64,
     },
     /// The assigned driver gives the trip up.
     DriverCancel {
@@ -386,6 +454,7 @@ impl TripCommand {
             Self::Arrive { .. } => "arrive",
             Self::Start { .. } => "start",
             Self::Complete { .. } => "complete",
+            Self::Dispatch { .. } => "dispatch",
             Self::DriverCancel { .. } | Self::RiderCancel { .. } => "cancel",
             Self::RecordPayment { .. } | Self::RecordPaymentFailure { .. } => "record a payment",
         }
@@ -427,6 +496,24 @@ impl TripError {
     }
 }
 
+/// A fare capped at `pricing.max_fare_ratio` × the estimate (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FareFlag {
+    /// The fare as computed.
+    pub computed: Money,
+    /// The ratio in force.
+    pub max_fare_ratio: f64,
+}
+
+/// When a trip booked ahead is picked up and dispatched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Schedule {
+    /// Pickup time, epoch ms.
+    pub pickup_at_ms: i64,
+    /// When matching begins, epoch ms.
+    pub dispatch_at_ms: i64,
+}
+
 /// Everything needed to open a trip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTrip {
@@ -448,6 +535,8 @@ pub struct NewTrip {
     pub promo_code: Option<String>,
     /// Radius of the first matching step.
     pub first_radius_m: f64,
+    /// Set for a trip booked ahead: it opens SCHEDULED instead of MATCHING.
+    pub schedule: Option<Schedule>,
 }
 
 /// A trip: the fold of its events.
@@ -499,6 +588,12 @@ pub struct Trip {
     pub pin_locked_until_ms: i64,
     /// Seq of the latest event.
     pub version: u64,
+    /// Set for a trip booked ahead.
+    pub schedule: Option<Schedule>,
+    /// A late cancellation's fee was charged (`payment.fee_captured`).
+    pub fee_captured: bool,
+    /// Charging the fee failed at least once (`payment.fee_failed`).
+    pub fee_failed: bool,
 }
 
 /// Why a list of events is not a trip.
@@ -521,7 +616,8 @@ pub enum ReplayError {
 }
 
 impl Trip {
-    /// Opens a trip: its `trip.requested` and `trip.matching` events, and the state they make.
+    /// Opens a trip: its `trip.requested` and `trip.matching` events (`trip.scheduled` for a trip
+    /// booked ahead), and the state they make.
     #[must_use]
     pub fn open(new: NewTrip, now_ms: i64) -> (Self, Vec<EventRecord>) {
         let records = vec![
@@ -541,8 +637,14 @@ impl Trip {
             EventRecord {
                 seq: 2,
                 at_ms: now_ms,
-                event: TripEvent::MatchingStarted {
-                    radius_m: new.first_radius_m,
+                event: match new.schedule {
+                    Some(s) => TripEvent::Scheduled {
+                        pickup_at_ms: s.pickup_at_ms,
+                        dispatch_at_ms: s.dispatch_at_ms,
+                    },
+                    None => TripEvent::MatchingStarted {
+                        radius_m: new.first_radius_m,
+                    },
                 },
             },
         ];
@@ -589,6 +691,9 @@ impl Trip {
             pin_failures: 0,
             pin_locked_until_ms: 0,
             version: record.seq,
+            schedule: None,
+            fee_captured: false,
+            fee_failed: false,
         })
     }
 
@@ -633,6 +738,11 @@ impl Trip {
             self.version = record.seq;
             return;
         }
+        match record.event {
+            TripEvent::FeeCaptured { .. } => self.fee_captured = true,
+            TripEvent::FeeFailed { .. } => self.fee_failed = true,
+            _ => {}
+        }
         if record.event.is_note() {
             // A note in the log, not a change of state.
             self.version = record.seq;
@@ -640,6 +750,16 @@ impl Trip {
         }
         let status = match &record.event {
             TripEvent::Requested { .. } => TripStatus::Requested,
+            TripEvent::Scheduled {
+                pickup_at_ms,
+                dispatch_at_ms,
+            } => {
+                self.schedule = Some(Schedule {
+                    pickup_at_ms: *pickup_at_ms,
+                    dispatch_at_ms: *dispatch_at_ms,
+                });
+                TripStatus::Scheduled
+            }
             TripEvent::MatchingStarted { radius_m } => {
                 self.step = 0;
                 self.radius_m = *radius_m;
@@ -682,7 +802,11 @@ impl Trip {
             TripEvent::PaymentFailed { .. } => TripStatus::PaymentFailed,
             TripEvent::OfferSent { .. }
             | TripEvent::OfferEnded { .. }
-            | TripEvent::PinRejected { .. } => self.status,
+            | TripEvent::PinRejected { .. }
+            | TripEvent::FareFlagged { .. }
+            | TripEvent::FeeCaptured { .. }
+            | TripEvent::FeeFailed { .. }
+            | TripEvent::Refunded { .. } => self.status,
         };
         self.status = status;
         self.status_times.insert(status, at);
@@ -774,13 +898,31 @@ pub fn decide(
                 _ => Err(refuse()),
             }
         }
-        TripCommand::Complete { driver_id, fare } => {
+        TripCommand::Complete {
+            driver_id,
+            fare,
+            flag,
+        } => {
             trip.require_driver(*driver_id)?;
             match trip.status {
-                S::TripStarted => Ok(vec![TripEvent::Completed { fare: *fare }]),
+                S::TripStarted => Ok(flag
+                    .map(|f| TripEvent::FareFlagged {
+                        computed: f.computed,
+                        charged: fare.total,
+                        max_fare_ratio: f.max_fare_ratio,
+                    })
+                    .into_iter()
+                    .chain([TripEvent::Completed { fare: *fare }])
+                    .collect()),
                 _ => Err(refuse()),
             }
         }
+        TripCommand::Dispatch { radius_m } => match trip.status {
+            S::Scheduled => Ok(vec![TripEvent::MatchingStarted {
+                radius_m: *radius_m,
+            }]),
+            _ => Err(refuse()),
+        },
         TripCommand::DriverCancel {
             driver_id,
             radius_m,
@@ -799,7 +941,9 @@ pub fn decide(
             }
         }
         TripCommand::RiderCancel { free_cancel_ms } => match trip.status {
-            S::Requested | S::Matching => Ok(vec![TripEvent::RiderCancelled { fee: None }]),
+            S::Requested | S::Scheduled | S::Matching => {
+                Ok(vec![TripEvent::RiderCancelled { fee: None }])
+            }
             S::Accepted | S::DriverArriving => {
                 let late = trip
                     .assigned_ms

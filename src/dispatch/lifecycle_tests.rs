@@ -35,6 +35,7 @@ fn open(now: i64) -> (Trip, Vec<EventRecord>) {
             pin: PIN.into(),
             promo_code: None,
             first_radius_m: 2_000.0,
+            schedule: None,
         },
         now,
     )
@@ -75,6 +76,7 @@ fn the_happy_path_runs_to_payment() {
         TripCommand::Complete {
             driver_id: driver,
             fare: quote().estimate,
+            flag: None,
         },
         TripCommand::RecordPayment {
             amount: quote().estimate.total,
@@ -300,6 +302,7 @@ fn build(kind: u8, driver: Uuid, right_pin: bool) -> TripCommand {
         6 => TripCommand::Complete {
             driver_id: driver,
             fare: quote().estimate,
+            flag: None,
         },
         7 => TripCommand::DriverCancel {
             driver_id: driver,

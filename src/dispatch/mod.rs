@@ -17,12 +17,12 @@ mod vehicle;
 
 pub use driver_state::{DriverStatus, Position};
 pub use lifecycle::{
-    ArrivalSource, EventRecord, NewTrip, OfferOutcome, Quote, ReplayError, Trip, TripCommand,
-    TripError, TripEvent, TripStatus, decide, pin_from,
+    ArrivalSource, EventRecord, FareFlag, NewTrip, OfferOutcome, Quote, ReplayError, Schedule,
+    Trip, TripCommand, TripError, TripEvent, TripStatus, decide, pin_from,
 };
 pub use matching::{MatchingMode, MatchingPolicy, Search};
 pub use money::{Currency, InvalidCurrency, Money, div_round_half_up};
-pub use pricing::{EstimateModel, FareBreakdown, Tariff, price, to_u64};
+pub use pricing::{EstimateModel, FareBreakdown, Tariff, cap_fare, price, to_u64};
 pub use promo::{Discount, PromoError, Promotion, Promotions};
 pub use role::Role;
 pub use surge::{DemandWindow, Surge};

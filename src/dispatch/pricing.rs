@@ -74,6 +74,9 @@ pub struct FareBreakdown {
     pub minimum_fare_adjustment: Money,
     /// What the promotion took off (zero or positive).
     pub discount: Money,
+    /// What the fare cap took off (`pricing.max_fare_ratio`, SPEC §7), when it applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fare_cap: Option<Money>,
     /// What the rider pays.
     pub total: Money,
     /// Metres priced.
@@ -128,11 +131,50 @@ pub fn price(
         surge: money(surged - subtotal),
         minimum_fare_adjustment: money(floored - surged),
         discount: money(off),
+        fare_cap: None,
         total: money(floored - off),
         distance_m,
         duration_s,
         surge_multiplier: surge,
     }
+}
+
+/// Caps `fare` at `max_ratio` × `estimate` (rounded half up to minor units). Returns the fare to
+/// charge and, when the cap applied, the fare as computed.
+///
+/// # Example
+///
+/// ```
+/// use hexdispatch::dispatch::{Currency, Money, Surge, Tariff, cap_fare, price};
+///
+/// let tariff = Tariff { base: 250, per_km: 120, per_min: 30, min_fare: 500, cancel_fee: 300 };
+/// let long = price(&tariff, Currency::USD, 40_000, 3_600, Surge::NONE, None);
+/// let (capped, computed) = cap_fare(long, Money::new(2_000, Currency::USD), 2.0);
+/// assert_eq!(capped.total.amount, 4_000);
+/// assert_eq!(capped.fare_cap.map(|m| m.amount), Some(4_000 - long.total.amount));
+/// assert_eq!(computed, Some(long.total));
+/// ```
+#[must_use]
+pub fn cap_fare(
+    fare: FareBreakdown,
+    estimate: Money,
+    max_ratio: f64,
+) -> (FareBreakdown, Option<Money>) {
+    // The ratio in basis points keeps the arithmetic in integers.
+    let bps = (max_ratio * 10_000.0).round();
+    if !bps.is_finite() || bps <= 0.0 || fare.total.currency != estimate.currency {
+        return (fare, None);
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let cap = div_round_half_up(i128::from(estimate.amount) * bps as i128, 10_000);
+    if fare.total.amount <= cap {
+        return (fare, None);
+    }
+    let computed = fare.total;
+    let mut capped = fare;
+    capped.fare_cap = Some(Money::new(cap - computed.amount, computed.currency));
+    capped.total = Money::new(cap, computed.currency);
+    (capped, Some(computed))
 }
 
 /// How trips are estimated before they happen.

@@ -3,6 +3,9 @@
 //!
 //! A use is taken when a trip is requested with the code and given back if that trip ends without
 //! a ride (cancelled, or no driver found), so a rider never loses a use to a trip that did not happen.
+//!
+//! [`Promotions`] is the in-memory book an engine without a store uses; with a store, codes and
+//! uses live in the database (`persistence::promotions`) and these rules are applied there.
 
 use std::collections::HashMap;
 
@@ -49,6 +52,9 @@ pub enum PromoError {
     /// The rider used it as often as allowed.
     #[error("this promotion has been used as many times as allowed")]
     UsedUp,
+    /// An operator disabled it.
+    #[error("this promotion has been withdrawn")]
+    Disabled,
 }
 
 impl PromoError {
@@ -60,6 +66,7 @@ impl PromoError {
             Self::NotYetValid => "promo_code_not_yet_valid",
             Self::Expired => "promo_code_expired",
             Self::UsedUp => "promo_code_used_up",
+            Self::Disabled => "promo_code_disabled",
         }
     }
 }

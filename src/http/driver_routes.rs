@@ -132,5 +132,10 @@ pub async fn get_driver(
             }
         },
     };
-    Ok(HttpResponse::Ok().json(snapshot))
+    let mut body = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
+    if let Some(p) = core.persistence() {
+        let rating = p.store().rating_of(id).await?;
+        body["rating"] = serde_json::json!({"average": rating.average, "count": rating.count});
+    }
+    Ok(HttpResponse::Ok().json(body))
 }

@@ -264,6 +264,7 @@ impl From<RequestError> for ApiError {
             RequestError::Backlog => Self::unavailable("database_backlog", e.to_string()),
             RequestError::NotDurable => Self::unavailable("database_unavailable", e.to_string()),
             RequestError::Store(s) => s.into(),
+            RequestError::PickupTime(_) => Self::unprocessable("invalid_pickup_at", e.to_string()),
         }
     }
 }

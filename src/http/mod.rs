@@ -18,6 +18,7 @@ pub mod ops;
 pub mod passwords;
 pub mod payment_routes;
 pub mod pricing_routes;
+pub mod promotion_routes;
 pub mod state;
 pub mod tokens;
 pub mod trip_routes;
@@ -330,6 +331,41 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "operator",
         "Credit a wallet (reference is idempotent).",
         payment_routes::top_up
+    ),
+    endpoint!(
+        post,
+        "/api/trips/{id}/rating",
+        "its rider (rates the driver) or its driver (rates the rider), once each, from TRIP_COMPLETED on",
+        "Rate the other side of a finished trip: {stars: 1..5, comment?} → 201; a second rating by the same side 409.",
+        trip_routes::rate
+    ),
+    endpoint!(
+        post,
+        "/api/trips/{id}/refund",
+        "operator",
+        "Refund a charged trip fully or partly through the ledger: {amount?: Money, reason, reference} → 201 {refunded, total_refunded, balance, applied}; the same reference twice refunds once; more than was charged 422.",
+        payment_routes::refund
+    ),
+    endpoint!(
+        post,
+        "/api/ops/promotions",
+        "operator",
+        "Create a promotion: {code, kind: percent|flat, value, valid_from, valid_to, per_rider_limit} → 201; an existing code 409.",
+        promotion_routes::create
+    ),
+    endpoint!(
+        get,
+        "/api/ops/promotions",
+        "operator",
+        "Every promotion with its uses, newest first.",
+        promotion_routes::list
+    ),
+    endpoint!(
+        delete,
+        "/api/ops/promotions/{code}",
+        "operator",
+        "Disable a promotion (later uses are refused; its uses are kept).",
+        promotion_routes::disable
     ),
     endpoint!(
         get,

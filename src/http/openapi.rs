@@ -17,8 +17,12 @@ pub fn build() -> Value {
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
-                json!({"name": name, "in": "path", "required": true,
-                       "schema": {"type": "string", "format": "uuid"}})
+                let schema = if name == "id" {
+                    json!({"type": "string", "format": "uuid"})
+                } else {
+                    json!({"type": "string"})
+                };
+                json!({"name": name, "in": "path", "required": true, "schema": schema})
             })
             .collect();
         let tag = e
@@ -28,7 +32,18 @@ pub fn build() -> Value {
             .find(|s| *s != "api")
             .unwrap_or("engine");
         let ok = match e.method {
-            "post" if e.path == "/api/trips" || e.path == "/api/auth/register" => "201",
+            "post"
+                if matches!(
+                    e.path,
+                    "/api/trips"
+                        | "/api/auth/register"
+                        | "/api/trips/{id}/rating"
+                        | "/api/trips/{id}/refund"
+                        | "/api/ops/promotions"
+                ) =>
+            {
+                "201"
+            }
             _ => "200",
         };
         let mut operation = json!({

@@ -15,7 +15,7 @@ use crate::dispatch::Role;
 use crate::dispatch::ledger::rider_account;
 use crate::dispatch::{Currency, Money, TripStatus};
 use crate::http::AppState;
-use crate::persistence::Persistence;
+use crate::persistence::{Persistence, RefundOutcome};
 
 /// Largest single top-up, minor units.
 const MAX_TOPUP: i64 = 100_000_000;
@@ -48,10 +48,10 @@ pub async fn wallet(
 const MAX_TRANSACTIONS: usize = 500;
 
 /// `GET /api/riders/{id}/transactions?limit=50&before=` (that rider, operator): the rider's
-/// ledger lines, newest first. `kind` is `charge` (a debit for a trip), `refund` (a credit for a
-/// trip) or `topup` (a credit by reference). The engine does not yet charge cancellation fees
-/// or refund, so only charges and top-ups occur today. Each line's `id` is the cursor for
-/// `before`, and `next` the one for the next page (absent on the last).
+/// ledger lines, newest first. `kind` is `charge` (a trip's fare), `cancellation_fee` (a late
+/// cancellation), `refund` (an operator's refund of either, with its `reference`) or `topup`
+/// (with its `reference`). Each line's `id` is the cursor for `before`, and `next` the one for
+/// the next page (absent on the last).
 pub async fn transactions(
     req: actix_web::HttpRequest,
     path: web::Path<String>,
@@ -84,12 +84,7 @@ pub async fn transactions(
     let transactions: Vec<_> = lines
         .iter()
         .map(|l| {
-            let credit = l.amount.amount > 0;
-            let kind = match (l.trip_id.is_some(), credit) {
-                (true, false) => "charge",
-                (true, true) => "refund",
-                (false, _) => "topup",
-            };
+            let kind = line_kind(&l.txn_id);
             let mut line = json!({
                 "id": l.id.to_string(),
                 "at": rfc3339(l.created_ms),
@@ -99,6 +94,9 @@ pub async fn transactions(
             if let Some(trip) = l.trip_id {
                 line["trip_id"] = json!(trip);
             }
+            if let Some(reference) = &l.reference {
+                line["reference"] = json!(reference);
+            }
             line
         })
         .collect();
@@ -107,6 +105,16 @@ pub async fn transactions(
         body["next"] = json!(next);
     }
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// What a ledger transaction was, from its id (see `persistence::wallets`).
+fn line_kind(txn_id: &str) -> &'static str {
+    match txn_id.split_once(':').map(|(prefix, _)| prefix) {
+        Some("fee") => "cancellation_fee",
+        Some("refund") => "refund",
+        Some("topup") => "topup",
+        _ => "charge",
+    }
 }
 
 #[derive(Deserialize)]
@@ -177,17 +185,37 @@ pub async fn receipt(
         .await?
         .ok_or_else(|| ApiError::not_found("trip_not_found", format!("no trip {trip_id}")))?;
     let viewer = caller.trip_viewer(&trip)?;
-    let charge = persistence(&core)?.store().payment(trip_id).await?;
+    let store = persistence(&core)?.store();
+    let charge = store.payment(trip_id).await?;
+    let fee_due = trip.status == TripStatus::Cancelled && trip.cancellation_fee.is_some();
     let status = match (trip.status, &charge) {
+        (_, Some(c)) if c.refunded >= c.amount.amount && c.amount.amount > 0 => "refunded",
+        (_, Some(c)) if c.refunded > 0 => "partially_refunded",
         (_, Some(_)) => "captured",
         (TripStatus::PaymentFailed, None) => "failed",
+        (TripStatus::Cancelled, None) if fee_due && trip.fee_failed => "failed",
         (TripStatus::TripCompleted, None) => "pending",
+        (TripStatus::Cancelled, None) if fee_due => "pending",
         _ => "not_applicable",
     };
     let mut payment = json!({"status": status});
+    if fee_due || trip.fare.is_some() {
+        payment["kind"] = json!(if fee_due { "cancellation_fee" } else { "fare" });
+    }
     if let Some(c) = &charge {
         payment["amount"] = json!(c.amount);
         payment["captured_at"] = json!(rfc3339(c.created_ms));
+        payment["refunded"] = json!(Money::new(c.refunded, c.amount.currency));
+        let refunds: Vec<serde_json::Value> = store
+            .refunds(trip_id)
+            .await?
+            .iter()
+            .map(|r| {
+                json!({"amount": r.amount, "reason": r.reason, "reference": r.reference,
+                       "at": rfc3339(r.created_ms)})
+            })
+            .collect();
+        payment["refunds"] = json!(refunds);
         if viewer != Viewer::Rider {
             payment["commission"] = json!(Money::new(c.commission, c.amount.currency));
             payment["driver_earnings"] = json!(Money::new(
@@ -199,6 +227,8 @@ pub async fn receipt(
     if status == "failed" {
         payment["reason"] = json!("insufficient_funds");
     }
+    // A capped fare carries its cap in the breakdown; `trip.fare_flagged` is in the events.
+    let flagged = trip.fare.is_some_and(|f| f.fare_cap.is_some());
     let view = TripView::of(&trip, viewer);
     Ok(HttpResponse::Ok().json(json!({
         "trip_id": trip_id,
@@ -212,6 +242,7 @@ pub async fn receipt(
         "discount": trip.fare.map(|f| f.discount),
         "promo_code": trip.promo_code,
         "cancellation_fee": trip.cancellation_fee,
+        "fare_capped": flagged,
         "payment": payment,
         "completed_at": trip.status_times.get(&TripStatus::TripCompleted).map(|t| rfc3339(*t)),
     })))
@@ -252,4 +283,95 @@ pub async fn earnings(
         "total": Money::new(total, currency),
         "trips": trips,
     })))
+}
+
+#[derive(Deserialize)]
+struct RefundBody {
+    amount: Option<MoneyBody>,
+    reason: Option<String>,
+    reference: Option<String>,
+}
+
+/// `POST /api/trips/{id}/refund` `{amount?: Money, reason, reference}` → 201 `{refunded: Money,
+/// total_refunded: Money, balance: Money, applied}` (operators): refunds the whole charge (no
+/// amount) or part of it through the ledger. The same reference again refunds nothing and
+/// answers as the first time (`applied: false`); more than is left of the charge is 422
+/// `refund_exceeds_charge`; a trip never charged is 409 `not_charged`.
+pub async fn refund(
+    req: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    core: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(&path, "trip id")?;
+    caller.require(&[Role::Operator])?;
+    let body: RefundBody = json_body(&req, payload).await?;
+    let amount = match body.amount {
+        None => None,
+        Some(m) => {
+            let minor = m
+                .amount
+                .ok_or_else(|| FieldError::missing("amount.amount"))?;
+            if !(1..=MAX_TOPUP).contains(&minor) {
+                return Err(FieldError::out_of_range(format!(
+                    "amount.amount must be within [1, {MAX_TOPUP}] minor units"
+                ))
+                .into());
+            }
+            let currency = Currency::parse(
+                &m.currency
+                    .ok_or_else(|| FieldError::missing("amount.currency"))?,
+            )
+            .map_err(|e| FieldError::invalid("amount.currency", e))?;
+            Some(Money::new(minor, currency))
+        }
+    };
+    let reason =
+        short_text(body.reason, "reason", 500)?.ok_or_else(|| FieldError::missing("reason"))?;
+    let reference = short_text(body.reference, "reference", 128)?
+        .ok_or_else(|| FieldError::missing("reference"))?;
+    if core.load_trip(trip_id).await?.is_none() {
+        return Err(ApiError::not_found(
+            "trip_not_found",
+            format!("no trip {trip_id}"),
+        ));
+    }
+    persistence(&core)?;
+    let outcome = core
+        .payments
+        .refund(&core, trip_id, amount, &reason, &reference)
+        .await
+        .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
+    match outcome {
+        RefundOutcome::Refunded {
+            amount,
+            total_refunded,
+            balance,
+            applied,
+        } => Ok(HttpResponse::Created().json(json!({
+            "trip_id": trip_id,
+            "reference": reference,
+            "refunded": amount,
+            "total_refunded": total_refunded,
+            "balance": balance,
+            "applied": applied,
+        }))),
+        RefundOutcome::NotCharged => Err(ApiError::conflict(
+            "not_charged",
+            format!("trip {trip_id} has no charge to refund"),
+        )),
+        RefundOutcome::TooMuch { refundable } => Err(ApiError::unprocessable(
+            "refund_exceeds_charge",
+            format!("at most {refundable} of this trip's charge is left to refund"),
+        )),
+        RefundOutcome::ReferenceTaken => Err(ApiError::conflict(
+            "reference_reused",
+            "this reference was used for a refund of another trip",
+        )),
+        RefundOutcome::CurrencyMismatch { charged } => Err(ApiError::unprocessable(
+            "currency_mismatch",
+            format!("the trip was charged in {charged}"),
+        )),
+    }
 }

@@ -42,7 +42,7 @@ pub async fn estimate(
     let now = now_ms();
     let (tariff, currency) = core.market.tariff(origin, vehicle_type.as_str())?;
     let discount = match &promo_code {
-        Some(code) => Some(core.market.check_promo(code, caller.id(), now)?),
+        Some(code) => Some(core.check_promo(code, caller.id(), now).await?),
         None => None,
     };
     let surge = core.market.surge(&core.shards, origin, now);

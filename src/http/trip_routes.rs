@@ -20,8 +20,9 @@ use crate::actors::protocol::{TripView, Viewer};
 use crate::actors::trip::{DriverAct, DriverAction, RiderCancel};
 use crate::actors::{Core, DriveError, Requested, TripRequest};
 use crate::clock::rfc3339;
-use crate::dispatch::{Role, Trip, TripError};
+use crate::dispatch::{Role, Trip, TripError, TripStatus};
 use crate::geo::LatLng;
+use crate::persistence::{NewRating, RatingSide};
 
 /// `{lat, lng}` as sent; checked by [`point`].
 #[derive(Deserialize)]
@@ -65,6 +66,18 @@ struct TripBody {
     vehicle_type: Option<String>,
     promo_code: Option<String>,
     idempotency_key: Option<String>,
+    pickup_at: Option<String>,
+}
+
+/// An RFC 3339 time as epoch ms.
+pub(crate) fn rfc3339_ms(raw: &str, field: &'static str) -> Result<i64, FieldError> {
+    let at =
+        time::OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339)
+            .map_err(|_| {
+                FieldError::invalid(field, "an RFC 3339 time, e.g. 2026-12-01T08:30:00Z")
+            })?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| FieldError::invalid(field, "a time within a few centuries of now"))
 }
 
 /// Maps a refused offer answer from `driver` about `trip_id`.
@@ -118,8 +131,10 @@ async fn visible(core: &Core, caller: &Caller, trip_id: Uuid) -> Result<(Trip, V
     Ok((trip, viewer))
 }
 
-/// `POST /api/trips` `{origin, destination, vehicle_type?, promo_code?, idempotency_key?}` →
-/// 201 with the Trip object (its `trip_id`, `status`, `fare_estimate`, …).
+/// `POST /api/trips` `{origin, destination, vehicle_type?, promo_code?, idempotency_key?,
+/// pickup_at?}` → 201 with the Trip object (its `trip_id`, `status`, `fare_estimate`, …). With
+/// `pickup_at` (RFC 3339, `trip.schedule_min_lead_s` to 7 days ahead) the trip is booked ahead:
+/// status SCHEDULED, priced now, matched from `trip.schedule_dispatch_lead_s` before pickup.
 pub async fn create(
     req: HttpRequest,
     caller: Caller,
@@ -150,6 +165,11 @@ pub async fn create(
         promo_code: short_text(body.promo_code, "promo_code", 64)?,
         idempotency_key: short_text(body.idempotency_key, "idempotency_key", 255)?,
         request_id: Some(rid.0),
+        pickup_at_ms: body
+            .pickup_at
+            .as_deref()
+            .map(|raw| rfc3339_ms(raw, "pickup_at"))
+            .transpose()?,
     };
     let answer = core.request_trip(caller.id(), request).await?;
     let (trip, replayed) = match answer {
@@ -419,4 +439,79 @@ pub async fn rider_history(
     };
     let trips: Vec<TripView> = trips.iter().map(|t| TripView::of(t, viewer)).collect();
     Ok(HttpResponse::Ok().json(json!({ "trips": trips, "next_before": next_before })))
+}
+
+#[derive(Deserialize)]
+struct RatingBody {
+    stars: Option<i64>,
+    comment: Option<String>,
+}
+
+/// `POST /api/trips/{id}/rating` `{stars: 1..5, comment?}` → 201: its rider rates the driver, its
+/// driver rates the rider, once each, from TRIP_COMPLETED on. A second rating by the same side
+/// is 409 `already_rated`; before completion 409 `trip_not_completed`.
+pub async fn rate(
+    req: HttpRequest,
+    path: web::Path<String>,
+    caller: Caller,
+    core: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let trip_id = parse_id(&path, "trip id")?;
+    caller.require(&[Role::Rider, Role::Driver])?;
+    let body: RatingBody = json_body(&req, payload).await?;
+    let stars = body.stars.ok_or_else(|| FieldError::missing("stars"))?;
+    let stars = u8::try_from(stars)
+        .ok()
+        .filter(|s| (1..=5).contains(s))
+        .ok_or_else(|| FieldError::out_of_range("stars must be within [1, 5]"))?;
+    let comment = short_text(body.comment, "comment", 500)?;
+    let (trip, viewer) = visible(&core, &caller, trip_id).await?;
+    let (side, ratee) = match (viewer, trip.driver_id) {
+        (Viewer::Rider, Some(driver)) => (RatingSide::Rider, driver),
+        (Viewer::Driver, Some(_)) => (RatingSide::Driver, trip.rider_id),
+        _ => {
+            return Err(ApiError::conflict(
+                "trip_not_completed",
+                format!("trip {trip_id} had no ride to rate"),
+            ));
+        }
+    };
+    if !matches!(
+        trip.status,
+        TripStatus::TripCompleted | TripStatus::PaymentProcessed | TripStatus::PaymentFailed
+    ) {
+        return Err(ApiError::conflict(
+            "trip_not_completed",
+            format!(
+                "a trip is rated from TRIP_COMPLETED on; this one is {}",
+                trip.status.as_str()
+            ),
+        ));
+    }
+    let store = core.persistence().ok_or_else(ApiError::no_store)?.store();
+    let stored = store
+        .rate(&NewRating {
+            trip_id,
+            side,
+            rater: caller.id(),
+            ratee,
+            stars,
+            comment: comment.as_deref(),
+            now_ms: crate::clock::now_ms(),
+        })
+        .await?;
+    if !stored {
+        return Err(ApiError::conflict(
+            "already_rated",
+            format!("the {} of this trip rated it already", side.as_str()),
+        ));
+    }
+    Ok(HttpResponse::Created().json(json!({
+        "trip_id": trip_id,
+        "by": side.as_str(),
+        "rated_id": ratee,
+        "stars": stars,
+        "comment": comment,
+    })))
 }

@@ -323,7 +323,7 @@ impl Store {
     pub async fn live_trip_ids(&self) -> Result<Vec<Uuid>, StoreError> {
         let rows = sqlx::query(
             "SELECT trip_id FROM trips WHERE status IN \
-             ('REQUESTED', 'MATCHING', 'ACCEPTED', 'DRIVER_ARRIVING', 'TRIP_STARTED') \
+             ('SCHEDULED', 'REQUESTED', 'MATCHING', 'ACCEPTED', 'DRIVER_ARRIVING', 'TRIP_STARTED') \
              ORDER BY trip_id",
         )
         .fetch_all(&self.pool)

@@ -1,12 +1,14 @@
-//! Money in the store: wallets, the double-entry ledger, charges and top-ups. Each operation is
-//! one transaction; a charge is idempotent by trip id (`payments` primary key) and a top-up by its
-//! reference (`topups` primary key), so redelivered messages and retried requests move money once.
+//! Money in the store: wallets, the double-entry ledger, charges, refunds and top-ups. Each
+//! operation is one transaction; a charge (a fare, or a late cancellation's fee) is idempotent by
+//! trip id (`payments` primary key), a refund by its reference (`refunds` primary key) and a
+//! top-up by its reference (`topups` primary key), so redelivered messages and retried requests
+//! move money once. A refund never exceeds what is left of its trip's charge.
 
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::store::{Store, StoreError};
-use crate::dispatch::ledger::{Posting, rider_account, top_up, trip_charge};
+use crate::dispatch::ledger::{Posting, refund, rider_account, top_up, trip_charge};
 use crate::dispatch::{Currency, Money};
 
 /// What a charge did.
@@ -23,6 +25,64 @@ pub enum ChargeOutcome {
     },
 }
 
+/// What a trip is charged for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeKind {
+    /// The fare of a completed trip.
+    Fare,
+    /// The fee of a late rider cancellation.
+    CancellationFee,
+}
+
+impl ChargeKind {
+    /// The stored name: `fare` or `cancellation_fee`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fare => "fare",
+            Self::CancellationFee => "cancellation_fee",
+        }
+    }
+
+    /// The ledger transaction id of this charge of `trip_id`.
+    fn txn_id(self, trip_id: Uuid) -> String {
+        match self {
+            Self::Fare => format!("trip:{trip_id}"),
+            Self::CancellationFee => format!("fee:{trip_id}"),
+        }
+    }
+}
+
+/// What a refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    /// Refunded now (or, for a reference seen before on the same trip, earlier: nothing moved).
+    Refunded {
+        /// What this refund gave back.
+        amount: Money,
+        /// Everything refunded on the trip so far.
+        total_refunded: Money,
+        /// The rider's balance after it.
+        balance: Money,
+        /// Whether this call moved the money (false: the reference was used before).
+        applied: bool,
+    },
+    /// The trip was never charged.
+    NotCharged,
+    /// More than is left of the charge was asked.
+    TooMuch {
+        /// What may still be refunded.
+        refundable: Money,
+    },
+    /// The reference belongs to a refund of another trip.
+    ReferenceTaken,
+    /// The amount is in another currency than the charge.
+    CurrencyMismatch {
+        /// The charge's currency.
+        charged: Currency,
+    },
+}
+
 /// A charge as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRow {
@@ -30,6 +90,23 @@ pub struct PaymentRow {
     pub amount: Money,
     /// The platform's part.
     pub commission: i64,
+    /// When, epoch ms.
+    pub created_ms: i64,
+    /// A fare or a cancellation fee.
+    pub kind: ChargeKind,
+    /// Refunded so far.
+    pub refunded: i64,
+}
+
+/// A refund as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRow {
+    /// Its idempotency reference.
+    pub reference: String,
+    /// What it gave back.
+    pub amount: Money,
+    /// Why.
+    pub reason: String,
     /// When, epoch ms.
     pub created_ms: i64,
 }
@@ -45,6 +122,9 @@ pub struct StatementLine {
     pub trip_id: Option<Uuid>,
     /// The top-up (or other) reference, if any.
     pub reference: Option<String>,
+    /// The ledger transaction (`trip:…` a fare, `fee:…` a cancellation fee, `refund:…`,
+    /// `topup:…`).
+    pub txn_id: String,
     /// When, epoch ms.
     pub created_ms: i64,
 }
@@ -113,6 +193,54 @@ async fn balance_in(tx: &mut Tx<'_>, account: &str) -> Result<Option<(i64, Strin
         .transpose()
 }
 
+/// A trip's charge, with what was refunded of it so far.
+async fn payment_in(
+    conn: &mut sqlx::AnyConnection,
+    trip_id: Uuid,
+) -> Result<Option<PaymentRow>, StoreError> {
+    let row = sqlx::query(
+        "SELECT amount, commission, currency, created_ms, kind, \
+         (SELECT CAST(COALESCE(SUM(r.amount), 0) AS BIGINT) FROM refunds r WHERE r.trip_id = $1) AS refunded \
+         FROM payments WHERE trip_id = $1",
+    )
+    .bind(trip_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(r) => Ok(Some(PaymentRow {
+            amount: Money::new(
+                r.try_get("amount")?,
+                currency(&r.try_get::<String, _>("currency")?)?,
+            ),
+            commission: r.try_get("commission")?,
+            created_ms: r.try_get("created_ms")?,
+            kind: if r.try_get::<String, _>("kind")? == "cancellation_fee" {
+                ChargeKind::CancellationFee
+            } else {
+                ChargeKind::Fare
+            },
+            refunded: r.try_get("refunded")?,
+        })),
+    }
+}
+
+/// The rider and driver of a charged trip.
+async fn parties_in(
+    conn: &mut sqlx::AnyConnection,
+    trip_id: Uuid,
+) -> Result<(Uuid, Uuid), StoreError> {
+    let row = sqlx::query("SELECT rider_id, driver_id FROM payments WHERE trip_id = $1")
+        .bind(trip_id.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
+    let id = |name: &str| -> Result<Uuid, StoreError> {
+        let raw: String = row.try_get(name)?;
+        Uuid::parse_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+    };
+    Ok((id("rider_id")?, id("driver_id")?))
+}
+
 impl Store {
     /// Charges a completed trip's fare: rider debit, driver credit less commission, platform
     /// commission. Once per trip, whatever the number of calls.
@@ -120,9 +248,11 @@ impl Store {
     /// # Errors
     ///
     /// The database's error (nothing moved then).
+    #[allow(clippy::too_many_arguments)]
     pub async fn charge_trip(
         &self,
         trip_id: Uuid,
+        kind: ChargeKind,
         rider: Uuid,
         driver: Uuid,
         fare: Money,
@@ -145,8 +275,8 @@ impl Store {
         }
         let postings = trip_charge(rider, driver, fare, commission_bps);
         let inserted = sqlx::query(
-            "INSERT INTO payments (trip_id, rider_id, driver_id, amount, commission, currency, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (trip_id) DO NOTHING",
+            "INSERT INTO payments (trip_id, rider_id, driver_id, amount, commission, currency, created_ms, kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (trip_id) DO NOTHING",
         )
         .bind(trip_id.to_string())
         .bind(rider.to_string())
@@ -155,6 +285,7 @@ impl Store {
         .bind(postings[2].amount)
         .bind(fare.currency.as_str().to_owned())
         .bind(now)
+        .bind(kind.as_str())
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -162,7 +293,7 @@ impl Store {
         }
         post(
             &mut tx,
-            &format!("trip:{trip_id}"),
+            &kind.txn_id(trip_id),
             &postings,
             fare.currency,
             Some(trip_id),
@@ -172,6 +303,139 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(ChargeOutcome::Charged)
+    }
+
+    /// Refunds `amount` (everything left, when `None`) of `trip_id`'s charge, once per
+    /// `reference`: the rider is credited, the driver's share and the platform's commission are
+    /// reversed in proportion. The commission reversed is the commission of everything refunded
+    /// so far less what earlier refunds reversed, so a full refund in parts reverses it exactly.
+    ///
+    /// # Errors
+    ///
+    /// The database's error (nothing moved then).
+    pub async fn refund_trip(
+        &self,
+        trip_id: Uuid,
+        amount: Option<Money>,
+        reason: &str,
+        reference: &str,
+        now: i64,
+    ) -> Result<RefundOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(charge) = payment_in(&mut tx, trip_id).await? else {
+            return Ok(RefundOutcome::NotCharged);
+        };
+        let (rider, driver) = parties_in(&mut tx, trip_id).await?;
+        let cur = charge.amount.currency;
+        let seen = sqlx::query("SELECT trip_id, amount FROM refunds WHERE reference = $1")
+            .bind(reference)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = seen {
+            let trip: String = row.try_get("trip_id")?;
+            if trip != trip_id.to_string() {
+                return Ok(RefundOutcome::ReferenceTaken);
+            }
+            let balance = balance_in(&mut tx, &rider_account(rider))
+                .await?
+                .map_or(0, |b| b.0);
+            return Ok(RefundOutcome::Refunded {
+                amount: Money::new(row.try_get("amount")?, cur),
+                total_refunded: Money::new(charge.refunded, cur),
+                balance: Money::new(balance, cur),
+                applied: false,
+            });
+        }
+        if let Some(asked) = amount
+            && asked.currency != cur
+        {
+            return Ok(RefundOutcome::CurrencyMismatch { charged: cur });
+        }
+        let left = charge.amount.amount - charge.refunded;
+        let this = amount.map_or(left, |m| m.amount);
+        if this <= 0 || this > left {
+            return Ok(RefundOutcome::TooMuch {
+                refundable: Money::new(left.max(0), cur),
+            });
+        }
+        let reversed_before: i64 = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(commission), 0) AS BIGINT) AS c FROM refunds WHERE trip_id = $1",
+        )
+        .bind(trip_id.to_string())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("c")?;
+        let postings = refund(
+            rider,
+            driver,
+            Money::new(charge.amount.amount, cur),
+            charge.commission,
+            charge.refunded,
+            reversed_before,
+            this,
+        );
+        let commission = -postings[2].amount;
+        sqlx::query(
+            "INSERT INTO refunds (reference, trip_id, amount, commission, currency, reason, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(reference)
+        .bind(trip_id.to_string())
+        .bind(this)
+        .bind(commission)
+        .bind(cur.as_str().to_owned())
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        post(
+            &mut tx,
+            &format!("refund:{reference}"),
+            &postings,
+            cur,
+            Some(trip_id),
+            Some(reference),
+            now,
+        )
+        .await?;
+        let balance = balance_in(&mut tx, &rider_account(rider))
+            .await?
+            .map_or(0, |b| b.0);
+        tx.commit().await?;
+        Ok(RefundOutcome::Refunded {
+            amount: Money::new(this, cur),
+            total_refunded: Money::new(charge.refunded + this, cur),
+            balance: Money::new(balance, cur),
+            applied: true,
+        })
+    }
+
+    /// A trip's refunds, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub async fn refunds(&self, trip_id: Uuid) -> Result<Vec<RefundRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT reference, amount, currency, reason, created_ms FROM refunds \
+             WHERE trip_id = $1 ORDER BY created_ms, reference",
+        )
+        .bind(trip_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RefundRow {
+                    reference: r.try_get("reference")?,
+                    amount: Money::new(
+                        r.try_get("amount")?,
+                        currency(&r.try_get::<String, _>("currency")?)?,
+                    ),
+                    reason: r.try_get("reason")?,
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Credits `amount` to `account`, once per `reference`. Returns the balance after, and
@@ -252,23 +516,8 @@ impl Store {
     ///
     /// The database's error.
     pub async fn payment(&self, trip_id: Uuid) -> Result<Option<PaymentRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT amount, commission, currency, created_ms FROM payments WHERE trip_id = $1",
-        )
-        .bind(trip_id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            None => Ok(None),
-            Some(r) => Ok(Some(PaymentRow {
-                amount: Money::new(
-                    r.try_get("amount")?,
-                    currency(&r.try_get::<String, _>("currency")?)?,
-                ),
-                commission: r.try_get("commission")?,
-                created_ms: r.try_get("created_ms")?,
-            })),
-        }
+        let mut conn = self.pool.acquire().await?;
+        payment_in(&mut conn, trip_id).await
     }
 
     /// The ledger lines of `account`, newest first: at most `limit`, older than the line `before`
@@ -284,7 +533,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StatementLine>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, amount, currency, trip_id, reference, created_ms FROM ledger \
+            "SELECT id, txn_id, amount, currency, trip_id, reference, created_ms FROM ledger \
              WHERE account = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
         .bind(account)
@@ -307,6 +556,7 @@ impl Store {
                         })
                         .transpose()?,
                     reference: r.try_get("reference")?,
+                    txn_id: r.try_get("txn_id")?,
                     created_ms: r.try_get("created_ms")?,
                 })
             })
@@ -349,14 +599,18 @@ impl Store {
             .collect()
     }
 
-    /// A rider's trips whose payment failed (to retry after a top-up).
+    /// A rider's trips whose payment failed (to retry after a top-up): fares (PAYMENT_FAILED) and
+    /// cancellation fees not charged yet.
     ///
     /// # Errors
     ///
     /// The database's error.
     pub async fn failed_payments(&self, rider: Uuid) -> Result<Vec<Uuid>, StoreError> {
         let rows = sqlx::query(
-            "SELECT trip_id FROM trips WHERE rider_id = $1 AND status = 'PAYMENT_FAILED' ORDER BY trip_id",
+            "SELECT trip_id FROM trips t WHERE rider_id = $1 AND (status = 'PAYMENT_FAILED' OR \
+             (status = 'CANCELLED' AND EXISTS (SELECT 1 FROM trip_events e WHERE e.trip_id = t.trip_id \
+             AND e.type = 'payment.fee_failed') AND NOT EXISTS \
+             (SELECT 1 FROM payments p WHERE p.trip_id = t.trip_id))) ORDER BY trip_id",
         )
         .bind(rider.to_string())
         .fetch_all(&self.pool)

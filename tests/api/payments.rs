@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use hexdispatch::dispatch::Role;
 use hexdispatch::dispatch::{Currency, Money};
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -267,62 +266,251 @@ async fn a_short_wallet_fails_the_payment_until_a_top_up_retries_it() {
     );
 }
 
-#[actix_rt::test]
-async fn the_ledger_sums_to_zero_after_a_thousand_random_trips() {
-    let app = spawn_app().await;
-    let store = app.core.persistence().unwrap().store();
-    let mut rng = StdRng::seed_from_u64(1_000);
-    let riders: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
-    let drivers: Vec<Uuid> = (0..20).map(|_| Uuid::now_v7()).collect();
-    for (i, rider) in riders.iter().enumerate() {
-        let amount = Money::new(rng.random_range(0..200_000), Currency::USD);
-        if amount.amount > 0 {
-            store
-                .top_up(&format!("rider:{rider}"), amount, &format!("seed-{i}"), 1)
-                .await
-                .unwrap();
+/// One money operation of the property test.
+#[derive(Debug, Clone)]
+enum Op {
+    TopUp {
+        rider: usize,
+        amount: i64,
+        reference: u8,
+    },
+    Fare {
+        trip: usize,
+        rider: usize,
+        driver: usize,
+        amount: i64,
+        bps: u32,
+    },
+    Fee {
+        trip: usize,
+        rider: usize,
+        driver: usize,
+        amount: i64,
+        bps: u32,
+    },
+    Refund {
+        trip: usize,
+        amount: Option<i64>,
+        reference: u8,
+    },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..4usize, 1..50_000i64, 0..12u8).prop_map(|(rider, amount, reference)| Op::TopUp {
+            rider,
+            amount,
+            reference
+        }),
+        (
+            0..12usize,
+            0..4usize,
+            0..3usize,
+            0..30_000i64,
+            0..=10_000u32
+        )
+            .prop_map(|(trip, rider, driver, amount, bps)| Op::Fare {
+                trip,
+                rider,
+                driver,
+                amount,
+                bps
+            }),
+        (0..12usize, 0..4usize, 0..3usize, 0..1_000i64, 0..=10_000u32).prop_map(
+            |(trip, rider, driver, amount, bps)| Op::Fee {
+                trip,
+                rider,
+                driver,
+                amount,
+                bps
+            }
+        ),
+        (0..12usize, proptest::option::of(1..40_000i64), 0..12u8).prop_map(
+            |(trip, amount, reference)| Op::Refund {
+                trip,
+                amount,
+                reference
+            }
+        ),
+    ]
+}
+
+/// Runs `ops` against a fresh store and checks the ledger after each: it sums to zero, no
+/// rider's, driver's or the platform's wallet is below zero, no trip is charged twice and no trip
+/// refunded more than it was charged.
+async fn run_money(ops: Vec<Op>) -> Result<(), String> {
+    use hexdispatch::persistence::{ChargeKind, ChargeOutcome, RefundOutcome, Store};
+    let file = std::env::temp_dir().join(format!("hexdispatch-money-{}.db", Uuid::now_v7()));
+    let store = Store::connect(Some(&format!("sqlite://{}?mode=rwc", file.display())))
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    let riders: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    let drivers: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let trips: Vec<Uuid> = (0..12).map(|_| Uuid::now_v7()).collect();
+    let usd = |amount| Money::new(amount, Currency::USD);
+    let mut charged = std::collections::HashMap::<usize, i64>::new();
+    let mut refunded = std::collections::HashMap::<usize, i64>::new();
+    let mut refs = std::collections::HashMap::<u8, usize>::new();
+    let mut result = Ok(());
+    for (n, op) in ops.into_iter().enumerate() {
+        let now = i64::try_from(n).unwrap_or(0);
+        match op.clone() {
+            Op::TopUp {
+                rider,
+                amount,
+                reference,
+            } => {
+                store
+                    .top_up(
+                        &format!("rider:{}", riders[rider]),
+                        usd(amount),
+                        &format!("t{reference}-{rider}"),
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Op::Fare {
+                trip,
+                rider,
+                driver,
+                amount,
+                bps,
+            }
+            | Op::Fee {
+                trip,
+                rider,
+                driver,
+                amount,
+                bps,
+            } => {
+                let kind = if matches!(op, Op::Fare { .. }) {
+                    ChargeKind::Fare
+                } else {
+                    ChargeKind::CancellationFee
+                };
+                let outcome = store
+                    .charge_trip(
+                        trips[trip],
+                        kind,
+                        riders[rider],
+                        drivers[driver],
+                        usd(amount),
+                        bps,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match outcome {
+                    ChargeOutcome::Charged if charged.contains_key(&trip) => {
+                        return Err(format!("trip {trip} charged twice"));
+                    }
+                    ChargeOutcome::Charged => {
+                        charged.insert(trip, amount);
+                    }
+                    ChargeOutcome::AlreadyCharged if !charged.contains_key(&trip) => {
+                        return Err(format!("trip {trip} said charged but was not"));
+                    }
+                    _ => {}
+                }
+            }
+            Op::Refund {
+                trip,
+                amount,
+                reference,
+            } => {
+                let outcome = store
+                    .refund_trip(
+                        trips[trip],
+                        amount.map(usd),
+                        "test",
+                        &format!("r{reference}"),
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let left = charged.get(&trip).copied().unwrap_or(0)
+                    - refunded.get(&trip).copied().unwrap_or(0);
+                match outcome {
+                    RefundOutcome::Refunded {
+                        amount: got,
+                        applied: true,
+                        ..
+                    } => {
+                        if refs.insert(reference, trip).is_some() {
+                            return Err(format!("reference r{reference} refunded twice"));
+                        }
+                        if got.amount > left || amount.is_some_and(|a| a != got.amount) {
+                            return Err(format!("refund of {got:?} with {left} left"));
+                        }
+                        *refunded.entry(trip).or_default() += got.amount;
+                    }
+                    RefundOutcome::Refunded { applied: false, .. } => {
+                        if refs.get(&reference) != Some(&trip) {
+                            return Err(format!("r{reference} replayed for another trip"));
+                        }
+                    }
+                    RefundOutcome::NotCharged if charged.contains_key(&trip) => {
+                        return Err(format!("trip {trip} is charged"));
+                    }
+                    RefundOutcome::TooMuch { refundable } if refundable.amount != left.max(0) => {
+                        return Err(format!("refundable {refundable:?}, {left} left"));
+                    }
+                    RefundOutcome::ReferenceTaken
+                        if refs.get(&reference).is_none_or(|t| *t == trip) =>
+                    {
+                        return Err(format!("r{reference} is not taken by another trip"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let totals = store.ledger_totals().await.map_err(|e| e.to_string())?;
+        if totals.iter().any(|(_, t)| *t != 0) {
+            result = Err(format!("ledger off after op {n}: {totals:?}"));
+            break;
+        }
+        let accounts = riders
+            .iter()
+            .map(|r| format!("rider:{r}"))
+            .chain(drivers.iter().map(|d| format!("driver:{d}")))
+            .chain(["platform".to_owned()]);
+        for account in accounts {
+            let balance = store.balance(&account).await.map_err(|e| e.to_string())?;
+            if balance.is_some_and(|b| b.amount < 0) {
+                result = Err(format!("{account} below zero after op {n}: {balance:?}"));
+            }
+        }
+        if result.is_err() {
+            break;
         }
     }
-    let (mut charged, mut short) = (0, 0);
-    for i in 0..1_000u32 {
-        let trip = Uuid::now_v7();
-        let rider = riders[rng.random_range(0..riders.len())];
-        let driver = drivers[rng.random_range(0..drivers.len())];
-        let fare = Money::new(rng.random_range(700..20_000), Currency::USD);
-        let bps = rng.random_range(0..=3_000);
-        let outcome = store
-            .charge_trip(trip, rider, driver, fare, bps, i64::from(i))
-            .await
-            .unwrap();
-        match outcome {
-            hexdispatch::persistence::ChargeOutcome::Charged => charged += 1,
-            hexdispatch::persistence::ChargeOutcome::InsufficientFunds { .. } => short += 1,
-            other => panic!("{other:?}"),
-        }
-        if rng.random_bool(0.1) {
-            // A redelivery changes nothing.
-            let again = store
-                .charge_trip(trip, rider, driver, fare, bps, 0)
-                .await
-                .unwrap();
-            assert_ne!(again, hexdispatch::persistence::ChargeOutcome::Charged);
-        }
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
     }
-    assert!(
-        charged > 100 && short > 100,
-        "both paths exercised: {charged} charged, {short} short"
-    );
-    assert_eq!(store.count("payments").await.unwrap(), charged);
-    assert_eq!(
-        store.ledger_totals().await.unwrap(),
-        vec![("USD".to_owned(), 0)]
-    );
-    for rider in &riders {
-        let balance = store.balance(&format!("rider:{rider}")).await.unwrap();
-        assert!(
-            balance.is_none_or(|b| b.amount >= 0),
-            "no wallet goes negative"
-        );
+    result
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Any sequence of charges, cancellation fees, refunds (whole, partial, too large, repeated)
+    /// and top-ups leaves the ledger at zero and no wallet negative.
+    #[test]
+    fn any_sequence_of_charges_fees_refunds_and_top_ups_keeps_the_ledger_whole(
+        ops in proptest::collection::vec(op(), 1..120)
+    ) {
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(run_money(ops));
+        proptest::prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }
 
