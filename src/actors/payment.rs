@@ -234,7 +234,7 @@ impl PaymentDesk {
                 };
                 // Already recorded (a redelivery, or a failure recorded before): nothing to append.
                 if let Ok(events) = decide(&trip, &command, now_ms()) {
-                    record(core, trip, events, true);
+                    record(core, trip, events, true).await;
                 }
             }
             ChargeKind::CancellationFee => {
@@ -247,7 +247,7 @@ impl PaymentDesk {
                     _ => None,
                 };
                 if let Some(event) = event {
-                    record(core, trip, vec![event], false);
+                    record(core, trip, vec![event], false).await;
                 }
             }
         }
@@ -299,7 +299,7 @@ impl PaymentDesk {
                     reference: reference.to_owned(),
                     reason: reason.to_owned(),
                 };
-                record(core, trip, vec![event], false);
+                record(core, trip, vec![event], false).await;
             }
         }
         Ok(outcome)
@@ -324,13 +324,23 @@ impl PaymentDesk {
     }
 }
 
-/// Appends `events` to `trip`, stores them and, for a change of status, tells the rider.
-fn record(core: &Core, mut trip: crate::dispatch::Trip, events: Vec<TripEvent>, tell_rider: bool) {
+/// Appends `events` to `trip`, stores them (waiting up to `database.ack_timeout_s`, so what a
+/// settlement recorded is in the store when it returns) and, for a change of status, tells the
+/// rider.
+async fn record(
+    core: &Core,
+    mut trip: crate::dispatch::Trip,
+    events: Vec<TripEvent>,
+    tell_rider: bool,
+) {
     let records = trip.records(events, now_ms());
     for record in &records {
         trip.apply(record);
     }
-    core.save_trip(&trip, records);
+    if let Some(durable) = core.save_trip_from(&trip, records, None) {
+        let limit = Duration::from_secs_f64(core.settings.database.ack_timeout_s);
+        let _ = tokio::time::timeout(limit, durable).await;
+    }
     if tell_rider {
         core.riders.send(
             trip.rider_id,

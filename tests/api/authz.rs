@@ -161,6 +161,20 @@ async fn every_route_allows_exactly_who_the_spec_says() {
             None,
             vec![(Who::Rider, 200), (Who::Driver, 200), (Who::Operator, 200)],
         ),
+        // Each side rates the other once.
+        (
+            "POST",
+            format!("/api/trips/{trip}/rating"),
+            Some(json!({"stars": 4}).to_string()),
+            vec![(Who::Rider, 201), (Who::Driver, 201)],
+        ),
+        // The rider had no funds: nothing was charged, so nothing can be refunded.
+        (
+            "POST",
+            format!("/api/trips/{trip}/refund"),
+            Some(json!({"reason": "matrix", "reference": "matrix-refund"}).to_string()),
+            vec![(Who::Operator, 409)],
+        ),
         // The trip is completed: its own rider and driver are allowed in and refused by state.
         (
             "DELETE",
@@ -218,6 +232,29 @@ async fn every_route_allows_exactly_who_the_spec_says() {
                 json!({"amount": {"amount": 100, "currency": "USD"}, "reference": "matrix"})
                     .to_string(),
             ),
+            vec![(Who::Operator, 200)],
+        ),
+        (
+            "POST",
+            "/api/ops/promotions".into(),
+            Some(
+                json!({"code": "MATRIX", "kind": "percent", "value": 10,
+                       "valid_from": "2026-01-01T00:00:00Z", "valid_to": "2030-01-01T00:00:00Z",
+                       "per_rider_limit": 1})
+                .to_string(),
+            ),
+            vec![(Who::Operator, 201)],
+        ),
+        (
+            "GET",
+            "/api/ops/promotions".into(),
+            None,
+            vec![(Who::Operator, 200)],
+        ),
+        (
+            "DELETE",
+            "/api/ops/promotions/MATRIX".into(),
+            None,
             vec![(Who::Operator, 200)],
         ),
         (
@@ -315,6 +352,8 @@ async fn every_authenticated_route_refuses_missing_and_bad_tokens() {
         ("GET", format!("/api/trips/{trip}")),
         ("GET", format!("/api/trips/{trip}/events")),
         ("GET", format!("/api/trips/{trip}/receipt")),
+        ("POST", format!("/api/trips/{trip}/rating")),
+        ("POST", format!("/api/trips/{trip}/refund")),
         ("DELETE", format!("/api/trips/{trip}")),
         ("PUT", format!("/api/trips/{trip}/accept")),
         ("PUT", format!("/api/trips/{trip}/decline")),
@@ -325,6 +364,9 @@ async fn every_authenticated_route_refuses_missing_and_bad_tokens() {
         ("GET", format!("/api/riders/{r}/wallet")),
         ("GET", format!("/api/riders/{r}/transactions")),
         ("POST", format!("/api/riders/{r}/wallet/topup")),
+        ("POST", "/api/ops/promotions".into()),
+        ("GET", "/api/ops/promotions".into()),
+        ("DELETE", "/api/ops/promotions/ANY".into()),
         ("POST", "/api/cluster/handoff".into()),
         ("GET", format!("/api/cluster/drivers/{d}")),
         ("POST", "/api/cluster/offers".into()),

@@ -137,6 +137,13 @@ async fn the_openapi_document_is_valid_and_covers_every_route() {
         ("post", "/api/auth/register"),
         ("post", "/api/auth/login"),
         ("post", "/api/auth/refresh"),
+        ("post", "/api/auth/logout"),
+        ("post", "/api/trips/{id}/rating"),
+        ("post", "/api/trips/{id}/refund"),
+        ("get", "/api/riders/{id}/transactions"),
+        ("post", "/api/ops/promotions"),
+        ("get", "/api/ops/promotions"),
+        ("delete", "/api/ops/promotions/{code}"),
     ];
     for (method, path) in spec {
         assert!(

@@ -21,6 +21,7 @@ mod ops;
 mod payments;
 mod pricing;
 mod reliability;
+mod riders;
 mod services;
 mod simulate;
 mod trip_input;

@@ -18,6 +18,25 @@ fn s(v: &Value) -> String {
 
 /// Runs a trip to TRIP_COMPLETED over REST with a fresh driver; returns (trip id, driver id).
 pub async fn completed_trip(app: &TestApp, rider: &str) -> (String, Uuid) {
+    let (trip_id, driver, token) = accepted_trip(app, rider).await;
+    let base = format!("/api/trips/{trip_id}");
+    let pin = s(&app.get(&base, Some(rider)).await.body["start_pin"]);
+    let started = app
+        .put(
+            &format!("{base}/start"),
+            Some(&token),
+            &json!({"pin": pin}).to_string(),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.body);
+    let done = app.put(&format!("{base}/complete"), Some(&token), "").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    (trip_id, driver)
+}
+
+/// Requests a trip and has a fresh REST driver beside the pickup accept it; returns (trip id,
+/// driver id, driver token).
+pub async fn accepted_trip(app: &TestApp, rider: &str) -> (String, Uuid, String) {
     let driver = Uuid::now_v7();
     let token = app.driver_token(driver, "economy");
     let at = json!({"lat": PICKUP.0 + 0.001, "lng": PICKUP.1}).to_string();
@@ -54,21 +73,10 @@ pub async fn completed_trip(app: &TestApp, rider: &str) -> (String, Uuid) {
             .status,
         200
     );
-    let pin = s(&app.get(&base, Some(rider)).await.body["start_pin"]);
-    let started = app
-        .put(
-            &format!("{base}/start"),
-            Some(&token),
-            &json!({"pin": pin}).to_string(),
-        )
-        .await;
-    assert_eq!(started.status, 200, "{}", started.body);
-    let done = app.put(&format!("{base}/complete"), Some(&token), "").await;
-    assert_eq!(done.status, 200, "{}", done.body);
-    (trip_id, driver)
+    (trip_id, driver, token)
 }
 
-async fn status_becomes(app: &TestApp, token: &str, trip_id: &str, status: &str) -> Value {
+pub async fn status_becomes(app: &TestApp, token: &str, trip_id: &str, status: &str) -> Value {
     for _ in 0..200 {
         let t = app.get(&format!("/api/trips/{trip_id}"), Some(token)).await;
         if t.body["status"] == status {
@@ -79,7 +87,7 @@ async fn status_becomes(app: &TestApp, token: &str, trip_id: &str, status: &str)
     panic!("trip {trip_id} never reached {status}");
 }
 
-async fn top_up(
+pub async fn top_up(
     app: &TestApp,
     rider: Uuid,
     amount: i64,
