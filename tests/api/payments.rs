@@ -455,10 +455,10 @@ async fn run_money(ops: Vec<Op>) -> Result<(), String> {
                         }
                         *refunded.entry(trip).or_default() += got.amount;
                     }
-                    RefundOutcome::Refunded { applied: false, .. } => {
-                        if refs.get(&reference) != Some(&trip) {
-                            return Err(format!("r{reference} replayed for another trip"));
-                        }
+                    RefundOutcome::Refunded { applied: false, .. }
+                        if refs.get(&reference) != Some(&trip) =>
+                    {
+                        return Err(format!("r{reference} replayed for another trip"));
                     }
                     RefundOutcome::NotCharged if charged.contains_key(&trip) => {
                         return Err(format!("trip {trip} is charged"));

@@ -480,7 +480,7 @@ async fn a_trip_booked_ahead_waits_then_matches_on_time() {
     let rider = Uuid::now_v7();
     let rider_token = app.token(Role::Rider, rider);
     let mut rider_ws = app.rider_socket(&rider_token).await;
-    let (driver, mut driver_ws) = app.online_driver((PICKUP.0 + 0.001, PICKUP.1)).await;
+    let (_driver, mut driver_ws) = app.online_driver((PICKUP.0 + 0.001, PICKUP.1)).await;
     let booked = app
         .post(
             "/api/trips",
@@ -495,6 +495,17 @@ async fn a_trip_booked_ahead_waits_then_matches_on_time() {
     let update = rider_ws.recv_type("trip_update").await;
     assert_eq!(update["status"], "SCHEDULED", "{update}");
     assert_eq!(update["trip_id"], trip_id.as_str());
+    // A socket opened meanwhile lists it in its session frame.
+    let mut late_ws = app.raw_rider_socket(&rider_token).await;
+    let session = late_ws.recv_type("session").await;
+    assert!(
+        session["trips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["trip_id"] == trip_id.as_str() && t["status"] == "SCHEDULED"),
+        "{session}"
+    );
     // Nobody is offered it before its dispatch time (pickup − 1 s).
     assert!(
         driver_ws
@@ -542,7 +553,6 @@ async fn a_trip_booked_ahead_waits_then_matches_on_time() {
         .delete(&format!("/api/trips/{trip_id}"), Some(&rider_token))
         .await;
     assert_eq!(late.status, 409, "{}", late.body);
-    drop(driver);
 }
 
 #[actix_rt::test]
@@ -938,4 +948,115 @@ async fn a_fare_above_the_cap_is_capped_and_flagged_for_review() {
 /// Long enough for the time part alone to pass twice the estimate (1 000 minor units a second).
 fn estimate_wait_ms(estimate: i64) -> u64 {
     u64::try_from(estimate * 2 / 1_000 + 2).unwrap_or(3) * 1_000
+}
+
+#[actix_rt::test]
+async fn ratings_refunds_fees_promotions_and_bookings_work_on_postgres() {
+    let Some(url) = crate::services::postgres_database().await else {
+        return;
+    };
+    let app = spawn_app_with(|s| {
+        s.database.url = Some(url.clone());
+        s.trip.free_cancel_s = 0.0;
+        schedule_quickly(s);
+    })
+    .await;
+    let operator = app.token(Role::Operator, Uuid::now_v7());
+    let rider = Uuid::now_v7();
+    let rider_token = app.token(Role::Rider, rider);
+    assert_eq!(top_up(&app, rider, 100_000, "pg").await.status, 200);
+    let created = app
+        .post(
+            "/api/ops/promotions",
+            Some(&operator),
+            &promotion("PG1", "flat", 100, 1),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let with_code = json!({"origin": {"lat": PICKUP.0, "lng": PICKUP.1},
+                           "destination": {"lat": DROPOFF.0, "lng": DROPOFF.1}, "promo_code": "pg1"})
+    .to_string();
+    let first = app.post("/api/trips", Some(&rider_token), &with_code).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let second = app.post("/api/trips", Some(&rider_token), &with_code).await;
+    assert_eq!(
+        second.body["error"]["code"], "promo_code_used_up",
+        "{}",
+        second.body
+    );
+    for trip in [&first] {
+        let id = s(&trip.body["trip_id"]);
+        app.delete(&format!("/api/trips/{id}"), Some(&rider_token))
+            .await;
+    }
+
+    let (trip_id, _driver) = completed_trip(&app, &rider_token).await;
+    status_becomes(&app, &rider_token, &trip_id, "PAYMENT_PROCESSED").await;
+    let refund = app
+        .post(
+            &format!("/api/trips/{trip_id}/refund"),
+            Some(&operator),
+            &json!({"amount": {"amount": 100, "currency": "USD"}, "reason": "pg", "reference": "pg-r"})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(refund.status, 201, "{}", refund.body);
+    let rated = app
+        .post(
+            &format!("/api/trips/{trip_id}/rating"),
+            Some(&rider_token),
+            &json!({"stars": 3}).to_string(),
+        )
+        .await;
+    assert_eq!(rated.status, 201, "{}", rated.body);
+
+    let (late, _, _) = accepted_trip(&app, &rider_token).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.delete(&format!("/api/trips/{late}"), Some(&rider_token))
+        .await;
+    assert!(has_event(&app, &late, "payment.fee_captured").await);
+
+    let booked = app
+        .post(
+            "/api/trips",
+            Some(&rider_token),
+            &scheduled_body(&at(60_000)),
+        )
+        .await;
+    assert_eq!(booked.status, 201, "{}", booked.body);
+    let booked_id = Uuid::parse_str(&s(&booked.body["trip_id"])).unwrap();
+    let store = app.core.persistence().unwrap().store();
+    let mut stored = false;
+    for _ in 0..100 {
+        if store.live_trip_ids().await.unwrap().contains(&booked_id) {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        stored,
+        "a booked trip is live in the store, so a restart resumes it"
+    );
+    let lines = app
+        .get(
+            &format!("/api/riders/{rider}/transactions"),
+            Some(&rider_token),
+        )
+        .await;
+    let kinds: Vec<String> = lines.body["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| s(&l["kind"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["cancellation_fee", "refund", "charge", "topup"],
+        "{}",
+        lines.body
+    );
+    ledger_is_whole(&app).await;
+    drop(app);
+    crate::services::drop_database(&url).await;
 }
