@@ -123,6 +123,25 @@ struct MoneyBody {
     currency: Option<String>,
 }
 
+/// A `Money` of a request body: `amount` within [1, `MAX_TOPUP`] minor units, an ISO currency.
+fn money(body: MoneyBody) -> Result<Money, FieldError> {
+    let minor = body
+        .amount
+        .ok_or_else(|| FieldError::missing("amount.amount"))?;
+    if !(1..=MAX_TOPUP).contains(&minor) {
+        return Err(FieldError::out_of_range(format!(
+            "amount.amount must be within [1, {MAX_TOPUP}] minor units"
+        )));
+    }
+    let currency = Currency::parse(
+        &body
+            .currency
+            .ok_or_else(|| FieldError::missing("amount.currency"))?,
+    )
+    .map_err(|e| FieldError::invalid("amount.currency", e))?;
+    Ok(Money::new(minor, currency))
+}
+
 #[derive(Deserialize)]
 struct TopUpBody {
     amount: Option<MoneyBody>,
@@ -142,27 +161,12 @@ pub async fn top_up(
     let rider = parse_id(&path, "rider id")?;
     caller.require(&[Role::Operator])?;
     let body: TopUpBody = json_body(&req, payload).await?;
-    let amount = body.amount.ok_or_else(|| FieldError::missing("amount"))?;
-    let minor = amount
-        .amount
-        .ok_or_else(|| FieldError::missing("amount.amount"))?;
-    if !(1..=MAX_TOPUP).contains(&minor) {
-        return Err(FieldError::out_of_range(format!(
-            "amount.amount must be within [1, {MAX_TOPUP}] minor units"
-        ))
-        .into());
-    }
-    let currency = Currency::parse(
-        &amount
-            .currency
-            .ok_or_else(|| FieldError::missing("amount.currency"))?,
-    )
-    .map_err(|e| FieldError::invalid("amount.currency", e))?;
+    let amount = money(body.amount.ok_or_else(|| FieldError::missing("amount"))?)?;
     let reference = short_text(body.reference, "reference", 128)?
         .ok_or_else(|| FieldError::missing("reference"))?;
     let done = core
         .payments
-        .top_up(&core, rider, Money::new(minor, currency), &reference)
+        .top_up(&core, rider, amount, &reference)
         .await?;
     Ok(HttpResponse::Ok().json(json!({
         "rider_id": rider,
@@ -307,26 +311,7 @@ pub async fn refund(
     let trip_id = parse_id(&path, "trip id")?;
     caller.require(&[Role::Operator])?;
     let body: RefundBody = json_body(&req, payload).await?;
-    let amount = match body.amount {
-        None => None,
-        Some(m) => {
-            let minor = m
-                .amount
-                .ok_or_else(|| FieldError::missing("amount.amount"))?;
-            if !(1..=MAX_TOPUP).contains(&minor) {
-                return Err(FieldError::out_of_range(format!(
-                    "amount.amount must be within [1, {MAX_TOPUP}] minor units"
-                ))
-                .into());
-            }
-            let currency = Currency::parse(
-                &m.currency
-                    .ok_or_else(|| FieldError::missing("amount.currency"))?,
-            )
-            .map_err(|e| FieldError::invalid("amount.currency", e))?;
-            Some(Money::new(minor, currency))
-        }
-    };
+    let amount = body.amount.map(money).transpose()?;
     let reason =
         short_text(body.reason, "reason", 500)?.ok_or_else(|| FieldError::missing("reason"))?;
     let reference = short_text(body.reference, "reference", 128)?

@@ -147,6 +147,19 @@ impl Store {
         self.promotion(code).await
     }
 
+    /// `code` and what it is worth, if it exists and may be used at `now_ms` (window and
+    /// disabling; not a rider's uses).
+    async fn usable_promotion(
+        &self,
+        code: &str,
+        now_ms: i64,
+    ) -> Result<Result<(StoredPromotion, Discount), PromoError>, StoreError> {
+        Ok(match self.promotion(code).await? {
+            None => Err(PromoError::Unknown),
+            Some(promo) => usable(&promo, now_ms).map(|d| (promo, d)),
+        })
+    }
+
     /// Whether `rider` may use `code` at `now_ms`, and what it is worth; nothing is taken.
     ///
     /// # Errors
@@ -158,11 +171,8 @@ impl Store {
         rider: Uuid,
         now_ms: i64,
     ) -> Result<Result<Discount, PromoError>, StoreError> {
-        let Some(promo) = self.promotion(code).await? else {
-            return Ok(Err(PromoError::Unknown));
-        };
-        let discount = match usable(&promo, now_ms) {
-            Ok(d) => d,
+        let (promo, discount) = match self.usable_promotion(code, now_ms).await? {
+            Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };
         let used: Option<i32> =
@@ -190,11 +200,8 @@ impl Store {
         rider: Uuid,
         now_ms: i64,
     ) -> Result<Result<Discount, PromoError>, StoreError> {
-        let Some(promo) = self.promotion(code).await? else {
-            return Ok(Err(PromoError::Unknown));
-        };
-        let discount = match usable(&promo, now_ms) {
-            Ok(d) => d,
+        let (promo, discount) = match self.usable_promotion(code, now_ms).await? {
+            Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };
         if promo.promotion.per_rider_limit == 0 {

@@ -69,11 +69,16 @@ pub async fn spawn_app() -> TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.core.shutdown();
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.db_file.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
+        remove_sqlite(&self.db_file);
+    }
+}
+
+/// Removes a SQLite database file with its WAL and shared-memory files.
+pub fn remove_sqlite(file: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = file.to_path_buf().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
     }
 }
 

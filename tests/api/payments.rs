@@ -496,11 +496,7 @@ async fn run_money(ops: Vec<Op>) -> Result<(), String> {
         }
     }
     drop(store);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = file.clone().into_os_string();
-        path.push(suffix);
-        let _ = std::fs::remove_file(path);
-    }
+    crate::helpers::remove_sqlite(&file);
     result
 }
 

@@ -42,6 +42,20 @@ async fn has_event(app: &TestApp, trip_id: &str, kind: &str) -> bool {
     false
 }
 
+/// The kinds of the rider's ledger lines, newest first.
+async fn transaction_kinds(app: &TestApp, rider: Uuid, token: &str) -> Vec<String> {
+    let lines = app
+        .get(&format!("/api/riders/{rider}/transactions"), Some(token))
+        .await;
+    assert_eq!(lines.status, 200, "{}", lines.body);
+    lines.body["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| s(&l["kind"]))
+        .collect()
+}
+
 async fn balance(app: &TestApp, rider: Uuid) -> i64 {
     let operator = app.token(Role::Operator, Uuid::now_v7());
     let r = app
@@ -264,23 +278,9 @@ async fn an_operator_refunds_a_charge_in_parts_once_per_reference_and_never_abov
         2,
         "{types:?}"
     );
-    let lines = app
-        .get(
-            &format!("/api/riders/{rider}/transactions"),
-            Some(&rider_token),
-        )
-        .await;
-    let kinds: Vec<String> = lines.body["transactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| s(&l["kind"]))
-        .collect();
     assert_eq!(
-        kinds,
-        ["refund", "refund", "charge", "topup"],
-        "{}",
-        lines.body
+        transaction_kinds(&app, rider, &rider_token).await,
+        ["refund", "refund", "charge", "topup"]
     );
 }
 
@@ -658,11 +658,7 @@ async fn a_scheduled_trip_survives_a_restart_and_is_dispatched_on_time_after_it(
         "not before its time: {matching} vs {dispatch_at}"
     );
     drop(second);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = file.clone().into_os_string();
-        path.push(suffix);
-        let _ = std::fs::remove_file(path);
-    }
+    crate::helpers::remove_sqlite(&file);
 }
 
 fn promotion(code: &str, kind: &str, value: i64, limit: i64) -> String {
@@ -767,11 +763,7 @@ async fn operators_create_list_and_disable_promotions_whose_uses_survive_a_resta
         .await;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     drop(app);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = file.clone().into_os_string();
-        path.push(suffix);
-        let _ = std::fs::remove_file(path);
-    }
+    crate::helpers::remove_sqlite(&file);
 }
 
 #[actix_rt::test]
@@ -1038,23 +1030,9 @@ async fn ratings_refunds_fees_promotions_and_bookings_work_on_postgres() {
         stored,
         "a booked trip is live in the store, so a restart resumes it"
     );
-    let lines = app
-        .get(
-            &format!("/api/riders/{rider}/transactions"),
-            Some(&rider_token),
-        )
-        .await;
-    let kinds: Vec<String> = lines.body["transactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| s(&l["kind"]))
-        .collect();
     assert_eq!(
-        kinds,
-        ["cancellation_fee", "refund", "charge", "topup"],
-        "{}",
-        lines.body
+        transaction_kinds(&app, rider, &rider_token).await,
+        ["cancellation_fee", "refund", "charge", "topup"]
     );
     ledger_is_whole(&app).await;
     drop(app);
