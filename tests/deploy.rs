@@ -1,7 +1,8 @@
 //! The deployment files agree with the engine: the Kubernetes ConfigMap carries config.toml as
 //! shipped, the kustomization lists every manifest, and the probes and ports name routes and the
-//! port the engine has. (Their syntax is checked by `deploy/check.sh`: hadolint,
-//! `docker-compose config`, kubernetes-validate.)
+//! port the engine has, and every alerting rule reads metrics the engine exports and points to a
+//! runbook entry. (Their syntax is checked by `deploy/check.sh`: hadolint, `docker-compose config`,
+//! kubernetes-validate, promtool.)
 
 use std::path::Path;
 
@@ -79,5 +80,91 @@ fn probes_and_ports_name_what_the_engine_serves() {
     assert!(
         grace > 20 + 10,
         "grace {grace} s must exceed the 20 s drain with room"
+    );
+}
+
+/// Metric names declared in src/metrics.rs.
+fn declared_metrics() -> Vec<String> {
+    read("src/metrics.rs")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split('"').nth(1))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The anchor a Markdown heading gets: lower case, spaces to dashes, punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_alert_uses_declared_metrics_and_has_a_runbook_entry() {
+    let rules = read("deploy/prometheus/alerts.yml");
+    let declared = declared_metrics();
+    let used: Vec<String> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("hexdispatch_"))
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(w.to_owned(), |w, s| {
+                    w.strip_suffix(s).map_or(w.clone(), str::to_owned)
+                })
+        })
+        .collect();
+    assert!(used.len() >= 10, "the rules read the engine's metrics");
+    for name in &used {
+        assert!(
+            declared.contains(name),
+            "alerts.yml uses {name}, which the engine does not export"
+        );
+    }
+    let operations = read("docs/OPERATIONS.md");
+    let anchors: Vec<String> = operations
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(anchor)
+        .collect();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    let runbooks: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook: \"docs/OPERATIONS.md#"))
+        .filter_map(|l| l.strip_suffix('"'))
+        .collect();
+    assert!(alerts.len() >= 12, "{alerts:?}");
+    assert_eq!(
+        alerts.len(),
+        runbooks.len(),
+        "every alert names its runbook entry"
+    );
+    for runbook in runbooks {
+        assert!(
+            anchors.iter().any(|a| a == runbook),
+            "docs/OPERATIONS.md has no entry #{runbook}"
+        );
+    }
+    let tests = read("deploy/prometheus/alerts.test.yml");
+    for alert in alerts {
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "alerts.test.yml does not test {alert}"
+        );
+    }
+    assert!(
+        read("deploy/prometheus/prometheus.yml").contains("- alerts.yml"),
+        "Prometheus loads the rules"
     );
 }

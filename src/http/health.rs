@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use crate::http::AppState;
+use crate::metrics::{DEPENDENCY_UP, READY};
 
 /// `GET /health`: the process is alive.
 pub async fn health(core: web::Data<AppState>) -> HttpResponse {
@@ -17,6 +18,29 @@ pub async fn health(core: web::Data<AppState>) -> HttpResponse {
 /// `GET /ready`: start-up (recovery) is done and configured dependencies answer; otherwise 503
 /// naming what is down.
 pub async fn ready(core: web::Data<AppState>) -> HttpResponse {
+    let (checks, down) = readiness(&core);
+    if down.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "status": "not_ready",
+            "checks": checks,
+            "error": {
+                "code": "not_ready",
+                "message": format!("not ready: {} down", down.join(", ")),
+            },
+        }))
+    }
+}
+
+/// What `/ready` reports: each check, and the names of those down. Also sets the
+/// `hexdispatch_ready` and `hexdispatch_dependency_up` gauges, so alerts see what `/ready` sees.
+pub fn readiness(
+    core: &AppState,
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    Vec<&'static str>,
+) {
     let mut checks = serde_json::Map::new();
     let mut down = Vec::new();
     let engine = if core.is_ready() {
@@ -56,18 +80,14 @@ pub async fn ready(core: web::Data<AppState>) -> HttpResponse {
         }
         checks.insert("redis".into(), json!(if up { "up" } else { "down" }));
     }
-    if down.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
-    } else {
-        HttpResponse::ServiceUnavailable().json(json!({
-            "status": "not_ready",
-            "checks": checks,
-            "error": {
-                "code": "not_ready",
-                "message": format!("not ready: {} down", down.join(", ")),
-            },
-        }))
+    for dependency in ["database", "broker", "redis"] {
+        if checks.contains_key(dependency) {
+            let up = if down.contains(&dependency) { 0.0 } else { 1.0 };
+            metrics::gauge!(DEPENDENCY_UP, "dependency" => dependency).set(up);
+        }
     }
+    metrics::gauge!(READY).set(if down.is_empty() { 1.0 } else { 0.0 });
+    (checks, down)
 }
 
 /// `GET /version`.
@@ -81,6 +101,8 @@ pub async fn version() -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(core: web::Data<AppState>) -> HttpResponse {
+    // Readiness as gauges, fresh for every scrape.
+    let _ = readiness(&core);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(core.metrics.render())

@@ -14,12 +14,12 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use metrics::counter;
+use metrics::{counter, gauge};
 use sqlx::Row;
 use tokio::sync::{Notify, broadcast, watch};
 
 use super::store::{Store, StoreError};
-use crate::metrics::{OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED};
+use crate::metrics::{OUTBOX_LAG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -182,9 +182,9 @@ impl Sink {
 pub async fn unpublished(
     store: &Store,
     limit: usize,
-) -> Result<Vec<(i64, BusMessage)>, StoreError> {
+) -> Result<Vec<(i64, i64, BusMessage)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, message_id, routing_key, payload, request_id FROM outbox WHERE published_ms IS NULL \
+        "SELECT id, created_ms, message_id, routing_key, payload, request_id FROM outbox WHERE published_ms IS NULL \
          ORDER BY id LIMIT $1",
     )
     .bind(i64::try_from(limit).unwrap_or(500))
@@ -207,6 +207,7 @@ pub async fn unpublished(
             }
             Ok((
                 r.try_get("id")?,
+                r.try_get("created_ms")?,
                 BusMessage {
                     message_id,
                     routing_key,
@@ -266,6 +267,12 @@ pub async fn run_outbox(
                 Vec::new()
             }
         };
+        // How long the oldest unpublished message has waited (0 once the outbox is drained).
+        let oldest_ms = rows.first().map_or(0, |(_, created_ms, _)| {
+            crate::clock::now_ms().saturating_sub(*created_ms).max(0)
+        });
+        #[allow(clippy::cast_precision_loss)]
+        gauge!(OUTBOX_LAG).set(oldest_ms as f64 / 1_000.0);
         if rows.is_empty() {
             tokio::select! {
                 () = wake.notified() => {}
@@ -276,7 +283,7 @@ pub async fn run_outbox(
         }
         let mut done = Vec::with_capacity(rows.len());
         let mut failed = false;
-        for (id, message) in rows {
+        for (id, _, message) in rows {
             match sink.publish(message).await {
                 Ok(()) => done.push(id),
                 Err(e) => {

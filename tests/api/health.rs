@@ -53,8 +53,22 @@ async fn metrics_are_prometheus_text_with_the_engine_series() {
         "hexdispatch_nearby_query_duration_seconds_bucket",
         "hexdispatch_drivers_online",
         "hexdispatch_http_responses_total",
+        "hexdispatch_outbox_lag_seconds",
     ] {
         assert!(text.contains(series), "/metrics lacks {series}");
+    }
+    // What /ready sees, as gauges for alerting (process-wide: other engines of this test process
+    // may be starting or stopping, so only the shape is checked here).
+    for series in [
+        "hexdispatch_ready ",
+        "hexdispatch_dependency_up{dependency=\"database\"} ",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("/metrics lacks {series}"));
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value == "0" || value == "1", "{line}");
     }
 }
 
