@@ -348,7 +348,10 @@ pub async fn refund(
         )),
         RefundOutcome::TooMuch { refundable } => Err(ApiError::unprocessable(
             "refund_exceeds_charge",
-            format!("at most {refundable} of this trip's charge is left to refund"),
+            format!(
+                "at most {} minor units ({}) of this trip's charge are left to refund",
+                refundable.amount, refundable.currency
+            ),
         )),
         RefundOutcome::ReferenceTaken => Err(ApiError::conflict(
             "reference_reused",
