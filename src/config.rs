@@ -607,12 +607,19 @@ impl ClusterSettings {
 pub struct OpsSettings {
     /// Period of heatmap pushes on `/ws/ops`, milliseconds.
     pub heatmap_interval_ms: u64,
+    /// Base map tiles for the `/ops` page, as `https://host/{z}/{x}/{y}.png`; unset, the page
+    /// draws the cells on a plain background and fetches nothing from elsewhere.
+    pub tile_url: Option<String>,
+    /// Attribution shown under the tiles (tile servers require it).
+    pub tile_attribution: String,
 }
 
 impl Default for OpsSettings {
     fn default() -> Self {
         Self {
             heatmap_interval_ms: 2_000,
+            tile_url: None,
+            tile_attribution: String::new(),
         }
     }
 }
@@ -958,6 +965,16 @@ impl Settings {
         }
         if !(self.trip.pin_lockout_s.is_finite() && self.trip.pin_lockout_s >= 0.0) {
             return Err(invalid("trip.pin_lockout_s", "must be zero or positive"));
+        }
+        if let Some(url) = &self.ops.tile_url {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            let placeholders_ok = ["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p));
+            if !scheme_ok || !placeholders_ok || url.contains(['"', '<', '>', ' ']) {
+                return Err(invalid(
+                    "ops.tile_url",
+                    "must be an http(s) URL with {z}, {x} and {y}",
+                ));
+            }
         }
         if self.ops.heatmap_interval_ms < 100 {
             return Err(invalid("ops.heatmap_interval_ms", "must be at least 100"));

@@ -397,6 +397,20 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     endpoint!(
         get,
+        "/ops/vendor/leaflet.js",
+        "anyone",
+        "Leaflet, served by the engine (no CDN).",
+        ops::leaflet_script
+    ),
+    endpoint!(
+        get,
+        "/ops/vendor/leaflet.css",
+        "anyone",
+        "Leaflet's style.",
+        ops::leaflet_style
+    ),
+    endpoint!(
+        get,
         "/ws/driver",
         "driver",
         "Driver WebSocket (see docs/PROTOCOL.md).",

@@ -234,16 +234,62 @@ pub async fn ops_socket(
     Ok(response)
 }
 
-/// `GET /ops`: the live heatmap page. The page itself is public; everything it shows is fetched
-/// with the operator token given in its URL fragment (`/ops#token=…`).
-pub async fn page() -> HttpResponse {
+/// Text safe inside a double-quoted HTML attribute.
+fn attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `scheme://host[:port]` of a URL, for the content security policy.
+fn origin(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split('/').next()?;
+    Some(&url[..scheme.len() + 3 + host.len()])
+}
+
+/// `GET /ops`: the live map page. The page itself is public; everything it shows is fetched with
+/// the operator token given in its URL fragment (`/ops#token=…`). Images may come from this engine
+/// and, when `ops.tile_url` is set, from the tile server only.
+pub async fn page(core: web::Data<AppState>) -> HttpResponse {
+    let ops = &core.settings.ops;
+    let tiles = ops.tile_url.as_deref().unwrap_or_default();
+    let images = ops
+        .tile_url
+        .as_deref()
+        .and_then(origin)
+        .map_or_else(String::new, |o| format!(" {o}"));
+    let html = include_str!("ops_page/index.html")
+        .replace("{{tile_url}}", &attribute(tiles))
+        .replace("{{tile_attribution}}", &attribute(&ops.tile_attribution));
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((
             "Content-Security-Policy",
-            "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            format!(
+                "default-src 'self'; img-src 'self' data:{images}; style-src 'self' 'unsafe-inline'; \
+                 frame-ancestors 'none'"
+            ),
         ))
-        .body(include_str!("ops_page/index.html"))
+        .body(html)
+}
+
+/// `GET /ops/vendor/leaflet.js`: Leaflet 1.9.4 (BSD-2-Clause, `ops_page/vendor/LEAFLET-LICENSE`),
+/// served by the engine so the page needs no CDN.
+pub async fn leaflet_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("Cache-Control", "public, max-age=86400"))
+        .body(include_str!("ops_page/vendor/leaflet.js"))
+}
+
+/// `GET /ops/vendor/leaflet.css`.
+pub async fn leaflet_style() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("Cache-Control", "public, max-age=86400"))
+        .body(include_str!("ops_page/vendor/leaflet.css"))
 }
 
 /// `GET /ops/app.js`.
