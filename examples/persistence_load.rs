@@ -66,6 +66,7 @@ fn lifecycle(i: u64) -> Vec<Write> {
         records: first,
         idempotency: None,
         request_id: None,
+        traceparent: None,
     }))];
     let driver_id = Uuid::now_v7();
     let commands = [
@@ -99,6 +100,7 @@ fn lifecycle(i: u64) -> Vec<Write> {
             records,
             idempotency: None,
             request_id: None,
+            traceparent: None,
         })));
     }
     writes

@@ -88,6 +88,8 @@ pub struct Settings {
     pub vehicles: VehicleSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Traces.
+    pub telemetry: TelemetrySettings,
     /// Several instances sharing the map (SPEC §11).
     pub cluster: ClusterSettings,
 }
@@ -697,6 +699,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[telemetry]`: OpenTelemetry traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP collector, e.g. `http://otel-collector:4318` (spans go to `/v1/traces` there,
+    /// as JSON); unset, no span leaves the process.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "hexdispatch".into(),
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -965,6 +987,14 @@ impl Settings {
         }
         if !(self.trip.pin_lockout_s.is_finite() && self.trip.pin_lockout_s >= 0.0) {
             return Err(invalid("trip.pin_lockout_s", "must be zero or positive"));
+        }
+        if let Some(url) = &self.telemetry.otlp_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http(s) URL, e.g. http://otel-collector:4318",
+            ));
         }
         if let Some(url) = &self.ops.tile_url {
             let scheme_ok = url.starts_with("https://") || url.starts_with("http://");

@@ -186,8 +186,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.http.port = port;
             }
             settings.validate()?;
-            telemetry::init(&settings.log);
-            actix_web::rt::System::new().block_on(async move {
+            let traces = telemetry::init_with_traces(&settings.log, &settings.telemetry)
+                .context("could not start the trace exporter (telemetry.otlp_endpoint)")?;
+            let served = actix_web::rt::System::new().block_on(async move {
                 let engine = Engine::start(settings)
                     .await
                     .context("could not start the engine")?;
@@ -195,7 +196,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .run_until_signalled()
                     .await
                     .context("the server failed")
-            })
+            });
+            traces.shutdown();
+            served
         }
         Command::Migrate => {
             telemetry::init(&settings.log);

@@ -322,6 +322,7 @@ impl Core {
             records,
             idempotency: None,
             request_id,
+            traceparent: crate::telemetry::current_traceparent(),
         })));
         if queued.is_err() {
             tracing::error!(trip_id = %trip.trip_id, "trip events not queued: the writer has stopped");

@@ -234,7 +234,10 @@ async fn an_accept_that_finds_its_trip_gone_says_how_the_trip_ended() {
     let trip = request_trip(&core, (10.0, 10.0), (10.1, 10.1)).await;
     let actor = core.trip_actors.get(trip.trip_id).unwrap();
     actor
-        .send(crate::actors::trip::RiderCancel { request_id: None })
+        .send(crate::actors::trip::RiderCancel {
+            request_id: None,
+            traceparent: None,
+        })
         .await
         .unwrap()
         .unwrap();

@@ -28,6 +28,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use metrics::counter;
 use serde::Deserialize;
 use tokio::sync::{Mutex, broadcast, watch};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::core::Core;
@@ -422,13 +423,32 @@ pub async fn consume_local(core: Core, mut rx: broadcast::Receiver<Arc<BusMessag
             tracing::warn!(message_id = %message.message_id, "unreadable trip.completed message dropped");
             continue;
         };
+        let span = settle_span(
+            trip_id,
+            message.headers.get("traceparent").map(String::as_str),
+        );
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = core.payments.settle(&core, trip_id).await {
+        while let Err(e) = core
+            .payments
+            .settle(&core, trip_id)
+            .instrument(span.clone())
+            .await
+        {
             tracing::warn!(%trip_id, error = %e, "payment failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// The span of one settlement: a child of the bus message's `traceparent`, so the payment is part
+/// of the trace of the request that completed or cancelled the trip.
+fn settle_span(trip_id: Uuid, parent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!("payment.settle", %trip_id);
+    if let Some(parent) = parent {
+        crate::telemetry::set_parent(&span, parent);
+    }
+    span
 }
 
 /// Queue and exchange names derived from the events exchange.
@@ -535,7 +555,18 @@ async fn handle(
     };
     let attempt = attempts(&delivery) + 1;
     tracing::debug!(%trip_id, attempt, redelivered = delivery.redelivered, "settling a completion");
-    match core.payments.settle(core, trip_id).await {
+    let parent = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("traceparent"))
+        .and_then(|v| match v {
+            AMQPValue::LongString(s) => Some(s.to_string()),
+            AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        });
+    let span = settle_span(trip_id, parent.as_deref());
+    match core.payments.settle(core, trip_id).instrument(span).await {
         Ok(_) => delivery.ack(BasicAckOptions::default()).await.map(drop),
         Err(e) if attempt >= core.settings.amqp.max_attempts => {
             counter!(PAYMENTS_DEAD_LETTERED, "reason" => "attempts").increment(1);

@@ -136,6 +136,9 @@ pub struct DriverAct {
     pub via_socket: bool,
     /// The HTTP request behind it, if any.
     pub request_id: Option<Arc<str>>,
+    /// The sender's span (W3C `traceparent`), when traces are exported: the trip's handling
+    /// continues that trace.
+    pub traceparent: Option<String>,
 }
 
 /// The rider cancels.
@@ -144,6 +147,8 @@ pub struct DriverAct {
 pub struct RiderCancel {
     /// The HTTP request behind it, if any.
     pub request_id: Option<Arc<str>>,
+    /// The sender's span (W3C `traceparent`), when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// The engine is stopping: stop now, leaving the trip as its events left it (it resumes from them
@@ -238,6 +243,15 @@ impl TripActor {
             remote: FxHashMap::default(),
             asking_peers: false,
         }
+    }
+
+    /// A span for handling a message of this trip, a child of the sender's span when it sent one.
+    fn span(&self, name: &'static str, parent: Option<&str>) -> tracing::Span {
+        let span = tracing::info_span!("trip", handling = name, trip_id = %self.trip.trip_id);
+        if let Some(parent) = parent {
+            crate::telemetry::set_parent(&span, parent);
+        }
+        span
     }
 
     /// Runs `act` with the events it commits attributed to the HTTP request `request_id`.
@@ -1223,6 +1237,8 @@ impl Handler<DriverAct> for TripActor {
     type Result = ResponseFuture<Result<Trip, ActError>>;
 
     fn handle(&mut self, msg: DriverAct, ctx: &mut Self::Context) -> Self::Result {
+        let span = self.span("trip.driver_act", msg.traceparent.as_deref());
+        let _entered = span.enter();
         self.durable = None;
         let request_id = msg.request_id.clone();
         let before = self.trip.status;
@@ -1246,6 +1262,8 @@ impl Handler<RiderCancel> for TripActor {
     type Result = ResponseFuture<Result<Trip, ActError>>;
 
     fn handle(&mut self, msg: RiderCancel, ctx: &mut Self::Context) -> Self::Result {
+        let span = self.span("trip.rider_cancel", msg.traceparent.as_deref());
+        let _entered = span.enter();
         self.durable = None;
         let answer = guarded("trip", || self.rider_cancel(msg, ctx));
         let answer = answer.unwrap_or_else(|| {

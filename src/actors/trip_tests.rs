@@ -70,6 +70,7 @@ async fn a_driver_who_gave_a_trip_up_is_never_offered_it_again() {
             action: DriverAction::Cancel,
             via_socket: true,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap()
@@ -104,7 +105,10 @@ async fn an_accept_without_an_open_offer_is_rejected_with_the_reason() {
         .unwrap();
     assert_eq!(answer.unwrap_err(), OfferEnd::Expired);
     actor
-        .send(RiderCancel { request_id: None })
+        .send(RiderCancel {
+            request_id: None,
+            traceparent: None,
+        })
         .await
         .unwrap()
         .unwrap();
@@ -155,6 +159,7 @@ async fn an_old_offer_timer_never_expires_a_later_offer_to_the_same_driver() {
             action: DriverAction::Cancel,
             via_socket: true,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap()
@@ -198,6 +203,7 @@ async fn client_timestamps_cannot_inflate_the_distance_driven() {
             action: DriverAction::Start(trip.pin.clone()),
             via_socket: true,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap()
@@ -231,6 +237,7 @@ async fn client_timestamps_cannot_inflate_the_distance_driven() {
             action: DriverAction::Complete,
             via_socket: true,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap()
@@ -277,7 +284,10 @@ async fn a_rider_cancel_landing_right_after_the_winning_accept_leaves_the_driver
         request_id: None,
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    actor.do_send(RiderCancel { request_id: None });
+    actor.do_send(RiderCancel {
+        request_id: None,
+        traceparent: None,
+    });
     std::thread::sleep(Duration::from_millis(400));
     let answer = accept.await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -344,6 +354,7 @@ async fn a_trip_actor_that_panics_is_rebuilt_and_its_trip_goes_on() {
                 action,
                 via_socket: true,
                 request_id: None,
+                traceparent: None,
             })
             .await
             .unwrap()

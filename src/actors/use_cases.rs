@@ -359,6 +359,7 @@ impl Core {
                     )
                 }),
                 request_id: request.request_id.clone(),
+                traceparent: crate::telemetry::current_traceparent(),
             })))
         });
         // Matching starts at once; the answer waits for durability.
@@ -408,6 +409,7 @@ impl Core {
                 action,
                 via_socket,
                 request_id,
+                traceparent: crate::telemetry::current_traceparent(),
             })
             .await
             .map_err(|_| DriveError::Ended(trip.status))?

@@ -240,6 +240,7 @@ pub async fn cancel(
         actor
             .send(RiderCancel {
                 request_id: Some(rid.0),
+                traceparent: crate::telemetry::current_traceparent(),
             })
             .await
     } else {
@@ -249,6 +250,7 @@ pub async fn cancel(
                 action: DriverAction::Cancel,
                 via_socket: false,
                 request_id: Some(rid.0),
+                traceparent: crate::telemetry::current_traceparent(),
             })
             .await
     };

@@ -184,7 +184,7 @@ pub async fn unpublished(
     limit: usize,
 ) -> Result<Vec<(i64, i64, BusMessage)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, created_ms, message_id, routing_key, payload, request_id FROM outbox WHERE published_ms IS NULL \
+        "SELECT id, created_ms, message_id, routing_key, payload, request_id, traceparent FROM outbox WHERE published_ms IS NULL \
          ORDER BY id LIMIT $1",
     )
     .bind(i64::try_from(limit).unwrap_or(500))
@@ -195,12 +195,14 @@ pub async fn unpublished(
             let message_id: String = r.try_get("message_id")?;
             let routing_key: String = r.try_get("routing_key")?;
             let (trip, seq) = message_id.split_once(':').unwrap_or((&message_id, "0"));
+            // The trace of the span that wrote the event when traces are exported; otherwise
+            // one made from the trip id, so a trip's messages still share a trace id.
+            let trace = r
+                .try_get::<Option<String>, _>("traceparent")?
+                .unwrap_or_else(|| traceparent(trip, seq.parse().unwrap_or(0)));
             let mut headers = BTreeMap::from([
                 ("x-event-type".to_owned(), routing_key.clone()),
-                (
-                    "traceparent".to_owned(),
-                    traceparent(trip, seq.parse().unwrap_or(0)),
-                ),
+                ("traceparent".to_owned(), trace),
             ]);
             if let Some(request_id) = r.try_get::<Option<String>, _>("request_id")? {
                 headers.insert("x-request-id".to_owned(), request_id);
@@ -283,8 +285,25 @@ pub async fn run_outbox(
         }
         let mut done = Vec::with_capacity(rows.len());
         let mut failed = false;
-        for (id, _, message) in rows {
-            match sink.publish(message).await {
+        for (id, _, mut message) in rows {
+            // One span per publish, in the trace of the event; the message carries this span as
+            // its consumers' parent.
+            let span = tracing::info_span!(
+                "outbox.publish",
+                routing_key = %message.routing_key,
+                message_id = %message.message_id
+            );
+            if let Some(parent) = message.headers.get("traceparent") {
+                crate::telemetry::set_parent(&span, parent);
+            }
+            if let Some(own) = span.in_scope(crate::telemetry::current_traceparent) {
+                message.headers.insert("traceparent".to_owned(), own);
+            }
+            let published = {
+                use tracing::Instrument as _;
+                sink.publish(message).instrument(span).await
+            };
+            match published {
                 Ok(()) => done.push(id),
                 Err(e) => {
                     counter!(OUTBOX_PUBLISH_ERRORS).increment(1);

@@ -54,6 +54,9 @@ pub struct TripWrite {
     pub idempotency: Option<(String, String)>,
     /// The HTTP request that caused the events, carried into their bus messages.
     pub request_id: Option<std::sync::Arc<str>>,
+    /// The span that wrote the events (W3C `traceparent`), when traces are exported: their bus
+    /// messages continue that trace.
+    pub traceparent: Option<String>,
 }
 
 /// A driver's profile as stored.
@@ -265,7 +268,7 @@ impl Store {
     ///
     /// The database's error; nothing of the batch is then written.
     pub async fn write_batch(&self, batch: &[Write]) -> Result<(), sqlx::Error> {
-        let mut events: Vec<(&Trip, &EventRecord, Option<&str>)> = Vec::new();
+        let mut events: Vec<EventRow<'_>> = Vec::new();
         let mut latest: HashMap<Uuid, TripRowRef<'_>> = HashMap::new();
         let mut drivers: HashMap<Uuid, &DriverRow> = HashMap::new();
         let mut positions: Vec<&PositionRow> = Vec::new();
@@ -273,11 +276,14 @@ impl Store {
         for write in batch {
             match write {
                 Write::Trip(w) => {
-                    events.extend(
-                        w.records
-                            .iter()
-                            .map(|r| (&w.trip, r, w.request_id.as_deref())),
-                    );
+                    events.extend(w.records.iter().map(|r| {
+                        (
+                            &w.trip,
+                            r,
+                            w.request_id.as_deref(),
+                            w.traceparent.as_deref(),
+                        )
+                    }));
                     let entry = latest.entry(w.trip.trip_id).or_insert((&w.trip, None));
                     if w.trip.version >= entry.0.version {
                         entry.0 = &w.trip;
@@ -546,7 +552,8 @@ fn placeholders(rows: usize, width: usize) -> String {
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 /// An event of a batch: its trip, itself, and the request that caused it.
-type EventRow<'a> = (&'a Trip, &'a EventRecord, Option<&'a str>);
+/// An event with the request that caused it and the span that wrote it.
+type EventRow<'a> = (&'a Trip, &'a EventRecord, Option<&'a str>, Option<&'a str>);
 
 /// A trip's latest state in a batch, with the idempotency key of its opening request.
 type TripRowRef<'a> = (&'a Trip, Option<&'a (String, String)>);
@@ -568,7 +575,7 @@ async fn insert_events(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> Result<(), sql
         placeholders(rows.len(), 5)
     );
     let mut query = sqlx::query(&sql);
-    for (trip, record, _) in rows {
+    for (trip, record, _, _) in rows {
         let (kind, data) = event_data(record);
         query = query
             .bind(trip.trip_id.to_string())
@@ -585,12 +592,12 @@ async fn insert_outbox(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> Result<(), sql
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO outbox (message_id, routing_key, payload, created_ms, request_id) VALUES {} \
+        "INSERT INTO outbox (message_id, routing_key, payload, created_ms, request_id, traceparent) VALUES {} \
          ON CONFLICT (message_id) DO NOTHING",
-        placeholders(rows.len(), 5)
+        placeholders(rows.len(), 6)
     );
     let mut query = sqlx::query(&sql);
-    for (trip, record, request_id) in rows {
+    for (trip, record, request_id, traceparent) in rows {
         let (kind, data) = event_data(record);
         let payload = serde_json::json!({
             "trip_id": trip.trip_id,
@@ -605,7 +612,8 @@ async fn insert_outbox(tx: &mut Tx<'_>, rows: &[EventRow<'_>]) -> Result<(), sql
             .bind(kind)
             .bind(payload.to_string())
             .bind(record.at_ms)
-            .bind(request_id.map(str::to_owned));
+            .bind(request_id.map(str::to_owned))
+            .bind(traceparent.map(str::to_owned));
     }
     query.execute(&mut **tx).await.map(|_| ())
 }

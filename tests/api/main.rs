@@ -24,5 +24,6 @@ mod reliability;
 mod riders;
 mod services;
 mod simulate;
+mod traces;
 mod trip_input;
 mod trips;
