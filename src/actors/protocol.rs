@@ -207,7 +207,8 @@ pub enum Viewer {
 }
 
 /// The Trip object of SPEC §4.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Trip)]
 pub struct TripView {
     /// The trip.
     pub trip_id: Uuid,

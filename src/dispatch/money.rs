@@ -61,7 +61,7 @@ impl<'de> Deserialize<'de> for Currency {
 }
 
 /// An amount of money: `{"amount": 1250, "currency": "USD"}` is 12.50 USD.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Money {
     /// Minor units (cents for USD).
     pub amount: i64,
@@ -82,6 +82,18 @@ impl Money {
         Self::new(0, currency)
     }
 }
+
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[A-Z]{3}$"))
+            .description(Some("ISO 4217 currency code."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Currency {}
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

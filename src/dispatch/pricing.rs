@@ -58,7 +58,7 @@ impl Tariff {
 }
 
 /// How a fare was made, line by line; the lines add up to `total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FareBreakdown {
     /// Flag fall.
     pub base: Money,

@@ -57,6 +57,18 @@ impl Surge {
     }
 }
 
+impl utoipa::PartialSchema for Surge {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Number)
+            .minimum(Some(1.0))
+            .description(Some("Surge multiplier, in steps of 0.1."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Surge {}
+
 impl Serialize for Surge {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(self.multiplier())

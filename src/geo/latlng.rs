@@ -47,10 +47,14 @@ impl GeoError {
 /// assert!(LatLng::new(f64::NAN, 0.0).is_err());
 /// # Ok::<(), hexdispatch::geo::GeoError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "RawLatLng")]
 pub struct LatLng {
+    /// Latitude, degrees.
+    #[schema(minimum = -90.0, maximum = 90.0)]
     lat: f64,
+    /// Longitude, degrees.
+    #[schema(minimum = -180.0, maximum = 180.0)]
     lng: f64,
 }
 

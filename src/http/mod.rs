@@ -5,6 +5,7 @@
 //! socket sessions ([`ws`]). Handlers parse, authorise, then talk to the core's actors.
 
 pub mod accounts;
+pub mod asyncapi;
 pub mod caller;
 pub mod cluster;
 pub mod driver_routes;
@@ -149,6 +150,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "anyone",
         "This document.",
         openapi::document
+    ),
+    endpoint!(
+        get,
+        "/api/asyncapi.json",
+        "anyone",
+        "AsyncAPI 3 document of the WebSocket frames and the bus messages.",
+        asyncapi::document
     ),
     endpoint!(
         post,

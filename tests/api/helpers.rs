@@ -289,6 +289,18 @@ impl TestApp {
     }
 
     /// Opens `/ws/driver` with an optional token in the `token` query parameter.
+    /// Opens a socket at `path_and_query` (the token in the query).
+    pub async fn socket_at(&self, path_and_query: &str) -> Socket {
+        let (_, framed) = self
+            .client
+            .ws(format!("{}{path_and_query}", self.ws_address))
+            .max_frame_size(1 << 20)
+            .connect()
+            .await
+            .expect("websocket connects");
+        Socket { framed }
+    }
+
     pub async fn driver_socket_query(&self, token: Option<&str>) -> Socket {
         let url = match token {
             Some(t) => format!("{}/ws/driver?token={t}", self.ws_address),

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod asyncapi;
 mod authz;
 mod broker;
 mod browser;
