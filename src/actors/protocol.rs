@@ -290,7 +290,8 @@ impl TripView {
 }
 
 /// A position as shown to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Position)]
 pub struct PositionView {
     /// Latitude, degrees.
     pub lat: f64,
@@ -322,7 +323,8 @@ impl From<Position> for PositionView {
 }
 
 /// A driver's state as the engine knows it (`GET /api/drivers/{id}`, the `session` frame).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Driver)]
 pub struct DriverSnapshot {
     /// The driver.
     pub driver_id: Uuid,
@@ -343,7 +345,8 @@ pub struct DriverSnapshot {
 }
 
 /// An open offer as shown in the driver's state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = HeldOffer)]
 pub struct OfferView {
     /// The trip offered.
     pub trip_id: Uuid,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::geo::LatLng;
 
 /// Whether a driver wants work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DriverStatus {
     /// Not taking trips; not in the index.

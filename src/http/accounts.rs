@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -40,21 +40,58 @@ fn limit(core: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
         })
 }
 
-#[derive(Deserialize)]
-struct VehicleBody {
+/// A driver's vehicle.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct VehicleBody {
+    /// Vehicle type (one of the tariffs' types).
     #[serde(rename = "type")]
+    #[schema(required = true)]
     kind: Option<String>,
+    /// Plate.
     plate: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RegisterBody {
+/// `POST /api/auth/register`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RegisterBody {
+    /// `rider` or `driver`.
+    #[schema(required = true, pattern = "^(rider|driver)$")]
     role: Option<String>,
+    /// Display name.
+    #[schema(required = true)]
     name: Option<String>,
+    /// Login e-mail.
+    #[schema(required = true)]
     email: Option<String>,
+    /// At least 8 characters.
+    #[schema(required = true)]
     password: Option<String>,
+    /// Phone number.
     phone: Option<String>,
+    /// Drivers: their vehicle.
     vehicle: Option<VehicleBody>,
+}
+
+/// The answer to a registration.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Registered {
+    /// The new user's id.
+    id: Uuid,
+    /// Its role.
+    role: Role,
+}
+
+/// An access token and a refresh token.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenPair {
+    /// JWT for `Authorization: Bearer`.
+    access_token: String,
+    /// Single-use token for `POST /api/auth/refresh`.
+    refresh_token: String,
+    /// `Bearer`.
+    token_type: &'static str,
+    /// Seconds the access token lives.
+    expires_in: u64,
 }
 
 fn text(value: Option<String>, field: &str, min: usize, max: usize) -> Result<String, FieldError> {
@@ -152,12 +189,17 @@ pub async fn register(
     };
     store.create_user(&user, now_ms()).await?;
     tracing::info!(%user_id, role = role.as_str(), "user registered");
-    Ok(HttpResponse::Created().json(json!({"id": user_id, "role": role})))
+    Ok(HttpResponse::Created().json(Registered { id: user_id, role }))
 }
 
-#[derive(Deserialize)]
-struct LoginBody {
+/// `POST /api/auth/login`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct LoginBody {
+    /// Login e-mail.
+    #[schema(required = true)]
     email: Option<String>,
+    /// Password.
+    #[schema(required = true)]
     password: Option<String>,
 }
 
@@ -168,7 +210,7 @@ async fn token_pair(
     role: Role,
     vehicle_type: Option<String>,
     family: &str,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<TokenPair, ApiError> {
     let ttl = core.settings.auth.token_ttl_s;
     let access = core
         .keys
@@ -184,12 +226,12 @@ async fn token_pair(
         .store()
         .add_refresh_token(&hash, family, user_id, now, expires)
         .await?;
-    Ok(json!({
-        "access_token": access,
-        "refresh_token": refresh,
-        "token_type": "Bearer",
-        "expires_in": ttl,
-    }))
+    Ok(TokenPair {
+        access_token: access,
+        refresh_token: refresh,
+        token_type: "Bearer",
+        expires_in: ttl,
+    })
 }
 
 /// `POST /api/auth/login` `{email, password}` → `{access_token, refresh_token, token_type,
@@ -253,8 +295,11 @@ pub async fn login(
     Ok(HttpResponse::Ok().json(pair))
 }
 
-#[derive(Deserialize)]
-struct RefreshBody {
+/// `POST /api/auth/refresh` and `POST /api/auth/logout`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RefreshBody {
+    /// A refresh token from login or an earlier refresh.
+    #[schema(required = true)]
     refresh_token: Option<String>,
 }
 

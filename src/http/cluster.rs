@@ -18,11 +18,14 @@ use crate::http::AppState;
 /// The header naming the instance that handled a request.
 pub const INSTANCE_HEADER: &str = "Hexdispatch-Instance";
 
-#[derive(Serialize)]
-struct Owner<'a> {
+/// `GET /api/cluster/owner`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Owner<'a> {
     /// The region (an H3 cell at `cluster.region_resolution`), as hex.
     region: String,
+    /// The owning instance's id.
     instance: &'a str,
+    /// Its base URL.
     url: String,
 }
 

@@ -1,7 +1,8 @@
 //! `/api/drivers/{id}…`: a driver's status, position (REST twin of the WS frame) and profile.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::caller::{Caller, parse_id};
 use super::error::ApiError;
@@ -12,18 +13,51 @@ use crate::actors::protocol::DriverSnapshot;
 use crate::dispatch::DriverStatus;
 use crate::http::AppState;
 
-#[derive(Deserialize)]
-struct StatusBody {
+/// `PUT /api/drivers/{id}/status`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct StatusBody {
+    /// `online` or `offline`.
+    #[schema(pattern = "^(online|offline)$")]
     status: String,
 }
 
-#[derive(Deserialize)]
-struct LocationBody {
+/// `PUT /api/drivers/{id}/location` (the REST twin of the socket's `location` frame).
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct LocationBody {
+    /// Latitude, degrees.
+    #[schema(required = true, minimum = -90.0, maximum = 90.0)]
     lat: Option<f64>,
+    /// Longitude, degrees.
+    #[schema(required = true, minimum = -180.0, maximum = 180.0)]
     lng: Option<f64>,
+    /// Degrees from north.
+    #[schema(minimum = 0.0, maximum = 360.0)]
     heading: Option<f64>,
+    /// Metres per second.
+    #[schema(minimum = 0.0, maximum = 150.0)]
     speed_mps: Option<f64>,
+    /// When the app took it, epoch ms.
     ts_ms: Option<i64>,
+}
+
+/// A driver's ratings.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RatingView {
+    /// Mean stars, two decimals (0 with none).
+    average: f64,
+    /// Ratings received.
+    count: i64,
+}
+
+/// `GET /api/drivers/{id}`: the driver's state and ratings.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DriverView {
+    /// The state.
+    #[serde(flatten)]
+    driver: DriverSnapshot,
+    /// Ratings received from riders (absent without a store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rating: Option<RatingView>,
 }
 
 /// The calling driver's actor.
@@ -132,10 +166,18 @@ pub async fn get_driver(
             }
         },
     };
-    let mut body = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
-    if let Some(p) = core.persistence() {
-        let rating = p.store().rating_of(id).await?;
-        body["rating"] = serde_json::json!({"average": rating.average, "count": rating.count});
-    }
-    Ok(HttpResponse::Ok().json(body))
+    let rating = match core.persistence() {
+        Some(p) => {
+            let r = p.store().rating_of(id).await?;
+            Some(RatingView {
+                average: r.average,
+                count: r.count,
+            })
+        }
+        None => None,
+    };
+    Ok(HttpResponse::Ok().json(DriverView {
+        driver: snapshot,
+        rating,
+    }))
 }

@@ -1,18 +1,53 @@
 //! Liveness, readiness, version and metrics.
 
 use actix_web::{HttpResponse, web};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::http::AppState;
 use crate::metrics::{DEPENDENCY_UP, READY};
 
+/// `GET /health`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `healthy`.
+    status: &'static str,
+    /// The engine's version.
+    version: &'static str,
+    /// Seconds since start.
+    uptime_s: u64,
+}
+
 /// `GET /health`: the process is alive.
 pub async fn health(core: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "status": "healthy",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": core.started.elapsed().as_secs(),
-    }))
+    HttpResponse::Ok().json(Health {
+        status: "healthy",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: core.started.elapsed().as_secs(),
+    })
+}
+
+/// `GET /ready` when ready (503 carries the same `checks` and an `error`).
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    status: &'static str,
+    /// Each check: `engine`, and `database`, `broker`, `redis` when configured.
+    #[schema(value_type = Object)]
+    checks: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `GET /version`.
+#[derive(Serialize, ToSchema)]
+pub struct VersionInfo {
+    /// The crate's name.
+    name: &'static str,
+    /// Its version.
+    version: &'static str,
+    /// The commit built, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    git_sha: Option<&'static str>,
 }
 
 /// `GET /ready`: start-up (recovery) is done and configured dependencies answer; otherwise 503
@@ -20,7 +55,10 @@ pub async fn health(core: web::Data<AppState>) -> HttpResponse {
 pub async fn ready(core: web::Data<AppState>) -> HttpResponse {
     let (checks, down) = readiness(&core);
     if down.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
+        HttpResponse::Ok().json(Readiness {
+            status: "ready",
+            checks,
+        })
     } else {
         HttpResponse::ServiceUnavailable().json(json!({
             "status": "not_ready",
@@ -92,11 +130,11 @@ pub fn readiness(
 
 /// `GET /version`.
 pub async fn version() -> HttpResponse {
-    let mut body = json!({"name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION")});
-    if let Some(sha) = option_env!("HEXDISPATCH_GIT_SHA") {
-        body["git_sha"] = json!(sha);
-    }
-    HttpResponse::Ok().json(body)
+    HttpResponse::Ok().json(VersionInfo {
+        name: env!("CARGO_PKG_NAME"),
+        version: env!("CARGO_PKG_VERSION"),
+        git_sha: option_env!("HEXDISPATCH_GIT_SHA"),
+    })
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -3,6 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::caller::{Caller, parse_id};
@@ -13,20 +14,55 @@ use crate::dispatch::Role;
 use crate::geo::NearbyQuery;
 use crate::http::AppState;
 
-#[derive(Serialize, Deserialize)]
-struct NearbyDriver {
+/// One driver near a point.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct NearbyDriver {
+    /// The driver.
     driver_id: Uuid,
+    /// Latitude, degrees.
     lat: f64,
+    /// Longitude, degrees.
     lng: f64,
+    /// Great-circle distance from the point asked, metres.
     distance_m: f64,
+    /// Vehicle type.
     vehicle_type: String,
+    /// Degrees from north, when the app sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     heading: Option<f32>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct NearbyAnswer {
+/// `GET /api/locations/nearby`.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct NearbyAnswer {
+    /// Nearest first.
     drivers: Vec<NearbyDriver>,
+}
+
+/// One sampled position.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HistoryPosition {
+    /// Latitude, degrees.
+    lat: f64,
+    /// Longitude, degrees.
+    lng: f64,
+    /// Degrees from north.
+    heading: Option<f64>,
+    /// Metres per second.
+    speed_mps: Option<f64>,
+    /// When, epoch ms.
+    ts_ms: i64,
+    /// When, RFC 3339.
+    at: String,
+}
+
+/// `GET /api/locations/drivers/{id}/history`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct History {
+    /// The driver.
+    driver_id: Uuid,
+    /// Oldest first.
+    positions: Vec<HistoryPosition>,
 }
 
 /// `GET /api/locations/nearby?lat=&lng=&radius=2000&limit=5&vehicle_type=`. With several
@@ -150,30 +186,29 @@ pub async fn history(
         );
     }
     let Some(persistence) = core.persistence() else {
-        return Ok(
-            HttpResponse::Ok().json(serde_json::json!({"driver_id": driver_id, "positions": []}))
-        );
+        return Ok(HttpResponse::Ok().json(History {
+            driver_id,
+            positions: Vec::new(),
+        }));
     };
     let rows = persistence
         .store()
         .positions(driver_id, from_ms, to_ms, limit)
         .await
         .map_err(|e| ApiError::unavailable("database_unavailable", e.to_string()))?;
-    let positions: Vec<serde_json::Value> = rows
+    let positions = rows
         .iter()
-        .map(|p| {
-            serde_json::json!({
-                "lat": p.lat,
-                "lng": p.lng,
-                "heading": p.heading,
-                "speed_mps": p.speed_mps,
-                "ts_ms": p.ts_ms,
-                "at": crate::clock::rfc3339(p.ts_ms),
-            })
+        .map(|p| HistoryPosition {
+            lat: p.lat,
+            lng: p.lng,
+            heading: p.heading,
+            speed_mps: p.speed_mps,
+            ts_ms: p.ts_ms,
+            at: crate::clock::rfc3339(p.ts_ms),
         })
         .collect();
-    Ok(
-        HttpResponse::Ok()
-            .json(serde_json::json!({"driver_id": driver_id, "positions": positions})),
-    )
+    Ok(HttpResponse::Ok().json(History {
+        driver_id,
+        positions,
+    }))
 }

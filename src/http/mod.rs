@@ -49,16 +49,35 @@ pub struct Endpoint {
     pub who: &'static str,
     /// What it does.
     pub summary: &'static str,
+    /// The request body's type, as an OpenAPI schema.
+    pub body: Option<openapi::Described>,
+    /// The success answer's type, as an OpenAPI schema.
+    pub answer: Option<openapi::Described>,
     mount: fn(actix_web::Resource) -> actix_web::Resource,
 }
 
 macro_rules! endpoint {
     ($method:ident, $path:literal, $who:literal, $summary:literal, $handler:path) => {
+        endpoint!(@ $method, $path, $who, $summary, $handler, None, None)
+    };
+    ($method:ident, $path:literal, $who:literal, $summary:literal, $handler:path, answer = $a:ty) => {
+        endpoint!(@ $method, $path, $who, $summary, $handler, None, Some(openapi::described::<$a>))
+    };
+    ($method:ident, $path:literal, $who:literal, $summary:literal, $handler:path, body = $b:ty) => {
+        endpoint!(@ $method, $path, $who, $summary, $handler, Some(openapi::described::<$b>), None)
+    };
+    ($method:ident, $path:literal, $who:literal, $summary:literal, $handler:path, body = $b:ty, answer = $a:ty) => {
+        endpoint!(@ $method, $path, $who, $summary, $handler,
+                  Some(openapi::described::<$b>), Some(openapi::described::<$a>))
+    };
+    (@ $method:ident, $path:literal, $who:literal, $summary:literal, $handler:path, $body:expr, $answer:expr) => {
         Endpoint {
             method: stringify!($method),
             path: $path,
             who: $who,
             summary: $summary,
+            body: $body,
+            answer: $answer,
             mount: |r| r.route(web::$method().to($handler)),
         }
     };
@@ -66,27 +85,37 @@ macro_rules! endpoint {
 
 /// Every route of the engine.
 pub const ENDPOINTS: &[Endpoint] = &[
-    endpoint!(get, "/health", "anyone", "Liveness.", health::health),
+    endpoint!(
+        get,
+        "/health",
+        "anyone",
+        "Liveness.",
+        health::health,
+        answer = health::Health
+    ),
     endpoint!(
         get,
         "/ready",
         "anyone",
         "Readiness: recovery done, dependencies up; 503 names what is down.",
-        health::ready
+        health::ready,
+        answer = health::Readiness
     ),
     endpoint!(
         get,
         "/version",
         "anyone",
         "Name, version, git sha.",
-        health::version
+        health::version,
+        answer = health::VersionInfo
     ),
     endpoint!(
         get,
         "/api/cluster/owner",
         "anyone",
         "Which instance owns the region of lat, lng: {region, instance, url}.",
-        cluster::owner
+        cluster::owner,
+        answer = cluster::Owner<'static>
     ),
     endpoint!(
         post,
@@ -163,224 +192,268 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/auth/register",
         "anyone",
         "Register a rider or driver.",
-        accounts::register
+        accounts::register,
+        body = accounts::RegisterBody,
+        answer = accounts::Registered
     ),
     endpoint!(
         post,
         "/api/auth/login",
         "anyone",
         "Log in: access and refresh tokens.",
-        accounts::login
+        accounts::login,
+        body = accounts::LoginBody,
+        answer = accounts::TokenPair
     ),
     endpoint!(
         post,
         "/api/auth/refresh",
         "anyone",
         "Rotate a refresh token.",
-        accounts::refresh
+        accounts::refresh,
+        body = accounts::RefreshBody,
+        answer = accounts::TokenPair
     ),
     endpoint!(
         post,
         "/api/auth/logout",
         "anyone holding a refresh token",
         "Revoke the refresh token's whole family (logout); 204.",
-        accounts::logout
+        accounts::logout,
+        body = accounts::RefreshBody
     ),
     endpoint!(
         put,
         "/api/drivers/{id}/status",
         "that driver",
         "Go online or offline.",
-        driver_routes::put_status
+        driver_routes::put_status,
+        body = driver_routes::StatusBody,
+        answer = crate::actors::protocol::DriverSnapshot
     ),
     endpoint!(
         put,
         "/api/drivers/{id}/location",
         "that driver",
         "Report a position (REST twin of the location frame).",
-        driver_routes::put_location
+        driver_routes::put_location,
+        body = driver_routes::LocationBody,
+        answer = crate::actors::protocol::DriverSnapshot
     ),
     endpoint!(
         get,
         "/api/drivers/{id}",
         "that driver, operator",
         "Profile, status, last position, current trip and offer.",
-        driver_routes::get_driver
+        driver_routes::get_driver,
+        answer = driver_routes::DriverView
     ),
     endpoint!(
         get,
         "/api/drivers/{id}/earnings",
         "that driver, operator",
         "Earnings within from/to.",
-        payment_routes::earnings
+        payment_routes::earnings,
+        answer = payment_routes::Earnings
     ),
     endpoint!(
         get,
         "/api/locations/nearby",
         "rider, operator",
         "Nearest online, available, fresh drivers.",
-        locations::nearby
+        locations::nearby,
+        answer = locations::NearbyAnswer
     ),
     endpoint!(
         get,
         "/api/locations/drivers/{id}/history",
         "that driver, operator",
         "Sampled position history.",
-        locations::history
+        locations::history,
+        answer = locations::History
     ),
     endpoint!(
         post,
         "/api/pricing/estimate",
         "rider, operator",
         "Fare estimate.",
-        pricing_routes::estimate
+        pricing_routes::estimate,
+        body = pricing_routes::EstimateBody,
+        answer = pricing_routes::Estimate
     ),
     endpoint!(
         get,
         "/api/pricing/surge",
         "rider, operator",
         "Surge multiplier at a point.",
-        pricing_routes::surge
+        pricing_routes::surge,
+        answer = pricing_routes::SurgeAnswer
     ),
     endpoint!(
         post,
         "/api/trips",
         "rider",
         "Request a trip (idempotency_key makes retries safe).",
-        trip_routes::create
+        trip_routes::create,
+        body = trip_routes::TripBody,
+        answer = crate::actors::protocol::TripView
     ),
     endpoint!(
         get,
         "/api/trips/{id}",
         "its rider, its driver, operator",
         "The Trip object.",
-        trip_routes::get
+        trip_routes::get,
+        answer = crate::actors::protocol::TripView
     ),
     endpoint!(
         delete,
         "/api/trips/{id}",
         "its rider or its driver",
         "Cancel (rider) or give up (driver).",
-        trip_routes::cancel
+        trip_routes::cancel,
+        answer = crate::actors::protocol::TripView
     ),
     endpoint!(
         get,
         "/api/trips/{id}/events",
         "its rider, operator",
         "The trip's event log, oldest first.",
-        trip_routes::events
+        trip_routes::events,
+        answer = trip_routes::Events
     ),
     endpoint!(
         get,
         "/api/trips/{id}/receipt",
         "its rider, its driver, operator",
         "Final fare, breakdown, payment status.",
-        payment_routes::receipt
+        payment_routes::receipt,
+        answer = payment_routes::Receipt
     ),
     endpoint!(
         put,
         "/api/trips/{id}/accept",
         "the offered driver",
         "Accept an offer.",
-        trip_routes::accept
+        trip_routes::accept,
+        answer = crate::actors::protocol::TripView
     ),
     endpoint!(
         put,
         "/api/trips/{id}/decline",
         "the offered driver",
         "Decline an offer.",
-        trip_routes::decline
+        trip_routes::decline,
+        answer = trip_routes::Declined
     ),
     endpoint!(
         put,
         "/api/trips/{id}/arrived",
         "the assigned driver",
         "At the pickup.",
-        trip_routes::arrived
+        trip_routes::arrived,
+        answer = crate::actors::protocol::TripView
     ),
     endpoint!(
         put,
         "/api/trips/{id}/start",
         "the assigned driver",
         "Start with the rider's PIN.",
-        trip_routes::start
+        trip_routes::start,
+        body = trip_routes::StartBody,
+        answer = crate::actors::protocol::TripView
     ),
     endpoint!(
         put,
         "/api/trips/{id}/complete",
         "the assigned driver",
         "Drop-off; prices the trip.",
-        trip_routes::complete
+        trip_routes::complete,
+        answer = crate::actors::protocol::TripView
     ),
     endpoint!(
         get,
         "/api/riders/{id}/trips",
         "that rider, operator",
         "Trip history, newest first.",
-        trip_routes::rider_history
+        trip_routes::rider_history,
+        answer = trip_routes::TripPage
     ),
     endpoint!(
         get,
         "/api/riders/{id}/wallet",
         "that rider, operator",
         "Wallet balance.",
-        payment_routes::wallet
+        payment_routes::wallet,
+        answer = payment_routes::Wallet
     ),
     endpoint!(
         get,
         "/api/riders/{id}/transactions",
         "that rider, operator",
         "The rider's ledger lines, newest first: {transactions: [{id, at, kind, amount, trip_id?}], next?}; ?limit=50&before=.",
-        payment_routes::transactions
+        payment_routes::transactions,
+        answer = payment_routes::Transactions
     ),
     endpoint!(
         post,
         "/api/riders/{id}/wallet/topup",
         "operator",
         "Credit a wallet (reference is idempotent).",
-        payment_routes::top_up
+        payment_routes::top_up,
+        body = payment_routes::TopUpBody,
+        answer = payment_routes::ToppedUpView
     ),
     endpoint!(
         post,
         "/api/trips/{id}/rating",
         "its rider (rates the driver) or its driver (rates the rider), once each, from TRIP_COMPLETED on",
         "Rate the other side of a finished trip: {stars: 1..5, comment?} → 201; a second rating by the same side 409.",
-        trip_routes::rate
+        trip_routes::rate,
+        body = trip_routes::RatingBody,
+        answer = trip_routes::Rated
     ),
     endpoint!(
         post,
         "/api/trips/{id}/refund",
         "operator",
         "Refund a charged trip fully or partly through the ledger: {amount?: Money, reason, reference} → 201 {refunded, total_refunded, balance, applied}; the same reference twice refunds once; more than was charged 422.",
-        payment_routes::refund
+        payment_routes::refund,
+        body = payment_routes::RefundBody,
+        answer = payment_routes::RefundView
     ),
     endpoint!(
         post,
         "/api/ops/promotions",
         "operator",
         "Create a promotion: {code, kind: percent|flat, value, valid_from, valid_to, per_rider_limit} → 201; an existing code 409.",
-        promotion_routes::create
+        promotion_routes::create,
+        body = promotion_routes::PromotionBody,
+        answer = promotion_routes::PromotionView
     ),
     endpoint!(
         get,
         "/api/ops/promotions",
         "operator",
         "Every promotion with its uses, newest first.",
-        promotion_routes::list
+        promotion_routes::list,
+        answer = promotion_routes::PromotionList
     ),
     endpoint!(
         delete,
         "/api/ops/promotions/{code}",
         "operator",
         "Disable a promotion (later uses are refused; its uses are kept).",
-        promotion_routes::disable
+        promotion_routes::disable,
+        answer = promotion_routes::PromotionView
     ),
     endpoint!(
         get,
         "/api/ops/heatmap",
         "operator",
         "Supply, demand and surge per H3 cell.",
-        ops::get_heatmap
+        ops::get_heatmap,
+        answer = ops::Heatmap
     ),
     endpoint!(
         get,

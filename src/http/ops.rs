@@ -11,7 +11,6 @@ use actix_ws::{AggregatedMessage, CloseCode};
 use futures_util::StreamExt;
 use h3o::{CellIndex, Resolution};
 use serde::Serialize;
-use serde_json::json;
 
 use super::error::ApiError;
 use super::input::{FieldError, Query};
@@ -27,7 +26,7 @@ use crate::http::caller::Caller;
 const RESOLUTIONS: std::ops::RangeInclusive<u8> = 4..=7;
 
 /// One cell of a heatmap.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HeatCell {
     /// H3 index, hex.
     pub cell: String,
@@ -151,12 +150,25 @@ pub async fn get_heatmap(
     let res = resolution(&q, core.market.surge_resolution())?;
     let by = metric(q.string("metric"))?;
     let cells = heatmap(&core, res, by).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "res": u8::from(res),
-        "metric": q.string("metric").unwrap_or("supply"),
-        "cells": cells,
-        "ts_ms": now_ms(),
-    })))
+    Ok(HttpResponse::Ok().json(Heatmap {
+        res: u8::from(res),
+        metric: q.string("metric").unwrap_or("supply").to_owned(),
+        cells,
+        ts_ms: now_ms(),
+    }))
+}
+
+/// `GET /api/ops/heatmap`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Heatmap {
+    /// H3 resolution of the cells.
+    res: u8,
+    /// What the cells are ordered by.
+    metric: String,
+    /// Cells with drivers or recent requests, largest first.
+    cells: Vec<HeatCell>,
+    /// When, epoch ms.
+    ts_ms: i64,
 }
 
 /// Live counters for `/ws/ops`.

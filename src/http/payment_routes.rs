@@ -1,8 +1,9 @@
 //! Wallets, receipts and earnings (SPEC §4, §7). Money is `{amount, currency}` in minor units.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::caller::{Caller, parse_id};
 use super::error::ApiError;
@@ -13,7 +14,7 @@ use crate::actors::protocol::{TripView, Viewer};
 use crate::clock::rfc3339;
 use crate::dispatch::Role;
 use crate::dispatch::ledger::rider_account;
-use crate::dispatch::{Currency, Money, TripStatus};
+use crate::dispatch::{Currency, FareBreakdown, Money, Surge, TripStatus};
 use crate::http::AppState;
 use crate::persistence::{Persistence, RefundOutcome};
 
@@ -41,7 +42,10 @@ pub async fn wallet(
         .balance(&rider_account(rider))
         .await?
         .unwrap_or_else(|| Money::zero(default_currency(&core)));
-    Ok(HttpResponse::Ok().json(json!({"rider_id": rider, "balance": balance})))
+    Ok(HttpResponse::Ok().json(Wallet {
+        rider_id: rider,
+        balance,
+    }))
 }
 
 /// Most lines one `transactions` page holds.
@@ -81,30 +85,63 @@ pub async fn transactions(
     let next = (lines.len() == limit)
         .then(|| lines.last().map(|l| l.id.to_string()))
         .flatten();
-    let transactions: Vec<_> = lines
+    let transactions = lines
         .iter()
-        .map(|l| {
-            let kind = line_kind(&l.txn_id);
-            let mut line = json!({
-                "id": l.id.to_string(),
-                "at": rfc3339(l.created_ms),
-                "kind": kind,
-                "amount": l.amount,
-            });
-            if let Some(trip) = l.trip_id {
-                line["trip_id"] = json!(trip);
-            }
-            if let Some(reference) = &l.reference {
-                line["reference"] = json!(reference);
-            }
-            line
+        .map(|l| TransactionLine {
+            id: l.id.to_string(),
+            at: rfc3339(l.created_ms),
+            kind: line_kind(&l.txn_id),
+            amount: l.amount,
+            trip_id: l.trip_id,
+            reference: l.reference.clone(),
         })
         .collect();
-    let mut body = json!({"rider_id": rider, "transactions": transactions});
-    if let Some(next) = next {
-        body["next"] = json!(next);
-    }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(Transactions {
+        rider_id: rider,
+        transactions,
+        next,
+    }))
+}
+
+/// `GET /api/riders/{id}/wallet`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Wallet {
+    /// The rider.
+    rider_id: Uuid,
+    /// What the wallet holds.
+    balance: Money,
+}
+
+/// One ledger line of a rider.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TransactionLine {
+    /// Cursor for `before`.
+    id: String,
+    /// When, RFC 3339.
+    at: String,
+    /// `charge`, `cancellation_fee`, `refund` or `topup`.
+    #[schema(pattern = "^(charge|cancellation_fee|refund|topup)$")]
+    kind: &'static str,
+    /// Credit (positive) or debit (negative) of the wallet.
+    amount: Money,
+    /// The trip it belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trip_id: Option<Uuid>,
+    /// The top-up's or refund's reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
+}
+
+/// `GET /api/riders/{id}/transactions`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Transactions {
+    /// The rider.
+    rider_id: Uuid,
+    /// Newest first.
+    transactions: Vec<TransactionLine>,
+    /// The `before` of the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
 /// What a ledger transaction was, from its id (see `persistence::wallets`).
@@ -117,9 +154,15 @@ fn line_kind(txn_id: &str) -> &'static str {
     }
 }
 
-#[derive(Deserialize)]
-struct MoneyBody {
+/// Money in a request: `{amount, currency}`.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = MoneyInput)]
+pub(crate) struct MoneyBody {
+    /// Minor units, at least 1.
+    #[schema(required = true, minimum = 1)]
     amount: Option<i64>,
+    /// ISO 4217 code.
+    #[schema(required = true, pattern = "^[A-Z]{3}$")]
     currency: Option<String>,
 }
 
@@ -142,10 +185,28 @@ fn money(body: MoneyBody) -> Result<Money, FieldError> {
     Ok(Money::new(minor, currency))
 }
 
-#[derive(Deserialize)]
-struct TopUpBody {
+/// `POST /api/riders/{id}/wallet/topup`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct TopUpBody {
+    /// What to credit.
+    #[schema(required = true)]
     amount: Option<MoneyBody>,
+    /// Idempotency reference: the same one twice credits once.
+    #[schema(required = true)]
     reference: Option<String>,
+}
+
+/// What a top-up did.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ToppedUpView {
+    /// The rider.
+    rider_id: Uuid,
+    /// The balance after it (and after the payments it settled).
+    balance: Money,
+    /// False when the reference was used before (nothing credited).
+    applied: bool,
+    /// Failed payments settled right after.
+    payments_retried: usize,
 }
 
 /// `POST /api/riders/{id}/wallet/topup` `{amount: Money, reference}` → `{balance: Money}`
@@ -168,12 +229,12 @@ pub async fn top_up(
         .payments
         .top_up(&core, rider, amount, &reference)
         .await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "rider_id": rider,
-        "balance": done.balance,
-        "applied": done.applied,
-        "payments_retried": done.payments_retried,
-    })))
+    Ok(HttpResponse::Ok().json(ToppedUpView {
+        rider_id: rider,
+        balance: done.balance,
+        applied: done.applied,
+        payments_retried: done.payments_retried,
+    }))
 }
 
 /// `GET /api/trips/{id}/receipt`: fare, breakdown, surge, discount and payment status (its rider,
@@ -202,54 +263,140 @@ pub async fn receipt(
         (TripStatus::Cancelled, None) if fee_due => "pending",
         _ => "not_applicable",
     };
-    let mut payment = json!({"status": status});
-    if fee_due || trip.fare.is_some() {
-        payment["kind"] = json!(if fee_due { "cancellation_fee" } else { "fare" });
-    }
+    let mut payment = PaymentView {
+        status,
+        kind: (fee_due || trip.fare.is_some()).then_some(if fee_due {
+            "cancellation_fee"
+        } else {
+            "fare"
+        }),
+        reason: (status == "failed").then_some("insufficient_funds"),
+        ..PaymentView::default()
+    };
     if let Some(c) = &charge {
-        payment["amount"] = json!(c.amount);
-        payment["captured_at"] = json!(rfc3339(c.created_ms));
-        payment["refunded"] = json!(Money::new(c.refunded, c.amount.currency));
-        let refunds: Vec<serde_json::Value> = store
-            .refunds(trip_id)
-            .await?
-            .iter()
-            .map(|r| {
-                json!({"amount": r.amount, "reason": r.reason, "reference": r.reference,
-                       "at": rfc3339(r.created_ms)})
-            })
-            .collect();
-        payment["refunds"] = json!(refunds);
+        payment.amount = Some(c.amount);
+        payment.captured_at = Some(rfc3339(c.created_ms));
+        payment.refunded = Some(Money::new(c.refunded, c.amount.currency));
+        payment.refunds = Some(
+            store
+                .refunds(trip_id)
+                .await?
+                .into_iter()
+                .map(|r| RefundLine {
+                    amount: r.amount,
+                    reason: r.reason,
+                    reference: r.reference,
+                    at: rfc3339(r.created_ms),
+                })
+                .collect(),
+        );
         if viewer != Viewer::Rider {
-            payment["commission"] = json!(Money::new(c.commission, c.amount.currency));
-            payment["driver_earnings"] = json!(Money::new(
+            payment.commission = Some(Money::new(c.commission, c.amount.currency));
+            payment.driver_earnings = Some(Money::new(
                 c.amount.amount - c.commission,
-                c.amount.currency
+                c.amount.currency,
             ));
         }
-    }
-    if status == "failed" {
-        payment["reason"] = json!("insufficient_funds");
     }
     // A capped fare carries its cap in the breakdown; `trip.fare_flagged` is in the events.
     let flagged = trip.fare.is_some_and(|f| f.fare_cap.is_some());
     let view = TripView::of(&trip, viewer);
-    Ok(HttpResponse::Ok().json(json!({
-        "trip_id": trip_id,
-        "status": trip.status,
-        "rider_id": trip.rider_id,
-        "driver_id": trip.driver_id,
-        "fare": view.fare,
-        "breakdown": view.fare_breakdown,
-        "fare_estimate": view.fare_estimate,
-        "surge": view.surge,
-        "discount": trip.fare.map(|f| f.discount),
-        "promo_code": trip.promo_code,
-        "cancellation_fee": trip.cancellation_fee,
-        "fare_capped": flagged,
-        "payment": payment,
-        "completed_at": trip.status_times.get(&TripStatus::TripCompleted).map(|t| rfc3339(*t)),
-    })))
+    Ok(HttpResponse::Ok().json(Receipt {
+        trip_id,
+        status: trip.status,
+        rider_id: trip.rider_id,
+        driver_id: trip.driver_id,
+        fare: view.fare,
+        breakdown: view.fare_breakdown,
+        fare_estimate: view.fare_estimate,
+        surge: view.surge,
+        discount: trip.fare.map(|f| f.discount),
+        promo_code: trip.promo_code.clone(),
+        cancellation_fee: trip.cancellation_fee,
+        fare_capped: flagged,
+        payment,
+        completed_at: trip
+            .status_times
+            .get(&TripStatus::TripCompleted)
+            .map(|t| rfc3339(*t)),
+    }))
+}
+
+/// A refund as a receipt lists it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundLine {
+    /// What it gave back.
+    amount: Money,
+    /// Why.
+    reason: String,
+    /// Its idempotency reference.
+    reference: String,
+    /// When, RFC 3339.
+    at: String,
+}
+
+/// A receipt's payment.
+#[derive(Serialize, ToSchema, Default)]
+pub(crate) struct PaymentView {
+    /// `captured`, `partially_refunded`, `refunded`, `failed`, `pending` or `not_applicable`.
+    status: &'static str,
+    /// `fare` or `cancellation_fee`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    /// What was charged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<Money>,
+    /// When, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    captured_at: Option<String>,
+    /// Refunded so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refunded: Option<Money>,
+    /// Each refund.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refunds: Option<Vec<RefundLine>>,
+    /// The platform's part (driver and operators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commission: Option<Money>,
+    /// The driver's part (driver and operators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver_earnings: Option<Money>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+}
+
+/// `GET /api/trips/{id}/receipt`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Receipt {
+    /// The trip.
+    trip_id: Uuid,
+    /// Its status.
+    status: TripStatus,
+    /// Its rider.
+    rider_id: Uuid,
+    /// Its driver.
+    driver_id: Option<Uuid>,
+    /// The final fare.
+    fare: Option<Money>,
+    /// How it was made.
+    breakdown: Option<FareBreakdown>,
+    /// The quote.
+    fare_estimate: Money,
+    /// The surge quoted and charged.
+    surge: Surge,
+    /// What the promotion took off.
+    discount: Option<Money>,
+    /// The promotion used.
+    promo_code: Option<String>,
+    /// A late cancellation's fee.
+    cancellation_fee: Option<Money>,
+    /// Whether the fare was capped at `pricing.max_fare_ratio` × the estimate.
+    fare_capped: bool,
+    /// The charge.
+    payment: PaymentView,
+    /// When it was completed, RFC 3339.
+    completed_at: Option<String>,
 }
 
 /// `GET /api/drivers/{id}/earnings?from=&to=` → `{driver_id, total: Money, trips: [{trip_id,
@@ -276,24 +423,77 @@ pub async fn earnings(
         .filter(|r| r.amount.currency == currency)
         .map(|r| r.amount.amount)
         .sum();
-    let trips: Vec<serde_json::Value> = rows
+    let trips = rows
         .iter()
-        .map(|r| json!({"trip_id": r.trip_id, "amount": r.amount, "at": rfc3339(r.created_ms)}))
+        .map(|r| EarningLine {
+            trip_id: r.trip_id,
+            amount: r.amount,
+            at: rfc3339(r.created_ms),
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "driver_id": driver,
-        "from": rfc3339(from_ms),
-        "to": rfc3339(to_ms),
-        "total": Money::new(total, currency),
-        "trips": trips,
-    })))
+    Ok(HttpResponse::Ok().json(Earnings {
+        driver_id: driver,
+        from: rfc3339(from_ms),
+        to: rfc3339(to_ms),
+        total: Money::new(total, currency),
+        trips,
+    }))
 }
 
-#[derive(Deserialize)]
-struct RefundBody {
+/// One earning (a refund's reversal is negative).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EarningLine {
+    /// The trip.
+    trip_id: Uuid,
+    /// The driver's part.
+    amount: Money,
+    /// When, RFC 3339.
+    at: String,
+}
+
+/// `GET /api/drivers/{id}/earnings`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Earnings {
+    /// The driver.
+    driver_id: Uuid,
+    /// Window start, RFC 3339.
+    from: String,
+    /// Window end, RFC 3339.
+    to: String,
+    /// Sum of the lines.
+    total: Money,
+    /// Oldest first.
+    trips: Vec<EarningLine>,
+}
+
+/// `POST /api/trips/{id}/refund`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RefundBody {
+    /// How much; everything left of the charge when absent.
     amount: Option<MoneyBody>,
+    /// Why (at most 500 characters).
+    #[schema(required = true)]
     reason: Option<String>,
+    /// Idempotency reference: the same one twice refunds once.
+    #[schema(required = true)]
     reference: Option<String>,
+}
+
+/// What a refund did.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RefundView {
+    /// The trip.
+    trip_id: Uuid,
+    /// The refund's reference.
+    reference: String,
+    /// What this refund gave back.
+    refunded: Money,
+    /// Everything refunded on the trip so far.
+    total_refunded: Money,
+    /// The rider's balance after it.
+    balance: Money,
+    /// False when the reference was used before (nothing moved).
+    applied: bool,
 }
 
 /// `POST /api/trips/{id}/refund` `{amount?: Money, reason, reference}` → 201 `{refunded: Money,
@@ -334,14 +534,14 @@ pub async fn refund(
             total_refunded,
             balance,
             applied,
-        } => Ok(HttpResponse::Created().json(json!({
-            "trip_id": trip_id,
-            "reference": reference,
-            "refunded": amount,
-            "total_refunded": total_refunded,
-            "balance": balance,
-            "applied": applied,
-        }))),
+        } => Ok(HttpResponse::Created().json(RefundView {
+            trip_id,
+            reference,
+            refunded: amount,
+            total_refunded,
+            balance,
+            applied,
+        })),
         RefundOutcome::NotCharged => Err(ApiError::conflict(
             "not_charged",
             format!("trip {trip_id} has no charge to refund"),

@@ -1,8 +1,8 @@
 //! `/api/pricing…`: fare estimates and the surge multiplier at a point.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::caller::Caller;
 use super::error::ApiError;
@@ -10,15 +10,56 @@ use super::input::{Query, json_body};
 use super::trip_routes::{PointBody, point, short_text};
 use crate::clock::now_ms;
 use crate::dispatch::Role;
-use crate::dispatch::VehicleType;
+use crate::dispatch::{FareBreakdown, Money, Surge, VehicleType};
 use crate::http::AppState;
 
-#[derive(Deserialize)]
-struct EstimateBody {
+/// `POST /api/pricing/estimate`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct EstimateBody {
+    /// Pickup.
+    #[schema(required = true)]
     origin: Option<PointBody>,
+    /// Drop-off.
+    #[schema(required = true)]
     destination: Option<PointBody>,
+    /// One of the tariffs' vehicle types (the default when absent).
     vehicle_type: Option<String>,
+    /// A promotion to check (not used).
     promo_code: Option<String>,
+}
+
+/// A fare estimate.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Estimate {
+    /// What the rider would pay.
+    fare: Money,
+    /// Estimated road distance, metres.
+    distance_m: u64,
+    /// Estimated duration, seconds.
+    duration_s: u64,
+    /// The surge a request would be quoted now.
+    surge: Surge,
+    /// The vehicle type priced.
+    vehicle_type: String,
+    /// The promotion checked, upper case.
+    promo_code: Option<String>,
+    /// How the fare was made.
+    breakdown: FareBreakdown,
+}
+
+/// The surge at a point.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SurgeAnswer {
+    /// The multiplier quoted now.
+    multiplier: Surge,
+    /// The surge cell (H3, hex).
+    cell: String,
+    /// Its resolution.
+    resolution: u8,
+    /// Recent requests in the cell.
+    demand: u32,
+    /// Available drivers in the cell.
+    supply: u32,
 }
 
 /// `POST /api/pricing/estimate` `{origin, destination, vehicle_type?, promo_code?}` →
@@ -54,15 +95,15 @@ pub async fn estimate(
         surge.surge,
         discount,
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "fare": breakdown.total,
-        "distance_m": breakdown.distance_m,
-        "duration_s": breakdown.duration_s,
-        "surge": surge.surge,
-        "vehicle_type": vehicle_type.as_str(),
-        "promo_code": promo_code.map(|c| c.to_ascii_uppercase()),
-        "breakdown": breakdown,
-    })))
+    Ok(HttpResponse::Ok().json(Estimate {
+        fare: breakdown.total,
+        distance_m: breakdown.distance_m,
+        duration_s: breakdown.duration_s,
+        surge: surge.surge,
+        vehicle_type: vehicle_type.as_str().to_owned(),
+        promo_code: promo_code.map(|c| c.to_ascii_uppercase()),
+        breakdown,
+    }))
 }
 
 /// `GET /api/pricing/surge?lat=&lng=` → `{multiplier, cell, demand, supply}`.
@@ -75,11 +116,11 @@ pub async fn surge(
     let q = Query::parse(&req)?;
     let point = q.point()?;
     let quote = core.market.surge(&core.shards, point, now_ms());
-    Ok(HttpResponse::Ok().json(json!({
-        "multiplier": quote.surge,
-        "cell": quote.cell.to_string(),
-        "resolution": u8::from(core.market.surge_resolution()),
-        "demand": quote.demand,
-        "supply": quote.supply,
-    })))
+    Ok(HttpResponse::Ok().json(SurgeAnswer {
+        multiplier: quote.surge,
+        cell: quote.cell.to_string(),
+        resolution: u8::from(core.market.surge_resolution()),
+        demand: quote.demand,
+        supply: quote.supply,
+    }))
 }

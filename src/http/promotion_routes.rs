@@ -3,8 +3,8 @@
 //! restart forgets no use.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::caller::Caller;
 use super::error::ApiError;
@@ -25,32 +25,78 @@ fn store(core: &AppState) -> Result<&Store, ApiError> {
 }
 
 /// A promotion as the API shows it.
-fn view(p: &StoredPromotion) -> Value {
+#[derive(Serialize, ToSchema)]
+#[schema(as = Promotion)]
+pub(crate) struct PromotionView {
+    /// The code, upper case.
+    code: String,
+    /// `percent` or `flat`.
+    #[schema(pattern = "^(percent|flat)$")]
+    kind: &'static str,
+    /// Percent off (1–100) or minor units off.
+    value: i64,
+    /// First valid moment, RFC 3339.
+    valid_from: String,
+    /// First moment no longer valid, RFC 3339.
+    valid_to: String,
+    /// Uses per rider.
+    per_rider_limit: u32,
+    /// Whether an operator disabled it.
+    disabled: bool,
+    /// When, RFC 3339.
+    disabled_at: Option<String>,
+    /// When it was created, RFC 3339.
+    created_at: String,
+    /// Uses by all riders.
+    uses: i64,
+}
+
+fn view(p: &StoredPromotion) -> PromotionView {
     let (kind, value) = match p.promotion.discount {
         Discount::Percent(pct) => ("percent", i64::from(pct)),
         Discount::Flat(amount) => ("flat", amount),
     };
-    json!({
-        "code": p.promotion.code,
-        "kind": kind,
-        "value": value,
-        "valid_from": rfc3339(p.promotion.valid_from_ms),
-        "valid_to": rfc3339(p.promotion.valid_until_ms),
-        "per_rider_limit": p.promotion.per_rider_limit,
-        "disabled": p.disabled_ms.is_some(),
-        "disabled_at": p.disabled_ms.map(rfc3339),
-        "created_at": rfc3339(p.created_ms),
-        "uses": p.uses,
-    })
+    PromotionView {
+        code: p.promotion.code.clone(),
+        kind,
+        value,
+        valid_from: rfc3339(p.promotion.valid_from_ms),
+        valid_to: rfc3339(p.promotion.valid_until_ms),
+        per_rider_limit: p.promotion.per_rider_limit,
+        disabled: p.disabled_ms.is_some(),
+        disabled_at: p.disabled_ms.map(rfc3339),
+        created_at: rfc3339(p.created_ms),
+        uses: p.uses,
+    }
 }
 
-#[derive(Deserialize)]
-struct PromotionBody {
+/// `GET /api/ops/promotions`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PromotionList {
+    /// Newest first, disabled ones included.
+    promotions: Vec<PromotionView>,
+}
+
+/// `POST /api/ops/promotions`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct PromotionBody {
+    /// 1–32 letters, digits, `-` or `_` (case-insensitive).
+    #[schema(required = true, pattern = "^[A-Za-z0-9_-]{1,32}$")]
     code: Option<String>,
+    /// `percent` or `flat`.
+    #[schema(required = true, pattern = "^(percent|flat)$")]
     kind: Option<String>,
+    /// Percent off (1–100), or minor units off (flat).
+    #[schema(required = true, minimum = 1)]
     value: Option<i64>,
+    /// First valid moment, RFC 3339.
+    #[schema(required = true, format = DateTime)]
     valid_from: Option<String>,
+    /// First moment no longer valid, RFC 3339.
+    #[schema(required = true, format = DateTime)]
     valid_to: Option<String>,
+    /// Uses per rider, 1–1000.
+    #[schema(required = true, minimum = 1, maximum = 1000)]
     per_rider_limit: Option<i64>,
 }
 
@@ -161,7 +207,9 @@ pub async fn create(
 pub async fn list(caller: Caller, core: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Operator])?;
     let all = store(&core)?.promotions().await?;
-    Ok(HttpResponse::Ok().json(json!({"promotions": all.iter().map(view).collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(PromotionList {
+        promotions: all.iter().map(view).collect(),
+    }))
 }
 
 /// `DELETE /api/ops/promotions/{code}` → 200 the promotion, disabled (riders' later uses are

@@ -5,8 +5,9 @@
 //! under its own lock-free serial order; these handlers only authenticate, parse and map answers.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::RequestId;
@@ -25,9 +26,14 @@ use crate::geo::LatLng;
 use crate::persistence::{NewRating, RatingSide};
 
 /// `{lat, lng}` as sent; checked by [`point`].
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = Point)]
 pub(crate) struct PointBody {
+    /// Latitude, degrees.
+    #[schema(required = true, minimum = -90.0, maximum = 90.0)]
     lat: Option<f64>,
+    /// Longitude, degrees.
+    #[schema(required = true, minimum = -180.0, maximum = 180.0)]
     lng: Option<f64>,
 }
 
@@ -59,13 +65,23 @@ pub(crate) fn short_text(
     }
 }
 
-#[derive(Deserialize)]
-struct TripBody {
+/// `POST /api/trips`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct TripBody {
+    /// Pickup.
+    #[schema(required = true)]
     origin: Option<PointBody>,
+    /// Drop-off.
+    #[schema(required = true)]
     destination: Option<PointBody>,
+    /// One of the tariffs' vehicle types (the default when absent).
     vehicle_type: Option<String>,
+    /// A promotion code.
     promo_code: Option<String>,
+    /// The same key from the same rider gives the same trip.
     idempotency_key: Option<String>,
+    /// Book ahead: RFC 3339, `trip.schedule_min_lead_s` to 7 days from now.
+    #[schema(format = DateTime)]
     pickup_at: Option<String>,
 }
 
@@ -206,15 +222,62 @@ pub async fn events(
     caller.require(&[Role::Rider, Role::Operator])?;
     visible(&core, &caller, trip_id).await?;
     let events = core.load_events(trip_id).await?.unwrap_or_default();
-    let rendered: Vec<serde_json::Value> = events
+    let rendered = events
         .iter()
         .map(|record| {
-            let mut value = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
-            value["at"] = json!(rfc3339(record.at_ms));
-            value
+            let value = serde_json::to_value(record).unwrap_or_else(|_| json!({}));
+            EventView {
+                seq: record.seq,
+                kind: record.event.kind(),
+                at: rfc3339(record.at_ms),
+                at_ms: record.at_ms,
+                data: value.get("data").cloned().unwrap_or_else(|| json!({})),
+            }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "events": rendered })))
+    Ok(HttpResponse::Ok().json(Events { events: rendered }))
+}
+
+/// One event of a trip's log.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventView {
+    /// 1, 2, 3, … within the trip.
+    seq: u64,
+    /// The event type (`trip.accepted`, …; docs/EVENTS.md).
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// When, RFC 3339.
+    at: String,
+    /// When, epoch ms.
+    at_ms: i64,
+    /// The event's fields.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// `GET /api/trips/{id}/events`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Events {
+    /// Oldest first.
+    events: Vec<EventView>,
+}
+
+/// `PUT /api/trips/{id}/decline`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Declined {
+    /// The trip declined.
+    trip_id: Uuid,
+    /// `declined`.
+    status: &'static str,
+}
+
+/// A page of a rider's trips.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TripPage {
+    /// Newest first.
+    trips: Vec<TripView>,
+    /// The `before` of the next page; null on the last.
+    next_before: Option<Uuid>,
 }
 
 /// `DELETE /api/trips/{id}`: its rider cancels (a fee once the free window after assignment has
@@ -302,10 +365,10 @@ async fn answer(
             Ok(HttpResponse::Ok().json(TripView::of(&trip, Viewer::Driver)))
         }
         Ok(Answer::AssignedThere(trip)) => Ok(HttpResponse::Ok().json(trip)),
-        Ok(Answer::Declined) => Ok(HttpResponse::Ok().json(json!({
-            "trip_id": trip_id,
-            "status": "declined",
-        }))),
+        Ok(Answer::Declined) => Ok(HttpResponse::Ok().json(Declined {
+            trip_id,
+            status: "declined",
+        })),
         // Accepting a trip already won is a retry: answer as the first time.
         Err(AnswerError::Assigned) if accept => {
             let trip = core
@@ -318,8 +381,11 @@ async fn answer(
     }
 }
 
-#[derive(Deserialize)]
-struct StartBody {
+/// `PUT /api/trips/{id}/start`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct StartBody {
+    /// The rider's 4-digit trip PIN, as a string.
+    #[schema(required = true, value_type = String, pattern = "^[0-9]{4}$")]
     pin: Option<serde_json::Value>,
 }
 
@@ -440,12 +506,31 @@ pub async fn rider_history(
         Viewer::Operator
     };
     let trips: Vec<TripView> = trips.iter().map(|t| TripView::of(t, viewer)).collect();
-    Ok(HttpResponse::Ok().json(json!({ "trips": trips, "next_before": next_before })))
+    Ok(HttpResponse::Ok().json(TripPage { trips, next_before }))
 }
 
-#[derive(Deserialize)]
-struct RatingBody {
+/// `POST /api/trips/{id}/rating`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RatingBody {
+    /// 1 to 5.
+    #[schema(required = true, minimum = 1, maximum = 5)]
     stars: Option<i64>,
+    /// At most 500 characters.
+    comment: Option<String>,
+}
+
+/// A rating as stored.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Rated {
+    /// The trip rated.
+    trip_id: Uuid,
+    /// Who rated: `rider` or `driver`.
+    by: &'static str,
+    /// Who was rated.
+    rated_id: Uuid,
+    /// 1 to 5.
+    stars: u8,
+    /// The comment, if any.
     comment: Option<String>,
 }
 
@@ -509,11 +594,11 @@ pub async fn rate(
             format!("the {} of this trip rated it already", side.as_str()),
         ));
     }
-    Ok(HttpResponse::Created().json(json!({
-        "trip_id": trip_id,
-        "by": side.as_str(),
-        "rated_id": ratee,
-        "stars": stars,
-        "comment": comment,
-    })))
+    Ok(HttpResponse::Created().json(Rated {
+        trip_id,
+        by: side.as_str(),
+        rated_id: ratee,
+        stars,
+        comment,
+    }))
 }

@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod loadgen;
 mod nearby;
+mod openapi;
 mod ops;
 mod payments;
 mod pricing;
