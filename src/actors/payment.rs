@@ -284,23 +284,40 @@ impl PaymentDesk {
         if let RefundOutcome::Refunded {
             amount,
             total_refunded,
-            applied: true,
+            applied,
             ..
         } = &outcome
         {
-            counter!(REFUNDS).increment(1);
-            if let Some(trip) = core
-                .load_trip(trip_id)
-                .await
-                .map_err(|e| SettleError(e.to_string()))?
-            {
-                let event = TripEvent::Refunded {
-                    amount: *amount,
-                    total_refunded: *total_refunded,
-                    reference: reference.to_owned(),
-                    reason: reason.to_owned(),
-                };
-                record(core, trip, vec![event], false).await;
+            if *applied {
+                counter!(REFUNDS).increment(1);
+            }
+            // The money moved: note it in the trip's log, now or on a retry of the same reference
+            // if noting it failed the first time. A failure here fails nothing that was done.
+            let noted = async {
+                let trip = core.load_trip(trip_id).await?;
+                let events = core.load_events(trip_id).await?.unwrap_or_default();
+                Ok::<_, StoreError>((trip, events))
+            }
+            .await;
+            match noted {
+                Ok((Some(trip), events)) => {
+                    let logged = events.iter().any(|r| {
+                        matches!(&r.event, TripEvent::Refunded { reference: logged, .. } if logged == reference)
+                    });
+                    if !logged {
+                        let event = TripEvent::Refunded {
+                            amount: *amount,
+                            total_refunded: *total_refunded,
+                            reference: reference.to_owned(),
+                            reason: reason.to_owned(),
+                        };
+                        record(core, trip, vec![event], false).await;
+                    }
+                }
+                Ok((None, _)) => {}
+                Err(e) => {
+                    tracing::warn!(%trip_id, %reference, error = %e, "a refund could not be noted in the trip's log yet; a retry of its reference notes it");
+                }
             }
         }
         Ok(outcome)
@@ -351,8 +368,8 @@ async fn record(
 }
 
 /// Settles, every `payments.reconcile_interval_s`, the completed trips no completion message has
-/// settled (a message lost with a broker, a consumer that was away): the queue is the fast path,
-/// this is the guarantee.
+/// settled and the late cancellations whose fee no message settled (a message lost with a broker,
+/// a consumer that was away): the queue is the fast path, this is the guarantee.
 pub async fn reconcile(core: Core, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_secs_f64(core.settings.payments.reconcile_interval_s);
     loop {
@@ -363,13 +380,14 @@ pub async fn reconcile(core: Core, mut shutdown: watch::Receiver<bool>) {
         let Some(persistence) = core.persistence() else {
             return;
         };
-        let Ok(unsettled) = persistence
-            .store()
-            .trips_with_status("TRIP_COMPLETED")
-            .await
-        else {
+        let store = persistence.store();
+        let (Ok(mut unsettled), Ok(fees)) = (
+            store.trips_with_status("TRIP_COMPLETED").await,
+            store.unsettled_fees().await,
+        ) else {
             continue;
         };
+        unsettled.extend(fees);
         for trip_id in unsettled {
             // Completed just now: leave it to its message.
             let fresh = core.trips.get(trip_id).is_some_and(|t| {

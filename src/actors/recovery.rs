@@ -89,8 +89,10 @@ impl Core {
             }
         }
         if let Some(p) = self.persistence() {
-            // Completed but not settled (the engine stopped in between): settle now, once.
-            let unsettled = p.store().trips_with_status("TRIP_COMPLETED").await?;
+            // Completed (or cancelled late) but not settled (the engine stopped in between):
+            // settle now, once.
+            let mut unsettled = p.store().trips_with_status("TRIP_COMPLETED").await?;
+            unsettled.extend(p.store().unsettled_fees().await?);
             let core = self.clone();
             actix_rt::spawn(async move {
                 for trip_id in unsettled {

@@ -960,8 +960,12 @@ impl TripActor {
                     Err(TripError::NotYourTrip.into())
                 } else {
                     let ratio = self.core.settings.pricing.max_fare_ratio;
-                    let (fare, computed) =
-                        cap_fare(self.final_fare(), self.trip.quote.estimate.total, ratio);
+                    let (fare, computed) = cap_fare(
+                        self.final_fare(),
+                        &self.trip.quote.estimate,
+                        ratio,
+                        self.trip.quote.discount,
+                    );
                     let flag = computed.map(|computed| FareFlag {
                         computed,
                         max_fare_ratio: ratio,

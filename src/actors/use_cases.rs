@@ -126,9 +126,6 @@ impl Core {
             None => self.default_vehicle.clone(),
         };
         let tariff = self.market.tariff(request.origin, vehicle_type.as_str())?;
-        if let Some(pickup_at_ms) = request.pickup_at_ms {
-            self.check_pickup_time(pickup_at_ms, now_ms())?;
-        }
         // The id carries the pickup's region, so any instance can tell who owns the trip.
         let trip_id = self.regions.trip_id(request.origin);
         if let Some(key) = &request.idempotency_key {
@@ -290,6 +287,11 @@ impl Core {
         (tariff, currency): (Tariff, Currency),
     ) -> Result<Trip, RequestError> {
         let now = now_ms();
+        // Checked here, after the idempotency key: a retry of a booking whose lead has since
+        // shrunk below the minimum still finds the trip it made.
+        if let Some(pickup_at_ms) = request.pickup_at_ms {
+            self.check_pickup_time(pickup_at_ms, now)?;
+        }
         let vehicle = self.vehicles.intern(&vehicle_type)?;
         let schedule = request.pickup_at_ms.map(|pickup_at_ms| Schedule {
             pickup_at_ms,

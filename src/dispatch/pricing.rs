@@ -113,15 +113,7 @@ pub fn price(
     let subtotal = tariff.base.saturating_add(distance).saturating_add(time);
     let surged = div_round_half_up(i128::from(subtotal) * i128::from(surge.tenths()), 10);
     let floored = surged.max(tariff.min_fare);
-    let off = match discount {
-        None => 0,
-        Some(Discount::Percent(pct)) => {
-            div_round_half_up(i128::from(floored) * i128::from(pct.min(100)), 100)
-        }
-        Some(Discount::Flat(amount)) => amount.max(0),
-    }
-    .min(floored)
-    .max(0);
+    let off = discount_off(floored, discount);
     let money = |amount| Money::new(amount, currency);
     FareBreakdown {
         base: money(tariff.base),
@@ -139,42 +131,64 @@ pub fn price(
     }
 }
 
-/// Caps `fare` at `max_ratio` × `estimate` (rounded half up to minor units). Returns the fare to
-/// charge and, when the cap applied, the fare as computed.
+/// What `discount` takes off `amount` (the fare before discounts), by the rounding of [`price`].
+fn discount_off(amount: i64, discount: Option<Discount>) -> i64 {
+    match discount {
+        None => 0,
+        Some(Discount::Percent(pct)) => {
+            div_round_half_up(i128::from(amount) * i128::from(pct.min(100)), 100)
+        }
+        Some(Discount::Flat(off)) => off.max(0),
+    }
+    .min(amount)
+    .max(0)
+}
+
+/// Caps `fare` at `max_ratio` × `estimate`, both compared before the promotion (so a discount
+/// neither triggers nor hides the cap), rounded half up to minor units; the promotion is then
+/// applied to the capped amount as [`price`] applies it. Returns the fare to charge and, when the
+/// cap applied, the fare as computed. The breakdown gains a negative `fare_cap` line, so its
+/// lines still add up to the total.
 ///
 /// # Example
 ///
 /// ```
-/// use hexdispatch::dispatch::{Currency, Money, Surge, Tariff, cap_fare, price};
+/// use hexdispatch::dispatch::{Currency, Surge, Tariff, cap_fare, price};
 ///
 /// let tariff = Tariff { base: 250, per_km: 120, per_min: 30, min_fare: 500, cancel_fee: 300 };
-/// let long = price(&tariff, Currency::USD, 40_000, 3_600, Surge::NONE, None);
-/// let (capped, computed) = cap_fare(long, Money::new(2_000, Currency::USD), 2.0);
-/// assert_eq!(capped.total.amount, 4_000);
-/// assert_eq!(capped.fare_cap.map(|m| m.amount), Some(4_000 - long.total.amount));
+/// let estimate = price(&tariff, Currency::USD, 10_000, 1_200, Surge::NONE, None); // 2 050
+/// let long = price(&tariff, Currency::USD, 40_000, 3_600, Surge::NONE, None); // 6 850
+/// let (capped, computed) = cap_fare(long, &estimate, 2.0, None);
+/// assert_eq!(capped.total.amount, 4_100);
+/// assert_eq!(capped.fare_cap.map(|m| m.amount), Some(4_100 - 6_850));
 /// assert_eq!(computed, Some(long.total));
 /// ```
 #[must_use]
 pub fn cap_fare(
     fare: FareBreakdown,
-    estimate: Money,
+    estimate: &FareBreakdown,
     max_ratio: f64,
+    discount: Option<Discount>,
 ) -> (FareBreakdown, Option<Money>) {
     // The ratio in basis points keeps the arithmetic in integers.
     let bps = (max_ratio * 10_000.0).round();
-    if !bps.is_finite() || bps <= 0.0 || fare.total.currency != estimate.currency {
+    if !bps.is_finite() || bps <= 0.0 || fare.total.currency != estimate.total.currency {
         return (fare, None);
     }
+    let before = |b: &FareBreakdown| b.total.amount.saturating_add(b.discount.amount);
+    let (computed_before, estimate_before) = (before(&fare), before(estimate));
     #[allow(clippy::cast_possible_truncation)]
-    let cap = div_round_half_up(i128::from(estimate.amount) * bps as i128, 10_000);
-    if fare.total.amount <= cap {
+    let cap = div_round_half_up(i128::from(estimate_before) * bps as i128, 10_000);
+    if computed_before <= cap {
         return (fare, None);
     }
-    let computed = fare.total;
+    let currency = fare.total.currency;
+    let off = discount_off(cap, discount);
     let mut capped = fare;
-    capped.fare_cap = Some(Money::new(cap - computed.amount, computed.currency));
-    capped.total = Money::new(cap, computed.currency);
-    (capped, Some(computed))
+    capped.fare_cap = Some(Money::new(cap - computed_before, currency));
+    capped.discount = Money::new(off, currency);
+    capped.total = Money::new(cap - off, currency);
+    (capped, Some(fare.total))
 }
 
 /// How trips are estimated before they happen.
@@ -216,6 +230,42 @@ pub fn to_u64(x: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_cap_compares_fares_before_the_promotion() {
+        let tariff = Tariff {
+            base: 250,
+            per_km: 120,
+            per_min: 30,
+            min_fare: 800,
+            cancel_fee: 300,
+        };
+        // A flat promotion worth more than the estimate: the estimate's total is 0, yet a
+        // slightly longer ride is no reason to cap (or to charge nothing).
+        let flat = Some(Discount::Flat(1_000));
+        let estimate = price(&tariff, Currency::USD, 1_000, 60, Surge::NONE, flat);
+        assert_eq!(estimate.total.amount, 0);
+        let ride = price(&tariff, Currency::USD, 2_000, 120, Surge::NONE, flat);
+        let (charged, flagged) = cap_fare(ride, &estimate, 2.0, flat);
+        assert_eq!((charged, flagged), (ride, None));
+        // Far longer: capped at twice the undiscounted estimate, then discounted.
+        let far = price(&tariff, Currency::USD, 20_000, 1_800, Surge::NONE, flat);
+        let (charged, flagged) = cap_fare(far, &estimate, 2.0, flat);
+        assert_eq!(flagged, Some(far.total));
+        assert_eq!(charged.total.amount, 1_600 - 1_000);
+        let lines = charged.subtotal.amount
+            + charged.surge.amount
+            + charged.minimum_fare_adjustment.amount
+            + charged.fare_cap.map_or(0, |m| m.amount)
+            - charged.discount.amount;
+        assert_eq!(lines, charged.total.amount, "the lines add up");
+        // A percent promotion is applied to the capped amount.
+        let pct = Some(Discount::Percent(10));
+        let estimate = price(&tariff, Currency::USD, 1_000, 60, Surge::NONE, pct);
+        let far = price(&tariff, Currency::USD, 20_000, 1_800, Surge::NONE, pct);
+        let (charged, _) = cap_fare(far, &estimate, 2.0, pct);
+        assert_eq!(charged.total.amount, 1_600 - 160);
+    }
+
     use super::*;
 
     const ECONOMY: Tariff = Tariff {

@@ -236,6 +236,12 @@ impl Store {
         self.backend
     }
 
+    /// The connection pool, for tools and tests that read or write rows directly.
+    #[must_use]
+    pub const fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Applies the migrations not applied yet.
     ///
     /// # Errors
@@ -305,7 +311,7 @@ impl Store {
             insert_outbox(&mut tx, chunk).await?;
         }
         let trips: Vec<_> = latest.into_values().collect();
-        for chunk in trips.chunks(MAX_PARAMS / 13) {
+        for chunk in trips.chunks(MAX_PARAMS / 14) {
             upsert_trips(&mut tx, chunk).await?;
         }
         let drivers: Vec<&DriverRow> = drivers.into_values().collect();
@@ -331,6 +337,24 @@ impl Store {
             "SELECT trip_id FROM trips WHERE status IN \
              ('SCHEDULED', 'REQUESTED', 'MATCHING', 'ACCEPTED', 'DRIVER_ARRIVING', 'TRIP_STARTED') \
              ORDER BY trip_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| uuid_of(r, "trip_id")).collect()
+    }
+
+    /// Cancelled trips whose late-cancellation fee is neither charged nor known to have failed
+    /// (its settlement message was lost): the reconciliation settles them.
+    ///
+    /// # Errors
+    ///
+    /// The database's error.
+    pub async fn unsettled_fees(&self) -> Result<Vec<Uuid>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT trip_id FROM trips t WHERE status = 'CANCELLED' AND cancellation_fee IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.trip_id = t.trip_id) \
+             AND NOT EXISTS (SELECT 1 FROM trip_events e WHERE e.trip_id = t.trip_id \
+             AND e.type = 'payment.fee_failed') ORDER BY trip_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -624,12 +648,13 @@ async fn upsert_trips(tx: &mut Tx<'_>, rows: &[TripRowRef<'_>]) -> Result<(), sq
     }
     let sql = format!(
         "INSERT INTO trips (trip_id, rider_id, driver_id, status, vehicle_type, fare_estimate, \
-         fare, currency, version, created_ms, updated_ms, idempotency_key, fingerprint) VALUES {} \
+         fare, currency, version, created_ms, updated_ms, idempotency_key, fingerprint, \
+         cancellation_fee) VALUES {} \
          ON CONFLICT (trip_id) DO UPDATE SET driver_id = excluded.driver_id, \
          status = excluded.status, fare = excluded.fare, version = excluded.version, \
-         updated_ms = excluded.updated_ms \
+         updated_ms = excluded.updated_ms, cancellation_fee = excluded.cancellation_fee \
          WHERE trips.version < excluded.version",
-        placeholders(rows.len(), 13)
+        placeholders(rows.len(), 14)
     );
     let mut query = sqlx::query(&sql);
     for (trip, idempotency) in rows {
@@ -646,7 +671,8 @@ async fn upsert_trips(tx: &mut Tx<'_>, rows: &[TripRowRef<'_>]) -> Result<(), sq
             .bind(trip.created_ms)
             .bind(trip.updated_ms)
             .bind(idempotency.map(|(k, _)| k.clone()))
-            .bind(idempotency.map(|(_, f)| f.clone()));
+            .bind(idempotency.map(|(_, f)| f.clone()))
+            .bind(trip.cancellation_fee.map(|f| f.amount));
     }
     query.execute(&mut **tx).await.map(|_| ())
 }

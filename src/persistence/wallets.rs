@@ -199,9 +199,7 @@ async fn payment_in(
     trip_id: Uuid,
 ) -> Result<Option<PaymentRow>, StoreError> {
     let row = sqlx::query(
-        "SELECT amount, commission, currency, created_ms, kind, \
-         (SELECT CAST(COALESCE(SUM(r.amount), 0) AS BIGINT) FROM refunds r WHERE r.trip_id = $1) AS refunded \
-         FROM payments WHERE trip_id = $1",
+        "SELECT amount, commission, currency, created_ms, kind, refunded FROM payments WHERE trip_id = $1",
     )
     .bind(trip_id.to_string())
     .fetch_optional(&mut *conn)
@@ -321,43 +319,46 @@ impl Store {
         reference: &str,
         now: i64,
     ) -> Result<RefundOutcome, StoreError> {
+        if let Some(replay) = self.refund_replay(trip_id, reference).await? {
+            return Ok(replay);
+        }
         let mut tx = self.pool.begin().await?;
         let Some(charge) = payment_in(&mut tx, trip_id).await? else {
             return Ok(RefundOutcome::NotCharged);
         };
         let (rider, driver) = parties_in(&mut tx, trip_id).await?;
         let cur = charge.amount.currency;
-        let seen = sqlx::query("SELECT trip_id, amount FROM refunds WHERE reference = $1")
-            .bind(reference)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = seen {
-            let trip: String = row.try_get("trip_id")?;
-            if trip != trip_id.to_string() {
-                return Ok(RefundOutcome::ReferenceTaken);
-            }
-            let balance = balance_in(&mut tx, &rider_account(rider))
-                .await?
-                .map_or(0, |b| b.0);
-            return Ok(RefundOutcome::Refunded {
-                amount: Money::new(row.try_get("amount")?, cur),
-                total_refunded: Money::new(charge.refunded, cur),
-                balance: Money::new(balance, cur),
-                applied: false,
-            });
-        }
         if let Some(asked) = amount
             && asked.currency != cur
         {
             return Ok(RefundOutcome::CurrencyMismatch { charged: cur });
         }
-        let left = charge.amount.amount - charge.refunded;
-        let this = amount.map_or(left, |m| m.amount);
-        if this <= 0 || this > left {
+        let this = amount.map_or(charge.amount.amount - charge.refunded, |m| m.amount);
+        // Reserve the amount where it is checked: a concurrent refund of the same trip waits for
+        // this row, then sees what this one took.
+        let reserved = sqlx::query(
+            "UPDATE payments SET refunded = refunded + $1 \
+             WHERE trip_id = $2 AND $1 > 0 AND amount - refunded >= $1",
+        )
+        .bind(this)
+        .bind(trip_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if reserved.rows_affected() == 0 {
+            let left = payment_in(&mut tx, trip_id)
+                .await?
+                .map_or(0, |c| c.amount.amount - c.refunded);
             return Ok(RefundOutcome::TooMuch {
                 refundable: Money::new(left.max(0), cur),
             });
         }
+        // Read after the reservation, so earlier refunds of this trip are all visible.
+        let refunded_before: i64 = sqlx::query("SELECT refunded FROM payments WHERE trip_id = $1")
+            .bind(trip_id.to_string())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>("refunded")?
+            - this;
         let reversed_before: i64 = sqlx::query(
             "SELECT CAST(COALESCE(SUM(commission), 0) AS BIGINT) AS c FROM refunds WHERE trip_id = $1",
         )
@@ -370,14 +371,14 @@ impl Store {
             driver,
             Money::new(charge.amount.amount, cur),
             charge.commission,
-            charge.refunded,
+            refunded_before,
             reversed_before,
             this,
         );
         let commission = -postings[2].amount;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO refunds (reference, trip_id, amount, commission, currency, reason, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (reference) DO NOTHING",
         )
         .bind(reference)
         .bind(trip_id.to_string())
@@ -388,6 +389,14 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            // The same reference won a race with this call: undo the reservation, answer as it.
+            drop(tx);
+            return self
+                .refund_replay(trip_id, reference)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("refund {reference} vanished")));
+        }
         post(
             &mut tx,
             &format!("refund:{reference}"),
@@ -404,10 +413,48 @@ impl Store {
         tx.commit().await?;
         Ok(RefundOutcome::Refunded {
             amount: Money::new(this, cur),
-            total_refunded: Money::new(charge.refunded + this, cur),
+            total_refunded: Money::new(refunded_before + this, cur),
             balance: Money::new(balance, cur),
             applied: true,
         })
+    }
+
+    /// The answer to a refund whose `reference` was used before: as the first time for the same
+    /// trip, `ReferenceTaken` for another; `None` for a new reference.
+    async fn refund_replay(
+        &self,
+        trip_id: Uuid,
+        reference: &str,
+    ) -> Result<Option<RefundOutcome>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(row) = sqlx::query("SELECT trip_id, amount FROM refunds WHERE reference = $1")
+            .bind(reference)
+            .fetch_optional(&mut *conn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if row.try_get::<String, _>("trip_id")? != trip_id.to_string() {
+            return Ok(Some(RefundOutcome::ReferenceTaken));
+        }
+        let charge = payment_in(&mut conn, trip_id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("refund {reference} of an uncharged trip"))
+        })?;
+        let cur = charge.amount.currency;
+        let rider = parties_in(&mut conn, trip_id).await?.0;
+        let balance = sqlx::query("SELECT balance FROM wallets WHERE owner_id = $1")
+            .bind(rider_account(rider))
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get::<i64, _>("balance"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Some(RefundOutcome::Refunded {
+            amount: Money::new(row.try_get("amount")?, cur),
+            total_refunded: Money::new(charge.refunded, cur),
+            balance: Money::new(balance, cur),
+            applied: false,
+        }))
     }
 
     /// A trip's refunds, oldest first.

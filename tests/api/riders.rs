@@ -1038,3 +1038,144 @@ async fn ratings_refunds_fees_promotions_and_bookings_work_on_postgres() {
     drop(app);
     crate::services::drop_database(&url).await;
 }
+
+#[actix_rt::test]
+async fn a_booking_retried_with_its_key_finds_its_trip_after_the_lead_shrank() {
+    let app = spawn_app_with(schedule_quickly).await;
+    let rider_token = app.token(Role::Rider, Uuid::now_v7());
+    let body = json!({
+        "origin": {"lat": PICKUP.0, "lng": PICKUP.1},
+        "destination": {"lat": DROPOFF.0, "lng": DROPOFF.1},
+        "pickup_at": at(2_800),
+        "idempotency_key": "book-once",
+    })
+    .to_string();
+    let first = app.post("/api/trips", Some(&rider_token), &body).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    // Now less than trip.schedule_min_lead_s (2 s) ahead: a new booking would be refused.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let retry = app.post("/api/trips", Some(&rider_token), &body).await;
+    assert_eq!(retry.status, 201, "{}", retry.body);
+    assert_eq!(retry.body["trip_id"], first.body["trip_id"]);
+    assert_eq!(
+        retry
+            .headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+}
+
+#[actix_rt::test]
+async fn concurrent_refunds_of_one_trip_never_exceed_its_charge_on_postgres() {
+    use hexdispatch::dispatch::{Currency, Money};
+    use hexdispatch::persistence::{ChargeKind, RefundOutcome, Store};
+    let Some(url) = crate::services::postgres_database().await else {
+        return;
+    };
+    let store = Store::connect(Some(&url)).await.unwrap();
+    store.migrate().await.unwrap();
+    let usd = |a| Money::new(a, Currency::USD);
+    for round in 0..10 {
+        let (rider, driver, trip) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        store
+            .top_up(
+                &format!("rider:{rider}"),
+                usd(10_000),
+                &format!("seed-{round}"),
+                1,
+            )
+            .await
+            .unwrap();
+        store
+            .charge_trip(trip, ChargeKind::Fare, rider, driver, usd(1_000), 2_000, 2)
+            .await
+            .unwrap();
+        // Two refunds of 600 with different references, and two of one reference, at once.
+        let (ra, rb, rc) = (
+            format!("a-{round}"),
+            format!("b-{round}"),
+            format!("c-{round}"),
+        );
+        let (a, b, c, d) = tokio::join!(
+            store.refund_trip(trip, Some(usd(600)), "a", &ra, 3),
+            store.refund_trip(trip, Some(usd(600)), "b", &rb, 3),
+            store.refund_trip(trip, Some(usd(100)), "c", &rc, 3),
+            store.refund_trip(trip, Some(usd(100)), "c", &rc, 3),
+        );
+        let applied: i64 = [&a, &b, &c, &d]
+            .iter()
+            .map(|o| match o.as_ref().unwrap() {
+                RefundOutcome::Refunded {
+                    amount,
+                    applied: true,
+                    ..
+                } => amount.amount,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(applied, 700, "one 600 and one 100: {a:?} {b:?} {c:?} {d:?}");
+        let six = [&a, &b]
+            .iter()
+            .filter(|o| matches!(o.as_ref().unwrap(), RefundOutcome::TooMuch { .. }))
+            .count();
+        assert_eq!(six, 1, "the second 600 finds 300 left");
+    }
+    let totals = store.ledger_totals().await.unwrap();
+    assert!(totals.iter().all(|(_, t)| *t == 0), "{totals:?}");
+    drop(store);
+    crate::services::drop_database(&url).await;
+}
+
+#[actix_rt::test]
+async fn a_late_fee_no_message_settled_is_found_for_the_sweep() {
+    let app = spawn_app().await;
+    let store = app.core.persistence().unwrap().store();
+    let insert = |id: Uuid, fee: Option<i64>, status: &'static str| {
+        sqlx::query(
+            "INSERT INTO trips (trip_id, rider_id, driver_id, status, vehicle_type, fare_estimate, \
+             currency, version, created_ms, updated_ms, cancellation_fee) \
+             VALUES ($1, $2, $3, $4, 'economy', 1000, 'USD', 3, 1, 1, $5)",
+        )
+        .bind(id.to_string())
+        .bind(Uuid::now_v7().to_string())
+        .bind(Uuid::now_v7().to_string())
+        .bind(status)
+        .bind(fee)
+    };
+    let (lost, free, charged, failed, completed) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let mut conn = store.pool().acquire().await.unwrap();
+    for (id, fee, status) in [
+        (lost, Some(500), "CANCELLED"),
+        (free, None, "CANCELLED"),
+        (charged, Some(500), "CANCELLED"),
+        (failed, Some(500), "CANCELLED"),
+        (completed, Some(500), "TRIP_COMPLETED"),
+    ] {
+        insert(id, fee, status).execute(&mut *conn).await.unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO payments (trip_id, rider_id, driver_id, amount, commission, currency, created_ms, kind) \
+         VALUES ($1, 'r', 'd', 500, 100, 'USD', 1, 'cancellation_fee')",
+    )
+    .bind(charged.to_string())
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO trip_events (trip_id, seq, type, at_ms, data) \
+         VALUES ($1, 4, 'payment.fee_failed', 1, '{}')",
+    )
+    .bind(failed.to_string())
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    assert_eq!(store.unsettled_fees().await.unwrap(), vec![lost]);
+}
