@@ -30,7 +30,7 @@ pub fn with_client<R>(f: impl FnOnce(&awc::Client) -> R) -> R {
 
 /// A driver handed to the instance owning the region it drove into: what that instance needs
 /// to take the driver on with its status intact (`POST /api/cluster/handoff`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Handoff {
     /// The driver.
     pub driver_id: Uuid,
@@ -90,7 +90,7 @@ pub fn driver_socket_url(peer: &Peer) -> String {
 
 /// A trip of the calling instance offers itself to a driver this instance holds
 /// (`POST /api/cluster/offers`); answered with [`RemoteOfferReply`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoteOffer {
     /// The driver offered.
     pub driver_id: Uuid,
@@ -103,7 +103,7 @@ pub struct RemoteOffer {
 }
 
 /// Whether a remote offer reached the driver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RemoteOfferReply {
     /// The driver holds it now.
@@ -115,7 +115,7 @@ pub enum RemoteOfferReply {
 }
 
 /// The trip ended a remote offer (`POST /api/cluster/withdrawals`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoteWithdraw {
     /// The driver holding the offer.
     pub driver_id: Uuid,
@@ -126,7 +126,7 @@ pub struct RemoteWithdraw {
 }
 
 /// A driver declined a remote offer (`POST /api/cluster/declines`, to the trip's instance).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoteDecline {
     /// The trip.
     pub trip_id: Uuid,
@@ -136,7 +136,7 @@ pub struct RemoteDecline {
 
 /// A driver accepted a remote offer (`POST /api/cluster/accepts`, to the trip's instance): it
 /// comes with the driver's state, because a driver on a trip lives on the trip's instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoteAccept {
     /// The trip.
     pub trip_id: Uuid,
@@ -149,12 +149,13 @@ pub struct RemoteAccept {
 }
 
 /// How a remote accept ended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RemoteAcceptAnswer {
     /// The driver won: the trip as its driver sees it.
     Won {
         /// The trip, as the `trip` of a `trip_assigned` frame.
+        #[schema(value_type = crate::actors::protocol::TripView)]
         trip: serde_json::Value,
     },
     /// The offer had ended.
@@ -167,7 +168,7 @@ pub enum RemoteAcceptAnswer {
 /// A driver of the calling instance became free near this instance's regions
 /// (`POST /api/cluster/free`): this instance's waiting trips in reach may offer it.
 /// `{"offered": bool}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoteFree {
     /// The driver.
     pub driver_id: Uuid,

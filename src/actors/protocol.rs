@@ -26,7 +26,7 @@ pub enum Outbound {
 }
 
 /// Why an offer ended (`offer_cancelled.reason`, `accept_rejected.reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OfferEnd {
     /// Another driver accepted first.
@@ -53,7 +53,7 @@ impl OfferEnd {
 }
 
 /// What a driver is offered.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct OfferTerms {
     /// The trip.
     pub trip_id: Uuid,

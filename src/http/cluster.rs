@@ -594,5 +594,12 @@ pub async fn free(
             }
         }
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "offered": offered })))
+    Ok(HttpResponse::Ok().json(Freed { offered }))
+}
+
+/// `POST /api/cluster/free`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Freed {
+    /// Whether a waiting trip here offered itself to the driver.
+    offered: bool,
 }

@@ -122,42 +122,51 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/api/cluster/handoff",
         "operator",
         "Between instances: take on a driver that drove into one of this instance's regions (its position and whether it is online); 204.",
-        cluster::handoff
+        cluster::handoff,
+        body = crate::actors::peers::Handoff
     ),
     endpoint!(
         post,
         "/api/cluster/offers",
         "operator",
         "Between instances: a trip of another instance offers itself to a driver held here; delivered, busy or unreachable.",
-        cluster::offers
+        cluster::offers,
+        body = crate::actors::peers::RemoteOffer,
+        answer = crate::actors::peers::RemoteOfferReply
     ),
     endpoint!(
         post,
         "/api/cluster/withdrawals",
         "operator",
         "Between instances: a remote trip ended its offer to a driver held here; 204.",
-        cluster::withdrawals
+        cluster::withdrawals,
+        body = crate::actors::peers::RemoteWithdraw
     ),
     endpoint!(
         post,
         "/api/cluster/declines",
         "operator",
         "Between instances: a driver held elsewhere declined an offer of a trip run here; 204.",
-        cluster::declines
+        cluster::declines,
+        body = crate::actors::peers::RemoteDecline
     ),
     endpoint!(
         post,
         "/api/cluster/accepts",
         "operator",
         "Between instances: a driver held elsewhere accepted an offer of a trip run here and comes here with it; {outcome, trip | reason}.",
-        cluster::accepts
+        cluster::accepts,
+        body = crate::actors::peers::RemoteAccept,
+        answer = crate::actors::peers::RemoteAcceptAnswer
     ),
     endpoint!(
         post,
         "/api/cluster/free",
         "operator",
         "Between instances: a driver held elsewhere became free near this instance's regions; {offered}.",
-        cluster::free
+        cluster::free,
+        body = crate::actors::peers::RemoteFree,
+        answer = cluster::Freed
     ),
     endpoint!(
         get,

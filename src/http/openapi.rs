@@ -42,7 +42,8 @@ fn success(method: &str, path: &str) -> &'static str {
             | "/api/cluster/handoff"
             | "/api/cluster/withdrawals"
             | "/api/cluster/declines",
-        ) => "204",
+        )
+        | ("get", "/api/cluster/drivers/{id}") => "204",
         _ => "200",
     }
 }
