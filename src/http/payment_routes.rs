@@ -427,6 +427,10 @@ pub async fn earnings(
         .iter()
         .map(|r| EarningLine {
             trip_id: r.trip_id,
+            kind: match line_kind(&r.txn_id) {
+                "charge" => "fare",
+                other => other,
+            },
             amount: r.amount,
             at: rfc3339(r.created_ms),
         })
@@ -445,6 +449,9 @@ pub async fn earnings(
 pub(crate) struct EarningLine {
     /// The trip.
     trip_id: Uuid,
+    /// `fare`, `cancellation_fee`, or `refund` (the reversal of the driver's share).
+    #[schema(pattern = "^(fare|cancellation_fee|refund)$")]
+    kind: &'static str,
     /// The driver's part.
     amount: Money,
     /// When, RFC 3339.

@@ -134,10 +134,12 @@ pub struct StatementLine {
 pub struct Earning {
     /// The trip.
     pub trip_id: Uuid,
-    /// What the driver earned.
+    /// What the driver earned (negative for a refund's reversal).
     pub amount: Money,
     /// When, epoch ms.
     pub created_ms: i64,
+    /// The ledger transaction (`trip:…`, `fee:…`, `refund:…`).
+    pub txn_id: String,
 }
 
 fn currency(raw: &str) -> Result<Currency, StoreError> {
@@ -622,7 +624,7 @@ impl Store {
         to_ms: i64,
     ) -> Result<Vec<Earning>, StoreError> {
         let rows = sqlx::query(
-            "SELECT trip_id, amount, currency, created_ms FROM ledger WHERE account = $1 \
+            "SELECT trip_id, amount, currency, created_ms, txn_id FROM ledger WHERE account = $1 \
              AND trip_id IS NOT NULL AND created_ms >= $2 AND created_ms <= $3 ORDER BY created_ms, id",
         )
         .bind(crate::dispatch::ledger::driver_account(driver))
@@ -641,6 +643,7 @@ impl Store {
                         currency(&r.try_get::<String, _>("currency")?)?,
                     ),
                     created_ms: r.try_get("created_ms")?,
+                    txn_id: r.try_get("txn_id")?,
                 })
             })
             .collect()

@@ -259,6 +259,13 @@ async fn an_operator_refunds_a_charge_in_parts_once_per_reference_and_never_abov
         .get(&format!("/api/drivers/{driver}/earnings"), Some(&operator))
         .await;
     assert_eq!(earnings.body["total"]["amount"], 0, "{}", earnings.body);
+    let kinds: Vec<&str> = earnings.body["trips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["fare", "refund", "refund"], "{}", earnings.body);
     let receipt = app
         .get(&format!("/api/trips/{trip_id}/receipt"), Some(&rider_token))
         .await;
