@@ -418,6 +418,9 @@ pub struct TripSettings {
     pub schedule_min_lead_s: f64,
     /// A trip booked ahead enters MATCHING this long before its pickup time, seconds.
     pub schedule_dispatch_lead_s: f64,
+    /// A trip booked ahead whose pickup time passed more than this long ago when it comes to be
+    /// dispatched (the engine was down) ends NO_DRIVER_FOUND instead, seconds.
+    pub schedule_expiry_s: f64,
 }
 
 impl Default for TripSettings {
@@ -431,6 +434,7 @@ impl Default for TripSettings {
             retention_s: 3_600.0,
             schedule_min_lead_s: 900.0,
             schedule_dispatch_lead_s: 600.0,
+            schedule_expiry_s: 1_800.0,
         }
     }
 }
@@ -964,6 +968,7 @@ impl Settings {
                 "trip.schedule_dispatch_lead_s",
                 self.trip.schedule_dispatch_lead_s,
             ),
+            ("trip.schedule_expiry_s", self.trip.schedule_expiry_s),
         ] {
             if !(value.is_finite() && (0.0..=7.0 * 86_400.0).contains(&value)) {
                 return Err(invalid(name, "must be within [0, 604800] seconds"));

@@ -820,8 +820,25 @@ impl TripActor {
         });
     }
 
-    /// A SCHEDULED trip's dispatch time came: it enters MATCHING and counts as demand now.
+    /// A SCHEDULED trip's dispatch time came: it enters MATCHING and counts as demand now. One
+    /// whose pickup time passed more than `trip.schedule_expiry_s` ago (the engine was down) ends
+    /// NO_DRIVER_FOUND instead: nobody waits for it any more.
     fn dispatch(&mut self, ctx: &mut Context<Self>) {
+        let expiry_ms = i64::try_from(
+            Duration::from_secs_f64(self.core.settings.trip.schedule_expiry_s).as_millis(),
+        )
+        .unwrap_or(i64::MAX);
+        if self
+            .trip
+            .schedule
+            .is_some_and(|s| now_ms().saturating_sub(s.pickup_at_ms) > expiry_ms)
+        {
+            tracing::warn!(trip_id = %self.trip.trip_id, "scheduled trip expired before it could be dispatched");
+            if let Err(e) = self.commit(ctx, &TripCommand::GiveUp, false) {
+                tracing::debug!(trip_id = %self.trip.trip_id, error = %e, "no expiry");
+            }
+            return;
+        }
         let radius_m = self.policy.radius_m(0).unwrap_or(0.0);
         match self.commit(ctx, &TripCommand::Dispatch { radius_m }, false) {
             Ok(()) => {

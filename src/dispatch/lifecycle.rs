@@ -873,7 +873,7 @@ pub fn decide(
             _ => Err(refuse()),
         },
         TripCommand::GiveUp => match trip.status {
-            S::Requested | S::Matching => Ok(vec![TripEvent::NoDriverFound {}]),
+            S::Requested | S::Scheduled | S::Matching => Ok(vec![TripEvent::NoDriverFound {}]),
             _ => Err(refuse()),
         },
         TripCommand::Assign { driver_id } => {

@@ -1186,3 +1186,37 @@ async fn a_late_fee_no_message_settled_is_found_for_the_sweep() {
     drop(conn);
     assert_eq!(store.unsettled_fees().await.unwrap(), vec![lost]);
 }
+
+#[actix_rt::test]
+async fn a_booking_whose_pickup_passed_while_the_engine_was_down_ends_without_a_driver() {
+    let file = std::env::temp_dir().join(format!("hexdispatch-expiry-{}.db", Uuid::now_v7()));
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let tune = |s: &mut hexdispatch::config::Settings| {
+        schedule_quickly(s);
+        s.trip.schedule_expiry_s = 1.0;
+        s.database.url = Some(url.clone());
+    };
+    let first = spawn_app_with(tune).await;
+    let rider_token = first.token(Role::Rider, Uuid::now_v7());
+    let booked = first
+        .post(
+            "/api/trips",
+            Some(&rider_token),
+            &scheduled_body(&at(2_500)),
+        )
+        .await;
+    assert_eq!(booked.status, 201, "{}", booked.body);
+    let trip_id = s(&booked.body["trip_id"]);
+    first.handle.stop().await;
+    drop(first);
+    // Down past the pickup time and the expiry.
+    tokio::time::sleep(Duration::from_millis(4_000)).await;
+    let second = spawn_app_with(tune).await;
+    let ended = status_becomes(&second, &rider_token, &trip_id, "NO_DRIVER_FOUND").await;
+    assert!(
+        ended["status_times"]["MATCHING"].is_null(),
+        "never matched: {ended}"
+    );
+    drop(second);
+    crate::helpers::remove_sqlite(&file);
+}
