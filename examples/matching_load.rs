@@ -113,6 +113,7 @@ fn main() {
                                 trip_id,
                                 accept: true,
                                 request_id: None,
+                                traceparent: None,
                             })
                             .await;
                     }

@@ -132,6 +132,7 @@ fn main() {
                                 trip_id: trip.trip_id,
                                 accept: true,
                                 request_id: None,
+                                traceparent: None,
                             })
                             .await
                     {

@@ -708,7 +708,7 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// OTLP/HTTP collector, e.g. `http://otel-collector:4318` (spans go to `/v1/traces` there,
-    /// as JSON); unset, no span leaves the process.
+    /// as JSON, over plain HTTP); unset or empty, no span leaves the process.
     pub otlp_endpoint: Option<String>,
     /// `service.name` of the spans.
     pub service_name: String,
@@ -993,12 +993,17 @@ impl Settings {
         if !(self.trip.pin_lockout_s.is_finite() && self.trip.pin_lockout_s >= 0.0) {
             return Err(invalid("trip.pin_lockout_s", "must be zero or positive"));
         }
-        if let Some(url) = &self.telemetry.otlp_endpoint
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+        if let Some(url) = self
+            .telemetry
+            .otlp_endpoint
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            && !url.starts_with("http://")
         {
             return Err(invalid(
                 "telemetry.otlp_endpoint",
-                "must be an http(s) URL, e.g. http://otel-collector:4318",
+                "must be an http:// URL, e.g. http://otel-collector:4318 (the exporter speaks \
+                 plain HTTP; reach a TLS collector through a local one)",
             ));
         }
         if let Some(url) = &self.ops.tile_url {

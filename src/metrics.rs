@@ -39,7 +39,9 @@ pub const TRIPS_ACTIVE: &str = "hexdispatch_trips_active";
 pub const TRIP_REQUESTS: &str = "hexdispatch_trip_requests_total";
 /// Offers, by `outcome` (`sent` | `accepted` | `declined` | `expired` | `taken` | `rider_cancelled` | `busy`).
 pub const OFFERS: &str = "hexdispatch_offers_total";
-/// Time from a trip request to its first offer delivered to a driver, seconds.
+/// Time from a trip request (or a booked trip's dispatch) to its first offer delivered to a
+/// driver, seconds, for trips offered in their first radius step without waiting for a driver to
+/// appear (the dispatch path itself; a trip that waits is not counted).
 pub const TRIP_TIME_TO_FIRST_OFFER: &str = "hexdispatch_trip_time_to_first_offer_seconds";
 /// Time from a trip request to a driver's accept, seconds.
 pub const TRIP_TIME_TO_ACCEPT: &str = "hexdispatch_trip_time_to_accept_seconds";
@@ -274,6 +276,10 @@ pub fn install() -> PrometheusHandle {
             // then renders an empty registry rather than failing start-up.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Rare counters exist from the start, so an alert on their increase sees the first.
+            for reason in ["malformed", "attempts"] {
+                metrics::counter!(PAYMENTS_DEAD_LETTERED, "reason" => reason).absolute(0);
+            }
             handle
         })
         .clone()

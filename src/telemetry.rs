@@ -74,7 +74,13 @@ fn install(log: &LogSettings, telemetry: Option<&TelemetrySettings>) -> anyhow::
             .with_filter(filter)
             .boxed(),
     };
-    let provider = match telemetry.and_then(|t| t.otlp_endpoint.as_deref().map(|e| (t, e))) {
+    let endpoint = telemetry.and_then(|t| {
+        t.otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(|e| (t, e))
+    });
+    let provider = match endpoint {
         None => None,
         Some((settings, endpoint)) => {
             let endpoint = endpoint.trim_end_matches('/');

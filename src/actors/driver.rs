@@ -198,6 +198,8 @@ pub struct Respond {
     pub accept: bool,
     /// The HTTP request behind it, if any.
     pub request_id: Option<Arc<str>>,
+    /// The sender's span (W3C `traceparent`), when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// What came of an answer.
@@ -1269,6 +1271,7 @@ impl Handler<Respond> for DriverActor {
             driver: ctx.address(),
             position: self.position,
             request_id: msg.request_id.clone(),
+            traceparent: msg.traceparent.clone(),
         });
         Box::pin(request.into_actor(self).map(move |answer, actor, ctx| {
             let released = actor.offer.take().and_then(|o| o.released);

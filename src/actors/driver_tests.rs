@@ -145,6 +145,7 @@ async fn a_driver_reached_only_over_rest_who_declines_stops_once_its_position_is
             trip_id: trip.trip_id,
             accept: false,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap();

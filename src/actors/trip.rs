@@ -73,6 +73,8 @@ pub struct Accepting {
     pub position: Option<Position>,
     /// The HTTP request behind the accept, if any.
     pub request_id: Option<Arc<str>>,
+    /// The sender's span (W3C `traceparent`), when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// A driver declines this trip's offer.
@@ -646,7 +648,12 @@ impl TripActor {
                         expires_ms,
                     });
                     counter!(OFFERS, "outcome" => "sent").increment(1);
-                    if !std::mem::replace(&mut actor.first_offer_sent, true) {
+                    // Only a first offer made without waiting for a driver to appear or for
+                    // a wider radius measures the dispatch path itself.
+                    if !std::mem::replace(&mut actor.first_offer_sent, true)
+                        && actor.search.step == 0
+                        && !actor.step_waited
+                    {
                         histogram!(TRIP_TIME_TO_FIRST_OFFER)
                             .record(actor.requested_at.elapsed().as_secs_f64());
                     }
@@ -1215,6 +1222,8 @@ impl Handler<Accepting> for TripActor {
     type Result = ResponseFuture<Result<Trip, OfferEnd>>;
 
     fn handle(&mut self, msg: Accepting, ctx: &mut Self::Context) -> Self::Result {
+        let span = self.span("trip.accept", msg.traceparent.as_deref());
+        let _entered = span.enter();
         self.durable = None;
         let request_id = msg.request_id.clone();
         let driver_id = msg.driver_id;

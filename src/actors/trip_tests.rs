@@ -59,6 +59,7 @@ async fn a_driver_who_gave_a_trip_up_is_never_offered_it_again() {
             trip_id: trip.trip_id,
             accept: true,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap();
@@ -100,6 +101,7 @@ async fn an_accept_without_an_open_offer_is_rejected_with_the_reason() {
             driver: stranger,
             position: None,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap();
@@ -146,6 +148,7 @@ async fn an_old_offer_timer_never_expires_a_later_offer_to_the_same_driver() {
             trip_id: trip.trip_id,
             accept: true,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap();
@@ -192,6 +195,7 @@ async fn client_timestamps_cannot_inflate_the_distance_driven() {
         trip_id: trip.trip_id,
         accept: true,
         request_id: None,
+        traceparent: None,
     })
     .await
     .unwrap()
@@ -282,6 +286,7 @@ async fn a_rider_cancel_landing_right_after_the_winning_accept_leaves_the_driver
         trip_id: trip.trip_id,
         accept: true,
         request_id: None,
+        traceparent: None,
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     actor.do_send(RiderCancel {
@@ -336,6 +341,7 @@ async fn a_trip_actor_that_panics_is_rebuilt_and_its_trip_goes_on() {
             trip_id: trip.trip_id,
             accept: true,
             request_id: None,
+            traceparent: None,
         })
         .await
         .unwrap();

@@ -533,6 +533,7 @@ async fn accept_here(
             trip_id: a.trip_id,
             accept: true,
             request_id: None,
+            traceparent: crate::telemetry::current_traceparent(),
         })
         .await
         .map_err(unavailable)?;

@@ -601,12 +601,23 @@ async fn request_id(
         use actix_web::HttpMessage as _;
         req.extensions_mut().insert(RequestId(id.as_str().into()));
     }
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        path = %req.path()
-    );
+    // Probes and scrapes run every few seconds: their spans are debug, so they are neither
+    // logged nor traced at the default levels.
+    let span = if matches!(req.path(), "/health" | "/ready" | "/metrics") {
+        tracing::debug_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            path = %req.path()
+        )
+    } else {
+        tracing::info_span!(
+            "request",
+            request_id = %id,
+            method = %req.method(),
+            path = %req.path()
+        )
+    };
     // A caller's W3C trace context makes this request a span of the caller's trace.
     if let Some(parent) = req
         .headers()

@@ -254,11 +254,22 @@ fn attribute(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// `scheme://host[:port]` of a URL, for the content security policy.
-fn origin(url: &str) -> Option<&str> {
+/// `scheme://host[:port]` of a URL, for the content security policy; a `{s}`-style subdomain
+/// placeholder becomes the wildcard `*`.
+fn origin(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let host = rest.split('/').next()?;
-    Some(&url[..scheme.len() + 3 + host.len()])
+    let labels: Vec<&str> = host
+        .split('.')
+        .map(|l| {
+            if l.starts_with('{') && l.ends_with('}') {
+                "*"
+            } else {
+                l
+            }
+        })
+        .collect();
+    Some(format!("{scheme}://{}", labels.join(".")))
 }
 
 /// `GET /ops`: the live map page. The page itself is public; everything it shows is fetched with

@@ -357,6 +357,7 @@ async fn answer(
             trip_id,
             accept,
             request_id: Some(rid.0),
+            traceparent: crate::telemetry::current_traceparent(),
         })
         .await
         .map_err(ApiError::internal)?;

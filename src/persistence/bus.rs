@@ -23,6 +23,9 @@ use crate::metrics::{OUTBOX_LAG, OUTBOX_PUBLISH_ERRORS, OUTBOX_PUBLISHED};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait for a publish and its confirm: a broker that blocks publishers (a resource alarm)
+/// counts as down, so `/ready` and the alerts see it.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the publisher looks at the outbox when nobody wakes it.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -111,7 +114,7 @@ impl Amqp {
     ///
     /// The broker's error, or a negative confirm; the link is dropped and remade on the next call.
     pub async fn publish(&mut self, message: &BusMessage) -> Result<(), String> {
-        let result = async {
+        let result = tokio::time::timeout(PUBLISH_TIMEOUT, async {
             let exchange = self.exchange.clone();
             let channel = self.channel().await.map_err(|e| e.to_string())?;
             let mut headers = FieldTable::default();
@@ -144,8 +147,13 @@ impl Amqp {
             } else {
                 Err("the broker refused the message".to_owned())
             }
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "the broker did not confirm within {PUBLISH_TIMEOUT:?} (blocked by a resource alarm?)"
+            ))
+        });
         if result.is_err() {
             self.link = None;
         }

@@ -444,6 +444,21 @@ async fn the_ops_page_takes_tiles_only_from_the_configured_server() {
             && html.contains("data-tile-attribution=\"© &quot;Example&quot; &lt;maps&gt;\""),
         "the tile settings reach the page, escaped"
     );
+    let subdomains = spawn_app_with(|s| {
+        s.ops.tile_url = Some("https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png".into());
+    })
+    .await;
+    let page = subdomains.get("/ops", None).await;
+    let csp = page
+        .headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains("img-src 'self' data: https://*.tile.openstreetmap.org;"),
+        "a {{s}} subdomain becomes a wildcard: {csp}"
+    );
     let plain = crate::helpers::spawn_app().await;
     let page = plain.get("/ops", None).await;
     let csp = page

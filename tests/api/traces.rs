@@ -137,12 +137,19 @@ async fn a_request_its_trip_handling_the_publish_and_the_payment_form_one_trace(
     let trip_id = trip["trip_id"].as_str().unwrap().to_owned();
     assert_eq!(http.offer_of(driver, &driver_token).await, trip_id);
     let base = format!("/api/trips/{trip_id}");
-    assert_eq!(
-        http.call("PUT", &format!("{base}/accept"), &driver_token, None)
-            .await
-            .0,
-        200
-    );
+    // The accept is traced too: through the driver's actor into the trip's.
+    let accept_trace = Uuid::now_v7().simple().to_string();
+    let accepted = awc::Client::default()
+        .put(format!("{}{base}/accept", engine.address))
+        .bearer_auth(&driver_token)
+        .insert_header((
+            "traceparent",
+            format!("00-{accept_trace}-00f067aa0ba902b7-01"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 200);
     let pin = http.trip(&rider, &trip_id).await["start_pin"]
         .as_str()
         .unwrap()
@@ -215,6 +222,26 @@ async fn a_request_its_trip_handling_the_publish_and_the_payment_form_one_trace(
     let settle = one("payment.settle", &publish.span_id);
     assert_eq!(settle.attr("trip_id").as_deref(), Some(trip_id.as_str()));
     let (_, services) = spans(&received);
+    let (all, _) = spans(&received);
+    let accept: Vec<&Span> = all.iter().filter(|s| s.trace_id == accept_trace).collect();
+    let accept_request = accept
+        .iter()
+        .find(|s| s.name == "request" && s.parent == "00f067aa0ba902b7")
+        .unwrap_or_else(|| panic!("the accept's request span: {accept:#?}"));
+    let accept_handling = accept
+        .iter()
+        .find(|s| s.name == "trip" && s.parent == accept_request.span_id)
+        .unwrap_or_else(|| panic!("the trip's handling of the accept: {accept:#?}"));
+    assert_eq!(
+        accept_handling.attr("handling").as_deref(),
+        Some("trip.accept")
+    );
+    assert!(
+        accept.iter().any(|s| s.name == "outbox.publish"
+            && s.parent == accept_handling.span_id
+            && s.attr("routing_key").as_deref() == Some("trip.accepted")),
+        "trip.accepted is published in the accept's trace: {accept:#?}"
+    );
     assert!(
         services.iter().all(|s| s == "hexdispatch-test"),
         "{services:?}"

@@ -30,6 +30,8 @@
   let fitted = false;
   let socket = null;
   let driversAt = 0;
+  let driversAsked = 0;
+  let playing = null;
 
   function status(text, state) {
     $("status").textContent = text;
@@ -142,6 +144,7 @@
   // Drivers as dots, once zoomed in far enough for them to mean something.
   async function drivers() {
     driversAt = Date.now();
+    const asked = ++driversAsked;
     if (map.getZoom() < DRIVER_ZOOM) {
       driverLayer.clearLayers();
       document.body.dataset.drivers = 0;
@@ -152,6 +155,8 @@
     try {
       const body = await api("/api/locations/nearby?lat=" + centre.lat.toFixed(6) + "&lng=" +
         centre.lng.toFixed(6) + "&radius=" + radius + "&limit=100");
+      // An older answer arriving after a newer one is dropped.
+      if (asked !== driversAsked) return;
       driverLayer.clearLayers();
       for (const d of body.drivers) {
         L.circleMarker([d.lat, d.lng], { className: "driver", radius: 4 })
@@ -200,6 +205,7 @@
     if (!id) return;
     replayLayer.clearLayers();
     replay = null;
+    stop();
     try {
       const path = "/api/trips/" + encodeURIComponent(id);
       const [t, log] = await Promise.all([api(path), api(path + "/events")]);
@@ -222,7 +228,7 @@
       const last = Math.max(end, trail.length ? trail[trail.length - 1].t : end);
       replay = { trail, marker };
       $("trip").innerHTML = "<b>trip " + escape(id.slice(0, 8)) + "… · " + escape(t.status) + "</b>" +
-        "<p><input id='replay-time' type='range' min='" + first + "' max='" + last + "' step='100' value='" + first + "'> " +
+        "<p><input id='replay-time' type='range' min='" + first + "' max='" + last + "' step='any' value='" + first + "'> " +
         "<button id='replay-play' type='button'>Play</button> <span id='replay-clock'></span> · " +
         trail.length + " positions</p><table>" +
         events.map((e) => "<tr data-at='" + e.t + "'><td>" + e.seq + "</td><td>" + escape(e.type) + "</td><td>" +
@@ -235,16 +241,22 @@
     }
   }
 
+  function stop() {
+    if (playing) clearInterval(playing);
+    playing = null;
+  }
+
   function play(first, last) {
+    stop();
     const slider = $("replay-time");
     const steps = 100;
     let i = 0;
-    const timer = setInterval(() => {
+    playing = setInterval(() => {
       i += 1;
       const t = first + ((last - first) * i) / steps;
       slider.value = t;
       seek(t);
-      if (i >= steps) clearInterval(timer);
+      if (i >= steps) stop();
     }, 50);
   }
 

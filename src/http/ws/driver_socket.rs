@@ -251,6 +251,7 @@ async fn answer(
             trip_id,
             accept,
             request_id: None,
+            traceparent: crate::telemetry::current_traceparent(),
         })
         .await
     {
