@@ -7,6 +7,7 @@
 //! bus message into the payment consumer ([`current_traceparent`], [`set_parent`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -19,6 +20,10 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{LogFormat, LogSettings, TelemetrySettings};
+
+/// Whether spans are exported: without an exporter, trace context is never read or written, so
+/// the hot paths that would carry it (every trip event) pay nothing for it.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// The trace exporter, flushed and stopped by [`Telemetry::shutdown`].
 #[derive(Default)]
@@ -111,16 +116,21 @@ fn install(log: &LogSettings, telemetry: Option<&TelemetrySettings>) -> anyhow::
             .with_filter(EnvFilter::new("hexdispatch=info"))
             .boxed()
     });
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(fmt)
         .with(traces)
-        .try_init();
+        .try_init()
+        .is_ok();
+    EXPORTING.store(installed && provider.is_some(), Ordering::Release);
     Ok(Telemetry { provider })
 }
 
 /// The current span's context as a W3C `traceparent`, when traces are exported (`None` otherwise).
 #[must_use]
 pub fn current_traceparent() -> Option<String> {
+    if !EXPORTING.load(Ordering::Acquire) {
+        return None;
+    }
     let context = tracing::Span::current().context();
     let span = context.span();
     let sc = span.span_context();
@@ -137,6 +147,9 @@ pub fn current_traceparent() -> Option<String> {
 /// Makes `span` a child of the W3C `traceparent` given (nothing happens for a malformed one, or
 /// when traces are not exported).
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    if !EXPORTING.load(Ordering::Acquire) {
+        return;
+    }
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let context = TraceContextPropagator::new().extract(&carrier);
     if context.span().span_context().is_valid() {
