@@ -24,9 +24,12 @@ pub fn rfc3339(ms: i64) -> String {
 /// Parses an RFC 3339 timestamp or an integer of epoch milliseconds.
 #[must_use]
 pub fn parse_time_ms(raw: &str) -> Option<i64> {
-    if let Ok(ms) = raw.parse::<i64>() {
-        return Some(ms);
-    }
+    raw.parse::<i64>().ok().or_else(|| parse_rfc3339_ms(raw))
+}
+
+/// An RFC 3339 time as epoch milliseconds.
+#[must_use]
+pub fn parse_rfc3339_ms(raw: &str) -> Option<i64> {
     let t =
         time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()

@@ -4,7 +4,7 @@
 //! Spans are `tracing` spans; `tracing-opentelemetry` turns them into OpenTelemetry spans. Trace
 //! context crosses what a span cannot follow by itself as a W3C `traceparent` string: from an HTTP
 //! request into the trip actor's message, from the trip's events into their outbox rows, and from a
-//! bus message into the payment consumer ([`current_traceparent`], [`set_parent`]).
+//! bus message into the payment consumer ([`current_traceparent`], [`continuing`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,15 +144,17 @@ pub fn current_traceparent() -> Option<String> {
     })
 }
 
-/// Makes `span` a child of the W3C `traceparent` given (nothing happens for a malformed one, or
-/// when traces are not exported).
-pub fn set_parent(span: &tracing::Span, traceparent: &str) {
-    if !EXPORTING.load(Ordering::Acquire) {
-        return;
-    }
+/// `span`, made a child of the W3C `traceparent` given, when there is one (nothing changes for a
+/// malformed one, or when traces are not exported).
+#[must_use]
+pub fn continuing(span: tracing::Span, traceparent: Option<&str>) -> tracing::Span {
+    let Some(traceparent) = traceparent.filter(|_| EXPORTING.load(Ordering::Acquire)) else {
+        return span;
+    };
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let context = TraceContextPropagator::new().extract(&carrier);
     if context.span().span_context().is_valid() {
         let _ = span.set_parent(context);
     }
+    span
 }

@@ -462,11 +462,7 @@ pub async fn consume_local(core: Core, mut rx: broadcast::Receiver<Arc<BusMessag
 /// The span of one settlement: a child of the bus message's `traceparent`, so the payment is part
 /// of the trace of the request that completed or cancelled the trip.
 fn settle_span(trip_id: Uuid, parent: Option<&str>) -> tracing::Span {
-    let span = tracing::info_span!("payment.settle", %trip_id);
-    if let Some(parent) = parent {
-        crate::telemetry::set_parent(&span, parent);
-    }
-    span
+    crate::telemetry::continuing(tracing::info_span!("payment.settle", %trip_id), parent)
 }
 
 /// Queue and exchange names derived from the events exchange.

@@ -249,11 +249,10 @@ impl TripActor {
 
     /// A span for handling a message of this trip, a child of the sender's span when it sent one.
     fn span(&self, name: &'static str, parent: Option<&str>) -> tracing::Span {
-        let span = tracing::info_span!("trip", handling = name, trip_id = %self.trip.trip_id);
-        if let Some(parent) = parent {
-            crate::telemetry::set_parent(&span, parent);
-        }
-        span
+        crate::telemetry::continuing(
+            tracing::info_span!("trip", handling = name, trip_id = %self.trip.trip_id),
+            parent,
+        )
     }
 
     /// Runs `act` with the events it commits attributed to the HTTP request `request_id`.

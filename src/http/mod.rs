@@ -619,13 +619,12 @@ async fn request_id(
         )
     };
     // A caller's W3C trace context makes this request a span of the caller's trace.
-    if let Some(parent) = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-    {
-        crate::telemetry::set_parent(&span, parent);
-    }
+    let span = crate::telemetry::continuing(
+        span,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     let mut response = next.call(req).instrument(span).await?;
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id) {
         response.headers_mut().insert(

@@ -87,13 +87,8 @@ pub(crate) struct TripBody {
 
 /// An RFC 3339 time as epoch ms.
 pub(crate) fn rfc3339_ms(raw: &str, field: &'static str) -> Result<i64, FieldError> {
-    let at =
-        time::OffsetDateTime::parse(raw.trim(), &time::format_description::well_known::Rfc3339)
-            .map_err(|_| {
-                FieldError::invalid(field, "an RFC 3339 time, e.g. 2026-12-01T08:30:00Z")
-            })?;
-    i64::try_from(at.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| FieldError::invalid(field, "a time within a few centuries of now"))
+    crate::clock::parse_rfc3339_ms(raw.trim())
+        .ok_or_else(|| FieldError::invalid(field, "an RFC 3339 time, e.g. 2026-12-01T08:30:00Z"))
 }
 
 /// Maps a refused offer answer from `driver` about `trip_id`.

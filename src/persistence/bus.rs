@@ -296,14 +296,14 @@ pub async fn run_outbox(
         for (id, _, mut message) in rows {
             // One span per publish, in the trace of the event; the message carries this span as
             // its consumers' parent.
-            let span = tracing::info_span!(
-                "outbox.publish",
-                routing_key = %message.routing_key,
-                message_id = %message.message_id
+            let span = crate::telemetry::continuing(
+                tracing::info_span!(
+                    "outbox.publish",
+                    routing_key = %message.routing_key,
+                    message_id = %message.message_id
+                ),
+                message.headers.get("traceparent").map(String::as_str),
             );
-            if let Some(parent) = message.headers.get("traceparent") {
-                crate::telemetry::set_parent(&span, parent);
-            }
             if let Some(own) = span.in_scope(crate::telemetry::current_traceparent) {
                 message.headers.insert("traceparent".to_owned(), own);
             }

@@ -186,10 +186,13 @@ async fn post(
     Ok(())
 }
 
-async fn balance_in(tx: &mut Tx<'_>, account: &str) -> Result<Option<(i64, String)>, sqlx::Error> {
+async fn balance_in(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
     let row = sqlx::query("SELECT balance, currency FROM wallets WHERE owner_id = $1")
         .bind(account)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     row.map(|r| Ok((r.try_get("balance")?, r.try_get("currency")?)))
         .transpose()
@@ -444,13 +447,9 @@ impl Store {
         })?;
         let cur = charge.amount.currency;
         let rider = parties_in(&mut conn, trip_id).await?.0;
-        let balance = sqlx::query("SELECT balance FROM wallets WHERE owner_id = $1")
-            .bind(rider_account(rider))
-            .fetch_optional(&mut *conn)
+        let balance = balance_in(&mut conn, &rider_account(rider))
             .await?
-            .map(|r| r.try_get::<i64, _>("balance"))
-            .transpose()?
-            .unwrap_or(0);
+            .map_or(0, |b| b.0);
         Ok(Some(RefundOutcome::Refunded {
             amount: Money::new(row.try_get("amount")?, cur),
             total_refunded: Money::new(charge.refunded, cur),

@@ -186,19 +186,7 @@ async fn driven_trip(app: &TestApp, pickup: (f64, f64)) -> (String, (f64, f64)) 
     assert_eq!(r.status, 201, "{}", r.body);
     let trip_id = r.body["trip_id"].as_str().unwrap().to_owned();
     let base = format!("/api/trips/{trip_id}");
-    let mut accepted = false;
-    for _ in 0..200 {
-        if app
-            .put(&format!("{base}/accept"), Some(&token), "")
-            .await
-            .status
-            == 200
-        {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let accepted = crate::payments::accept_until_won(app, &base, &token).await;
     assert!(accepted, "the driver beside the pickup wins the trip");
     let pin = app.get(&base, Some(&rider)).await.body["start_pin"]
         .as_str()
@@ -419,6 +407,15 @@ async fn the_ops_map_recolours_redraws_shows_drivers_replays_trips_and_refuses_r
     browser.close().await;
 }
 
+/// The content security policy a page was served with.
+fn csp_of(page: &crate::helpers::Response) -> String {
+    page.headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[actix_rt::test]
 async fn the_ops_page_takes_tiles_only_from_the_configured_server() {
     let app = spawn_app_with(|s| {
@@ -428,12 +425,7 @@ async fn the_ops_page_takes_tiles_only_from_the_configured_server() {
     .await;
     let page = app.get("/ops", None).await;
     assert_eq!(page.status, 200);
-    let csp = page
-        .headers
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let csp = csp_of(&page);
     assert!(
         csp.contains("img-src 'self' data: https://tiles.example.org;"),
         "{csp}"
@@ -449,24 +441,14 @@ async fn the_ops_page_takes_tiles_only_from_the_configured_server() {
     })
     .await;
     let page = subdomains.get("/ops", None).await;
-    let csp = page
-        .headers
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let csp = csp_of(&page);
     assert!(
         csp.contains("img-src 'self' data: https://*.tile.openstreetmap.org;"),
         "a {{s}} subdomain becomes a wildcard: {csp}"
     );
     let plain = crate::helpers::spawn_app().await;
     let page = plain.get("/ops", None).await;
-    let csp = page
-        .headers
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let csp = csp_of(&page);
     assert!(csp.contains("img-src 'self' data:;"), "{csp}");
     for path in ["/ops/vendor/leaflet.js", "/ops/vendor/leaflet.css"] {
         let r = plain.get(path, None).await;

@@ -34,6 +34,23 @@ pub async fn completed_trip(app: &TestApp, rider: &str) -> (String, Uuid) {
     (trip_id, driver)
 }
 
+/// Accepts the trip at `base` (`/api/trips/{id}`) over REST as soon as its offer reaches the
+/// driver; whether it won within 4 s.
+pub async fn accept_until_won(app: &TestApp, base: &str, token: &str) -> bool {
+    for _ in 0..200 {
+        if app
+            .put(&format!("{base}/accept"), Some(token), "")
+            .await
+            .status
+            == 200
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// Requests a trip and has a fresh REST driver beside the pickup accept it; returns (trip id,
 /// driver id, driver token).
 pub async fn accepted_trip(app: &TestApp, rider: &str) -> (String, Uuid, String) {

@@ -56,6 +56,14 @@ async fn transaction_kinds(app: &TestApp, rider: Uuid, token: &str) -> Vec<Strin
         .collect()
 }
 
+/// A SQLite file of its own (removed with `remove_sqlite`) and its URL, for a test that restarts
+/// the engine on the same database.
+fn sqlite_file(tag: &str) -> (std::path::PathBuf, String) {
+    let file = std::env::temp_dir().join(format!("{tag}-{}.db", Uuid::now_v7()));
+    let url = format!("sqlite://{}?mode=rwc", file.display());
+    (file, url)
+}
+
 async fn balance(app: &TestApp, rider: Uuid) -> i64 {
     let operator = app.token(Role::Operator, Uuid::now_v7());
     let r = app
@@ -622,27 +630,36 @@ async fn a_scheduled_trip_is_cancelled_free_and_bad_pickup_times_are_refused() {
     assert_eq!(balance(&app, rider).await, 10_000, "free until dispatch");
 }
 
-#[actix_rt::test]
-async fn a_scheduled_trip_survives_a_restart_and_is_dispatched_on_time_after_it() {
-    let file = std::env::temp_dir().join(format!("hexdispatch-sched-{}.db", Uuid::now_v7()));
-    let url = format!("sqlite://{}?mode=rwc", file.display());
-    let tune = |s: &mut hexdispatch::config::Settings| {
-        schedule_quickly(s);
-        s.database.url = Some(url.clone());
-    };
+/// Books a trip `pickup_in_ms` ahead on an engine tuned by `tune`, then stops that engine (a
+/// restart follows on the same database); returns the rider's token and the trip id.
+async fn book_then_stop(
+    tune: impl FnOnce(&mut hexdispatch::config::Settings),
+    pickup_in_ms: i64,
+) -> (String, String) {
     let first = spawn_app_with(tune).await;
     let rider_token = first.token(Role::Rider, Uuid::now_v7());
     let booked = first
         .post(
             "/api/trips",
             Some(&rider_token),
-            &scheduled_body(&at(4_000)),
+            &scheduled_body(&at(pickup_in_ms)),
         )
         .await;
     assert_eq!(booked.status, 201, "{}", booked.body);
     let trip_id = s(&booked.body["trip_id"]);
     first.handle.stop().await;
     drop(first);
+    (rider_token, trip_id)
+}
+
+#[actix_rt::test]
+async fn a_scheduled_trip_survives_a_restart_and_is_dispatched_on_time_after_it() {
+    let (file, url) = sqlite_file("hexdispatch-sched");
+    let tune = |s: &mut hexdispatch::config::Settings| {
+        schedule_quickly(s);
+        s.database.url = Some(url.clone());
+    };
+    let (rider_token, trip_id) = book_then_stop(tune, 4_000).await;
 
     let second = spawn_app_with(tune).await;
     let still = second
@@ -682,8 +699,7 @@ fn promotion(code: &str, kind: &str, value: i64, limit: i64) -> String {
 
 #[actix_rt::test]
 async fn operators_create_list_and_disable_promotions_whose_uses_survive_a_restart() {
-    let file = std::env::temp_dir().join(format!("hexdispatch-promo-{}.db", Uuid::now_v7()));
-    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let (file, url) = sqlite_file("hexdispatch-promo");
     let tune = |s: &mut hexdispatch::config::Settings| s.database.url = Some(url.clone());
     let app = spawn_app_with(tune).await;
     let operator = app.token(Role::Operator, Uuid::now_v7());
@@ -883,19 +899,7 @@ async fn a_fare_above_the_cap_is_capped_and_flagged_for_review() {
     let trip_id = s(&r.body["trip_id"]);
     let estimate = r.body["fare_estimate"]["amount"].as_i64().unwrap();
     let base = format!("/api/trips/{trip_id}");
-    let mut accepted = false;
-    for _ in 0..200 {
-        if app
-            .put(&format!("{base}/accept"), Some(&token), "")
-            .await
-            .status
-            == 200
-        {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let accepted = crate::payments::accept_until_won(&app, &base, &token).await;
     assert!(accepted);
     let pin = s(&app.get(&base, Some(&rider_token)).await.body["start_pin"]);
     let started = app
@@ -1189,26 +1193,13 @@ async fn a_late_fee_no_message_settled_is_found_for_the_sweep() {
 
 #[actix_rt::test]
 async fn a_booking_whose_pickup_passed_while_the_engine_was_down_ends_without_a_driver() {
-    let file = std::env::temp_dir().join(format!("hexdispatch-expiry-{}.db", Uuid::now_v7()));
-    let url = format!("sqlite://{}?mode=rwc", file.display());
+    let (file, url) = sqlite_file("hexdispatch-expiry");
     let tune = |s: &mut hexdispatch::config::Settings| {
         schedule_quickly(s);
         s.trip.schedule_expiry_s = 1.0;
         s.database.url = Some(url.clone());
     };
-    let first = spawn_app_with(tune).await;
-    let rider_token = first.token(Role::Rider, Uuid::now_v7());
-    let booked = first
-        .post(
-            "/api/trips",
-            Some(&rider_token),
-            &scheduled_body(&at(2_500)),
-        )
-        .await;
-    assert_eq!(booked.status, 201, "{}", booked.body);
-    let trip_id = s(&booked.body["trip_id"]);
-    first.handle.stop().await;
-    drop(first);
+    let (rider_token, trip_id) = book_then_stop(tune, 2_500).await;
     // Down past the pickup time and the expiry.
     tokio::time::sleep(Duration::from_millis(4_000)).await;
     let second = spawn_app_with(tune).await;
