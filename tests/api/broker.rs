@@ -22,16 +22,18 @@ use crate::helpers::{TestApp, spawn_app_with};
 use crate::payments::completed_trip;
 use crate::services::{Proxy, amqp_url};
 
-struct Broker {
+/// An exchange of the test's own, and a queue bound to everything on it.
+pub struct Broker {
     _connection: Connection,
     channel: Channel,
-    exchange: String,
+    /// The exchange's name (give it to the engine as `amqp.exchange`).
+    pub exchange: String,
     queue: String,
 }
 
 impl Broker {
     /// Declares the test's exchange and a queue bound to everything on it.
-    async fn open(url: &str) -> Self {
+    pub async fn open(url: &str) -> Self {
         let connection = Connection::connect(url, ConnectionProperties::default())
             .await
             .unwrap();
@@ -100,6 +102,15 @@ impl Broker {
 
     /// Routing keys of the messages about `trip_id`, until `last` arrives.
     async fn events_of(&self, trip_id: &str, last: &str) -> Vec<String> {
+        self.deliveries_of(trip_id, last)
+            .await
+            .iter()
+            .map(|d| d.routing_key.to_string())
+            .collect()
+    }
+
+    /// The messages about `trip_id`, until `last` arrives.
+    pub async fn deliveries_of(&self, trip_id: &str, last: &str) -> Vec<lapin::message::Delivery> {
         let mut consumer = self
             .channel
             .basic_consume(
@@ -110,7 +121,7 @@ impl Broker {
             )
             .await
             .unwrap();
-        let mut kinds = Vec::new();
+        let mut deliveries = Vec::new();
         loop {
             let delivery = tokio::time::timeout(Duration::from_secs(20), consumer.next())
                 .await
@@ -134,11 +145,10 @@ impl Broker {
                 "trace context travels"
             );
             assert!(headers.inner().contains_key("x-event-type"));
-            let kind = delivery.routing_key.to_string();
-            let done = kind == last;
-            kinds.push(kind);
+            let done = delivery.routing_key.as_str() == last;
+            deliveries.push(delivery);
             if done {
-                return kinds;
+                return deliveries;
             }
         }
     }

@@ -12,6 +12,7 @@ use hexdispatch::dispatch::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::broker::Broker;
 use crate::durability::Http;
 use crate::services::{EngineProcess, amqp_url};
 
@@ -114,20 +115,18 @@ async fn a_request_its_trip_handling_the_publish_and_the_payment_form_one_trace(
         ),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
     ];
-    let amqp = amqp_url().await;
-    let exchange = format!("hx-traces-{}", Uuid::now_v7().simple());
-    if let Some(url) = &amqp {
-        env.push(("HEXDISPATCH__AMQP__URL", url.clone()));
-        env.push(("HEXDISPATCH__AMQP__EXCHANGE", exchange.clone()));
-    }
-    let engine = EngineProcess::start(&dir, &env).await;
-    let http = Http::new(&engine.address);
-
-    // A watcher of the exchange, to read the message's own headers.
-    let watched = match &amqp {
-        Some(url) => Some(watch(url, &exchange).await),
+    // On RabbitMQ, an exchange of the test's own with a queue on it, to read the messages.
+    let broker = match amqp_url().await {
+        Some(url) => {
+            let broker = Broker::open(&url).await;
+            env.push(("HEXDISPATCH__AMQP__URL", url));
+            env.push(("HEXDISPATCH__AMQP__EXCHANGE", broker.exchange.clone()));
+            Some(broker)
+        }
         None => None,
     };
+    let engine = EngineProcess::start(&dir, &env).await;
+    let http = Http::new(&engine.address);
 
     let rider = http.token(Role::Rider, Uuid::now_v7());
     let driver = Uuid::now_v7();
@@ -247,11 +246,20 @@ async fn a_request_its_trip_handling_the_publish_and_the_payment_form_one_trace(
         "{services:?}"
     );
 
-    if let Some(mut watched) = watched {
-        let header = watched
-            .traceparent_of("trip.completed", &trip_id)
-            .await
+    if let Some(broker) = &broker {
+        let deliveries = broker.deliveries_of(&trip_id, "trip.completed").await;
+        let completed = deliveries
+            .last()
             .expect("the completion reached the exchange");
+        let header = completed
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| match h.inner().get("traceparent") {
+                Some(lapin::types::AMQPValue::LongString(s)) => Some(s.to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
         assert_eq!(
             header,
             format!("00-{trace_id}-{}-01", publish.span_id),
@@ -279,91 +287,4 @@ async fn without_an_endpoint_no_span_leaves_the_process() {
     drop(engine);
     server.stop(true).await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A queue bound to every routing key of `exchange`.
-struct Watch {
-    consumer: lapin::Consumer,
-    _connection: lapin::Connection,
-}
-
-async fn watch(url: &str, exchange: &str) -> Watch {
-    use lapin::options::{
-        BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    };
-    use lapin::types::FieldTable;
-    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .exchange_declare(
-            exchange.into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "traces-test".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    Watch {
-        consumer,
-        _connection: connection,
-    }
-}
-
-impl Watch {
-    async fn traceparent_of(&mut self, routing_key: &str, trip_id: &str) -> Option<String> {
-        use futures_util::StreamExt as _;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while let Ok(Some(Ok(delivery))) =
-            tokio::time::timeout_at(deadline, self.consumer.next()).await
-        {
-            let body: Value = serde_json::from_slice(&delivery.data).unwrap_or_default();
-            if delivery.routing_key.as_str() == routing_key && body["trip_id"] == trip_id {
-                let headers = delivery.properties.headers().clone()?;
-                return headers.inner().get("traceparent").and_then(|v| match v {
-                    lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
-                    _ => None,
-                });
-            }
-        }
-        None
-    }
 }
